@@ -1,0 +1,1 @@
+"""Reimplemented hashing baselines, all with the face of :class:`usdh.hasher.BaseHasher`."""

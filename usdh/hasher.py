@@ -1,0 +1,148 @@
+"""The one face every hasher shares, shallow or deep.
+
+``Method(n_bits=32, random_state=0, **params).fit(X)`` returns the fitted hasher, ``encode(X)``
+returns packed codes (see :mod:`usdh.codes`), and ``save`` / ``load`` round-trip the fitted state.
+As in scikit-learn, hyperparameters are set in ``__init__`` and never changed by ``fit``; learned
+state lives in attributes whose names end in ``_``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from typing import Any, ClassVar, Self
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from usdh.codes import check_n_bits, pack_bits
+from usdh.io import atomic_path
+
+__all__ = ["BaseHasher", "NotFittedError", "check_features"]
+
+
+class NotFittedError(ValueError):
+    """Raised when ``encode`` or ``save`` is called before ``fit``."""
+
+
+def check_features(
+    X: ArrayLike, name: str = "X", n_features: int | None = None, min_rows: int = 1
+) -> NDArray[np.floating]:
+    """Return features as a finite 2-D float array, or raise a ValueError saying what is wrong."""
+    arr = np.asarray(X)
+    if arr.dtype.kind not in "fiub":
+        raise ValueError(f"{name} must be numeric features, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D array (n_samples, n_features), got shape {arr.shape}"
+        )
+    if arr.shape[0] < min_rows:
+        raise ValueError(f"{name} has {arr.shape[0]} rows; at least {min_rows} are needed")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has zero feature columns")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {arr.shape[1]} features, but the hasher was fitted on {n_features}; "
+            f"encode features from the same backbone and layer as the training features"
+        )
+    if arr.dtype.kind != "f":
+        arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        bad = int(np.count_nonzero(~np.isfinite(arr).all(axis=1)))
+        raise ValueError(
+            f"{name} contains NaN or infinite values in {bad} row(s); clean or drop them first"
+        )
+    return arr
+
+
+class BaseHasher:
+    """Base class: parameter handling, input validation, packing and persistence.
+
+    Subclasses implement ``_fit(X)`` (set learned ``*_`` attributes) and ``_project(X)``
+    (real-valued outputs whose sign gives the bits) and list their learned attributes in ``_state``.
+    """
+
+    _state: ClassVar[tuple[str, ...]] = ()
+    #: smallest number of training rows the method accepts
+    _min_fit_rows: ClassVar[int] = 2
+
+    def __init__(self, n_bits: int = 32, random_state: int = 0) -> None:
+        self.n_bits = n_bits
+        self.random_state = random_state
+
+    # -- parameters --------------------------------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyperparameters, as passed to ``__init__`` (JSON-serialisable)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- fit / encode ------------------------------------------------------------------------
+    def fit(self, X: ArrayLike, y: Any = None) -> Self:
+        """Learn the hash functions from training features (labels, if given, are ignored)."""
+        check_n_bits(self.n_bits)
+        arr = check_features(X, min_rows=self._min_fit_rows)
+        self._validate_params(arr)
+        self._fit(arr)
+        self.n_features_in_ = arr.shape[1]
+        return self
+
+    def encode(self, X: ArrayLike) -> NDArray[np.uint8]:
+        """Packed ``(n, n_bits // 8)`` uint8 codes of ``X``."""
+        self._check_fitted()
+        arr = check_features(X, n_features=self.n_features_in_, min_rows=0)
+        return pack_bits(self._project(arr))
+
+    def _validate_params(self, X: NDArray[np.floating]) -> None:
+        """Check hyperparameters against the training data; override to add checks."""
+
+    def _fit(self, X: NDArray[np.floating]) -> None:
+        raise NotImplementedError
+
+    def _project(self, X: NDArray[np.floating]) -> NDArray[np.floating]:
+        raise NotImplementedError
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "n_features_in_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit(X) first")
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write hyperparameters and fitted state to one ``.npz`` file (atomically, no pickle)."""
+        self._check_fitted()
+        arrays = {name: np.asarray(getattr(self, name)) for name in self._state}
+        meta = {
+            "class": type(self).__name__,
+            "params": self.get_params(),
+            "n_features_in_": int(self.n_features_in_),
+        }
+        arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Self:
+        """Read a hasher written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as data:
+            if "__meta__" not in data:
+                raise ValueError(f"{path} is not a saved hasher (no metadata record)")
+            meta = json.loads(data["__meta__"].tobytes().decode())
+            if meta["class"] != cls.__name__:
+                raise ValueError(
+                    f"{path} holds a {meta['class']}, not a {cls.__name__}; "
+                    f"load it with {meta['class']}.load"
+                )
+            obj = cls(**meta["params"])
+            for name in cls._state:
+                value = data[name]
+                setattr(obj, name, value.item() if value.ndim == 0 else value)
+        obj.n_features_in_ = meta["n_features_in_"]
+        return obj
