@@ -1,0 +1,75 @@
+"""One PCA and one centred projection for the baselines, so PCAH, ITQ and SH share every step."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+from numpy.typing import NDArray
+
+__all__ = ["check_pca_size", "fit_pca", "project"]
+
+#: rows per block when accumulating the scatter matrix: bounds the float64 copy of wide features
+_CHUNK_ROWS = 4096
+
+
+def check_pca_size(owner: str, n_components: int, n_samples: int, n_features: int) -> None:
+    """Refuse a PCA size the data cannot support, naming the method and what to change.
+
+    Centred data of ``n`` rows spans at most ``n - 1`` directions; further components would be
+    arbitrary directions of zero variance, so asking for them is an error rather than silent noise.
+    """
+    if n_components > n_features:
+        raise ValueError(
+            f"{owner} needs {n_components} PCA components but the features have only "
+            f"{n_features} dimensions; use n_bits <= {n_features} or wider features"
+        )
+    if n_components > n_samples - 1:
+        raise ValueError(
+            f"{owner} needs {n_components} PCA components but {n_samples} training samples span "
+            f"at most {n_samples - 1}; fit on at least {n_components + 1} samples or use fewer bits"
+        )
+
+
+def fit_pca(
+    X: NDArray[np.floating], n_components: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Mean ``(d,)`` and top principal directions ``(d, n_components)`` of ``X``, in float64.
+
+    Components are ordered by decreasing variance, and each is signed so that its entry of largest
+    magnitude is positive: eigensolvers return ``v`` or ``-v`` at will, and a fixed sign makes the
+    bits, not just the partition, reproducible. With at least as many rows as features the
+    ``d x d`` scatter matrix is accumulated in row blocks (memory ``O(d^2)``, not a float64 copy of
+    ``X``) and only the needed eigenpairs are computed; with fewer rows, an SVD of the centred data
+    is cheaper.
+    """
+    n, d = X.shape
+    mean = X.mean(axis=0, dtype=np.float64)
+    if n >= d:
+        scatter = np.zeros((d, d))
+        for start in range(0, n, _CHUNK_ROWS):
+            block = X[start : start + _CHUNK_ROWS].astype(np.float64) - mean
+            scatter += block.T @ block
+        _, vecs = scipy.linalg.eigh(scatter, subset_by_index=[d - n_components, d - 1])
+        components = vecs[:, ::-1]
+    else:
+        centred = X.astype(np.float64) - mean
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        components = vt[:n_components].T
+    components = np.ascontiguousarray(components)
+    peak = np.abs(components).argmax(axis=0)
+    signs = np.where(components[peak, np.arange(n_components)] < 0, -1.0, 1.0)
+    return mean, components * signs
+
+
+def project(
+    X: NDArray[np.floating], mean: NDArray[np.float64], directions: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """``(X - mean) @ directions`` in float64.
+
+    Row blocks keep memory bounded: wide float32 features are never copied whole to float64.
+    """
+    out = np.empty((X.shape[0], directions.shape[1]))
+    for start in range(0, X.shape[0], _CHUNK_ROWS):
+        block = X[start : start + _CHUNK_ROWS].astype(np.float64) - mean
+        out[start : start + _CHUNK_ROWS] = block @ directions
+    return out
