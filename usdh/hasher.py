@@ -89,6 +89,12 @@ class BaseHasher:
     def fit(self, X: ArrayLike, y: Any = None) -> Self:
         """Learn the hash functions from training features (labels, if given, are ignored)."""
         check_n_bits(self.n_bits)
+        rs = self.random_state
+        if isinstance(rs, bool) or not isinstance(rs, int | np.integer) or rs < 0:
+            raise ValueError(
+                f"random_state must be a non-negative integer (seeds are recorded with every "
+                f"result), got {rs!r}"
+            )
         arr = check_features(X, min_rows=self._min_fit_rows)
         self._validate_params(arr)
         self._fit(arr)
