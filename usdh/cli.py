@@ -1,0 +1,164 @@
+"""The project's command line: one sub-command per DVC stage, every knob read from params.yaml.
+
+    python -m usdh prepare cifar10      # decode once into data/prepared/cifar10/
+    python -m usdh split cifar10        # protocol index files into data/splits/cifar10/<protocol>/
+    python -m usdh features cifar10     # backbone features into data/features/cifar10/<backbone>/
+
+Heavy imports (torch) happen inside the commands that need them, so the light stages start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from usdh.params import ParamsError, load_params, section
+
+__all__ = ["main"]
+
+log = logging.getLogger("usdh")
+
+PREPARED = Path("data/prepared")
+SPLITS = Path("data/splits")
+FEATURES = Path("data/features")
+
+
+def _dataset_params(params: dict[str, Any], name: str) -> dict[str, Any]:
+    datasets = section(params, "datasets")
+    if name not in datasets:
+        raise ParamsError(
+            f"dataset {name!r} is not configured in params.yaml (configured: "
+            f"{', '.join(sorted(datasets))}); add a 'datasets.{name}' entry"
+        )
+    return datasets[name]
+
+
+def cmd_prepare(params: dict[str, Any], dataset: str) -> None:
+    """Find (or download) the dataset and decode it once into a compact cache."""
+    from usdh.data import load_dataset, prepare_dataset
+
+    cfg = _dataset_params(params, dataset)
+    ds = load_dataset(dataset, path=cfg.get("path"), download=bool(cfg.get("download", False)))
+    summary = prepare_dataset(ds, PREPARED / dataset)
+    log.info(
+        "prepared %s (%s): %d images in %.1f s",
+        dataset,
+        ds.source,
+        len(ds),
+        summary.get("seconds", float("nan")),
+    )
+
+
+def cmd_split(params: dict[str, Any], dataset: str) -> None:
+    """Write the seeded index files of every protocol configured for the dataset."""
+    from usdh.data import load_prepared, make_split, save_split
+
+    cfg = _dataset_params(params, dataset)
+    seed = int(section(params, "split_seed"))
+    ds = load_prepared(PREPARED / dataset)
+    for protocol in cfg["protocols"]:
+        split = make_split(ds, protocol, seed=seed, train_subset=cfg.get("train_subset"))
+        save_split(split, SPLITS / dataset / protocol)
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in split.items())
+        log.info("split %s/%s (seed %d): %s", dataset, protocol, seed, sizes)
+
+
+def cmd_features(params: dict[str, Any], dataset: str) -> None:
+    """Backbone features of every image, and of rotated views of the training subset."""
+    from usdh.backbones import build_backbone
+    from usdh.data import load_prepared, load_split
+    from usdh.features import extract_features, feature_provenance, save_features
+
+    cfg = _dataset_params(params, dataset)
+    fp = section(params, "features")
+    seed = int(section(params, "split_seed"))
+    ds = load_prepared(PREPARED / dataset)
+    main_protocol = cfg["protocols"][0]
+    split = load_split(SPLITS / dataset / main_protocol, ds)
+    rot_idx = split["train_subset"] if "train_subset" in split else split["train"]
+    backbone = build_backbone(fp["backbone"], weights=fp["weights"], seed=seed)
+    common = {
+        "input_size": fp["input_size"],
+        "batch_size": fp["batch_size"],
+        "device": fp["device"],
+        "dtype": fp["dtype"],
+        "num_workers": fp["num_workers"],
+        "threads": fp["threads"],
+    }
+    info: dict[str, Any] = {}
+    feats = extract_features(ds, backbone, info=info, **common)
+    rinfo: dict[str, Any] = {}
+    angles = fp["rotation_angles"]
+    rotations = None
+    if angles:
+        rotations = extract_features(
+            ds,
+            backbone,
+            angles=angles,
+            indices=rot_idx,
+            rotation_mode=fp["rotation_mode"],
+            info=rinfo,
+            **common,
+        )
+    provenance = feature_provenance(
+        info,
+        dataset=ds.name,
+        source=ds.source,
+        seed=seed,
+        rotations_run=rinfo if rotations is not None else None,
+        rotation_protocol=main_protocol,
+    )
+    out = FEATURES / dataset / fp["backbone"]
+    save_features(
+        out,
+        feats,
+        rotations,
+        provenance=provenance,
+        rotation_indices=rot_idx if rotations is not None else None,
+        dtype=fp["storage_dtype"],
+    )
+    log.info("features %s/%s: %s -> %s", dataset, fp["backbone"], feats.shape, out)
+
+
+COMMANDS: dict[str, Callable[[dict[str, Any], str], None]] = {
+    "prepare": cmd_prepare,
+    "split": cmd_split,
+    "features": cmd_features,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="usdh", description=__doc__.split("\n")[0])
+    parser.add_argument("--params", default="params.yaml", help="parameters file (params.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn in COMMANDS.items():
+        p = sub.add_parser(name, help=(fn.__doc__ or "").split("\n")[0])
+        p.add_argument("dataset", help="a dataset configured under 'datasets' in params.yaml")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not sys.stderr.isatty():
+        # in logs (CI, dvc's captured output) a progress bar line every 10 s is plenty
+        os.environ.setdefault("TQDM_MININTERVAL", "10")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        params = load_params(args.params)
+        COMMANDS[args.command](params, args.dataset)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        # our errors already say what is wrong and how to fix it: print them, not a traceback
+        if args.verbose:
+            raise
+        print(f"usdh {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
