@@ -40,6 +40,15 @@ def write_params(folder: Path, **features) -> Path:
             "rotation_mode": "crop",
             **features,
         },
+        "experiment": {
+            "dataset": "oxford17",
+            "protocol": "retrieval",
+            "methods": ["lsh", "itq"],
+            "bits": [16],
+            "seeds": [0],
+        },
+        "methods": {"lsh": {"center": True}, "itq": {"n_iter": 20}},
+        "evaluation": {"precision_at": [10, 100, 5000], "radius": 2},
     }
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -71,6 +80,33 @@ def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch):
     assert main(["features", "oxford17"]) == 0
     assert np.array_equal(np.load(out / "features.npy"), first)
 
+    # fit -> encode -> evaluate, and the metrics agree with an independent recomputation
+    from usdh.metrics import mean_average_precision
+
+    for method in ("lsh", "itq"):
+        for command in ("fit", "encode", "evaluate"):
+            assert main([command, method, "16", "0"]) == 0
+    labels = np.load(tmp_path / "data/prepared/oxford17/labels.npy")
+    q_idx = np.load(tmp_path / "data/splits/oxford17/retrieval/query.npy")
+    db_idx = np.load(tmp_path / "data/splits/oxford17/retrieval/database.npy")
+    maps = {}
+    for method in ("lsh", "itq"):
+        metrics = json.loads((tmp_path / f"metrics/oxford17/{method}/16/0.json").read_text())
+        q = np.load(tmp_path / f"codes/oxford17/{method}/16/0/query.npy")
+        db = np.load(tmp_path / f"codes/oxford17/{method}/16/0/database.npy")
+        assert q.shape == (340, 2) and db.shape == (1020, 2)
+        expected = mean_average_precision(q, db, labels[q_idx], labels[db_idx])
+        assert metrics["mAP"] == pytest.approx(expected)
+        assert metrics["source"] == "Oxford-17 (256 px copy)"
+        assert set(metrics["precision_at_n"]) == {"10", "100"}  # 5000 > database: dropped
+        pr = (tmp_path / f"metrics/oxford17/{method}/16/0_pr.csv").read_text().splitlines()
+        assert pr[0] == "radius,precision,recall" and len(pr) == 18
+        maps[method] = metrics["mAP"]
+    # 17 balanced classes: random codes score about 1/17; real features do far better
+    assert min(maps.values()) > 0.1
+    fit = json.loads((tmp_path / "models/oxford17/itq/16/0/fit.json").read_text())
+    assert fit["n_train"] == 680 and fit["params"]["n_iter"] == 20
+
 
 def test_unknown_dataset_is_one_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -78,6 +114,13 @@ def test_unknown_dataset_is_one_clear_error(tmp_path, monkeypatch, capsys):
     assert main(["prepare", "mnist"]) == 2
     err = capsys.readouterr().err
     assert "mnist" in err and "oxford17" in err and "Traceback" not in err
+
+
+def test_method_not_in_the_experiment_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    assert main(["fit", "sh", "16", "0"]) == 2
+    assert "experiment.methods" in capsys.readouterr().err
 
 
 def test_missing_params_file_names_the_fix(tmp_path, monkeypatch, capsys):

@@ -3,6 +3,9 @@
     python -m usdh prepare cifar10      # decode once into data/prepared/cifar10/
     python -m usdh split cifar10        # protocol index files into data/splits/cifar10/<protocol>/
     python -m usdh features cifar10     # backbone features into data/features/cifar10/<backbone>/
+    python -m usdh fit itq 32 0         # models/<dataset>/itq/32/0/ (experiment.dataset)
+    python -m usdh encode itq 32 0      # codes/<dataset>/itq/32/0/{query,database}.npy
+    python -m usdh evaluate itq 32 0    # metrics/<dataset>/itq/32/0.json and curves
 
 Heavy imports (torch) happen inside the commands that need them, so the light stages start fast.
 """
@@ -16,6 +19,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from usdh.params import ParamsError, load_params, section
 
@@ -125,10 +130,113 @@ def cmd_features(params: dict[str, Any], dataset: str) -> None:
     log.info("features %s/%s: %s -> %s", dataset, fp["backbone"], feats.shape, out)
 
 
-COMMANDS: dict[str, Callable[[dict[str, Any], str], None]] = {
+def _run_context(params: dict[str, Any], method: str, bits: int, seed: int) -> dict[str, Any]:
+    """What fit / encode / evaluate share: the experiment's dataset, split, features and paths."""
+    from usdh.data import load_split
+    from usdh.experiment import ExperimentPaths, method_class
+
+    exp = section(params, "experiment")
+    dataset, protocol = exp["dataset"], exp["protocol"]
+    if method not in exp["methods"]:
+        raise ParamsError(
+            f"method {method!r} is not in experiment.methods ({', '.join(exp['methods'])})"
+        )
+    method_class(method)  # unknown names fail here, with the list of known ones
+    backbone = section(params, "features", "backbone")
+    return {
+        "dataset": dataset,
+        "protocol": protocol,
+        "backbone": backbone,
+        "split": load_split(SPLITS / dataset / protocol),
+        "features_dir": FEATURES / dataset / backbone,
+        "paths": ExperimentPaths(dataset, method, bits, seed),
+        "record": {
+            "dataset": dataset,
+            "protocol": protocol,
+            "backbone": backbone,
+            "method": method,
+            "bits": bits,
+            "seed": seed,
+        },
+    }
+
+
+def cmd_fit(params: dict[str, Any], method: str, bits: int, seed: int) -> None:
+    """Fit one method at one code length and seed on the experiment's training rows."""
+    from usdh.experiment import fit_method
+    from usdh.features import load_features
+
+    ctx = _run_context(params, method, bits, seed)
+    fs = load_features(ctx["features_dir"], mmap_mode="r")
+    angles = fs.provenance.get("rotations", {}).get("angles") or fs.provenance.get("angles")
+    hasher = fit_method(
+        method,
+        bits,
+        seed,
+        np.asarray(fs.features),
+        ctx["split"],
+        ctx["paths"],
+        method_params=(params.get("methods") or {}).get(method) or {},
+        rotations=None if fs.rotations is None else np.asarray(fs.rotations),
+        rotation_indices=fs.rotation_indices,
+        angles=angles,
+        record=ctx["record"],
+    )
+    log.info("fitted %s -> %s", hasher, ctx["paths"].model)
+
+
+def cmd_encode(params: dict[str, Any], method: str, bits: int, seed: int) -> None:
+    """Encode the protocol's queries and database with the fitted hasher."""
+    from usdh.experiment import encode_method
+    from usdh.features import load_features
+
+    ctx = _run_context(params, method, bits, seed)
+    fs = load_features(ctx["features_dir"], mmap_mode="r")
+    rates = encode_method(method, np.asarray(fs.features), ctx["split"], ctx["paths"])
+    log.info(
+        "encoded %s/%d/%d: %.0f database codes/s", method, bits, seed, rates["database_codes_per_s"]
+    )
+
+
+def cmd_evaluate(params: dict[str, Any], method: str, bits: int, seed: int) -> None:
+    """mAP (protocol cut-off and all, both tie rules), PR by radius, precision@N."""
+    from usdh.data import PROTOCOLS, load_prepared
+    from usdh.experiment import evaluate_method
+
+    ctx = _run_context(params, method, bits, seed)
+    ev = section(params, "evaluation")
+    ds = load_prepared(PREPARED / ctx["dataset"])
+    record = {**ctx["record"], "source": ds.source}
+    m = evaluate_method(
+        ds.labels,
+        ctx["split"],
+        ctx["paths"],
+        PROTOCOLS[ctx["protocol"]].topk,
+        list(ev["precision_at"]),
+        int(ev["radius"]),
+        record,
+    )
+    log.info(
+        "%s %d bits seed %d: mAP@%s %.4f (tie-aware %.4f), mAP@all %.4f",
+        method,
+        bits,
+        seed,
+        m["topk"],
+        m["mAP"],
+        m["mAP_tie_aware"],
+        m["mAP_all"],
+    )
+
+
+DATASET_COMMANDS: dict[str, Callable[[dict[str, Any], str], None]] = {
     "prepare": cmd_prepare,
     "split": cmd_split,
     "features": cmd_features,
+}
+RUN_COMMANDS: dict[str, Callable[[dict[str, Any], str, int, int], None]] = {
+    "fit": cmd_fit,
+    "encode": cmd_encode,
+    "evaluate": cmd_evaluate,
 }
 
 
@@ -137,9 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--params", default="params.yaml", help="parameters file (params.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, fn in COMMANDS.items():
+    for name, fn in DATASET_COMMANDS.items():
         p = sub.add_parser(name, help=(fn.__doc__ or "").split("\n")[0])
         p.add_argument("dataset", help="a dataset configured under 'datasets' in params.yaml")
+    for name, fn in RUN_COMMANDS.items():
+        p = sub.add_parser(name, help=(fn.__doc__ or "").split("\n")[0])
+        p.add_argument("method", help="a method listed in experiment.methods")
+        p.add_argument("bits", type=int, help="code length (a multiple of 8)")
+        p.add_argument("seed", type=int, help="the method's random seed")
     return parser
 
 
@@ -154,7 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         params = load_params(args.params)
-        COMMANDS[args.command](params, args.dataset)
+        if args.command in DATASET_COMMANDS:
+            DATASET_COMMANDS[args.command](params, args.dataset)
+        else:
+            RUN_COMMANDS[args.command](params, args.method, args.bits, args.seed)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         # our errors already say what is wrong and how to fix it: print them, not a traceback
         if args.verbose:

@@ -1,0 +1,189 @@
+"""fit -> encode -> evaluate for any method, written once for shallow and deep hashers alike.
+
+Methods differ only in their class and their params.yaml section; this module decides what each is
+trained on (shallow methods: the protocol's whole training pool; deep methods: its seeded
+``train_subset``, with the rotated-view features the features stage stored for exactly those rows)
+and writes the artifacts of the house layout:
+
+    models/<dataset>/<method>/<bits>/<seed>/   model.npz, fit.json (+ a deep trainer's log)
+    codes/<dataset>/<method>/<bits>/<seed>/    query.npy, database.npy (packed uint8 codes)
+    metrics/<dataset>/<method>/<bits>/<seed>.json, <seed>_pr.csv, <seed>_pn.csv (dvc plots)
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import inspect
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from usdh.codes import check_codes
+from usdh.hasher import BaseHasher
+from usdh.io import atomic_path, save_json, save_npy
+from usdh.metrics import evaluate_retrieval
+from usdh.provenance import environment
+
+__all__ = ["METHODS", "ExperimentPaths", "encode_method", "evaluate_method", "fit_method"]
+
+#: method name (params.yaml, reports) -> "module:Class"; imported on use, so the shallow methods
+#: never pay for importing torch
+METHODS: dict[str, str] = {
+    "lsh": "baselines.lsh:LSH",
+    "pcah": "baselines.pcah:PCAH",
+    "itq": "baselines.itq:ITQ",
+    "sh": "baselines.sh:SH",
+    "deepbit": "baselines.deepbit:DeepBit",
+    "usdh": "usdh.method:USDH",
+}
+
+
+def method_class(name: str) -> type[BaseHasher]:
+    """The hasher class registered under ``name``."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
+    module, cls = METHODS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def is_deep(cls: type[BaseHasher]) -> bool:
+    """Deep hashers take rotated views in ``fit``; they train on the seeded training subset."""
+    return "rotations" in inspect.signature(cls.fit).parameters
+
+
+class ExperimentPaths:
+    """Where one (dataset, method, bits, seed) run keeps its artifacts."""
+
+    def __init__(self, dataset: str, method: str, bits: int, seed: int, root: Path = Path()):
+        tail = Path(dataset) / method / str(bits)
+        self.model_dir = root / "models" / tail / str(seed)
+        self.codes_dir = root / "codes" / tail / str(seed)
+        self.metrics = root / "metrics" / tail / f"{seed}.json"
+        self.pr_curve = root / "metrics" / tail / f"{seed}_pr.csv"
+        self.p_at_n = root / "metrics" / tail / f"{seed}_pn.csv"
+
+    @property
+    def model(self) -> Path:
+        return self.model_dir / "model.npz"
+
+
+def _training_rows(split: dict[str, np.ndarray], deep: bool) -> np.ndarray:
+    if deep and "train_subset" in split:
+        return split["train_subset"]
+    return split["train"]
+
+
+def fit_method(
+    name: str,
+    bits: int,
+    seed: int,
+    features: np.ndarray,
+    split: dict[str, np.ndarray],
+    paths: ExperimentPaths,
+    method_params: dict[str, Any] | None = None,
+    rotations: np.ndarray | None = None,
+    rotation_indices: np.ndarray | None = None,
+    angles: list[float] | None = None,
+    record: dict[str, Any] | None = None,
+) -> BaseHasher:
+    """Fit one method on the protocol's training rows and save it with a record of the run."""
+    cls = method_class(name)
+    hasher = cls(n_bits=bits, random_state=seed, **(method_params or {}))
+    deep = is_deep(cls)
+    rows = _training_rows(split, deep)
+    kwargs: dict[str, Any] = {}
+    if deep:
+        if rotations is not None:
+            if rotation_indices is None or not np.array_equal(rotation_indices, rows):
+                raise ValueError(
+                    "the stored rotated views are not those of the training subset this run "
+                    "trains on; rerun the features stage after changing the split"
+                )
+            kwargs.update(rotations=rotations, angles=angles)
+        kwargs.update(checkpoint_dir=paths.model_dir / "checkpoints", resume=True)
+    start = time.perf_counter()
+    hasher.fit(features[rows], **kwargs)
+    seconds = time.perf_counter() - start
+    hasher.save(paths.model)
+    save_json(
+        paths.model_dir / "fit.json",
+        {
+            "method": name,
+            "bits": bits,
+            "seed": seed,
+            "params": hasher.get_params(),
+            "n_train": len(rows),
+            "train_rows": "train_subset" if deep and "train_subset" in split else "train",
+            "fit_seconds": round(seconds, 3),
+            "environment": environment(getattr(hasher, "device_", None)),
+            **(record or {}),
+        },
+    )
+    return hasher
+
+
+def encode_method(
+    name: str, features: np.ndarray, split: dict[str, np.ndarray], paths: ExperimentPaths
+) -> dict[str, float]:
+    """Encode the protocol's queries and database with a saved hasher; return the timings."""
+    hasher = method_class(name).load(paths.model)
+    out: dict[str, float] = {}
+    for part in ("query", "database"):
+        start = time.perf_counter()
+        codes = hasher.encode(features[split[part]])
+        out[f"{part}_codes_per_s"] = len(codes) / max(time.perf_counter() - start, 1e-9)
+        save_npy(paths.codes_dir / f"{part}.npy", codes)
+    return out
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def evaluate_method(
+    labels: np.ndarray,
+    split: dict[str, np.ndarray],
+    paths: ExperimentPaths,
+    topk: int | None,
+    ns: list[int],
+    radius: int,
+    record: dict[str, Any],
+) -> dict[str, Any]:
+    """Every retrieval metric of saved codes, written as JSON plus CSV curves for dvc plots."""
+    q = check_codes(np.load(paths.codes_dir / "query.npy"), "query codes")
+    db = check_codes(np.load(paths.codes_dir / "database.npy"), "database codes")
+    n_db = len(split["database"])
+    ns = [n for n in ns if n <= n_db]
+    result = evaluate_retrieval(
+        q, db, labels[split["query"]], labels[split["database"]], topk=topk, ns=ns, radius=radius
+    )
+    pr = result.pop("pr_curve")
+    pn = result.pop("precision_at_n")
+    _write_csv(
+        paths.pr_curve,
+        ["radius", "precision", "recall"],
+        [[r, p, c] for r, p, c in zip(pr["radius"], pr["precision"], pr["recall"], strict=True)],
+    )
+    _write_csv(
+        paths.p_at_n,
+        ["n", "precision", "precision_tie_aware"],
+        [list(t) for t in zip(pn["n"], pn["precision"], pn["precision_tie_aware"], strict=True)],
+    )
+    metrics = {**record, **result}
+    metrics["precision_at_n"] = dict(zip(map(str, pn["n"]), pn["precision"], strict=True))
+    save_json(paths.metrics, metrics)
+    return metrics
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
