@@ -228,6 +228,25 @@ def cmd_evaluate(params: dict[str, Any], method: str, bits: int, seed: int) -> N
     )
 
 
+def cmd_report(params: dict[str, Any]) -> None:
+    """Tables, figures and reports/README.md from the metrics files."""
+    from usdh.provenance import environment
+    from usdh.report import build_report
+
+    fp = section(params, "features")
+    env = environment(fp["device"])
+    versions = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
+    context = {
+        "backbone": fp["backbone"],
+        "input_size": fp["input_size"],
+        "weights": fp["weights"],
+        "versions": f"Python {env['python']}, {versions}",
+        "device": f"{fp['device']} on {env['machine']} with {env['cpu_count']} CPUs",
+    }
+    summary = build_report(Path("metrics"), Path("reports"), context)
+    log.info("report: %d result rows, %d figures", summary["rows"], len(summary["figures"]))
+
+
 DATASET_COMMANDS: dict[str, Callable[[dict[str, Any], str], None]] = {
     "prepare": cmd_prepare,
     "split": cmd_split,
@@ -248,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn in DATASET_COMMANDS.items():
         p = sub.add_parser(name, help=(fn.__doc__ or "").split("\n")[0])
         p.add_argument("dataset", help="a dataset configured under 'datasets' in params.yaml")
+    sub.add_parser("report", help=(cmd_report.__doc__ or "").split("\n")[0])
     for name, fn in RUN_COMMANDS.items():
         p = sub.add_parser(name, help=(fn.__doc__ or "").split("\n")[0])
         p.add_argument("method", help="a method listed in experiment.methods")
@@ -267,7 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         params = load_params(args.params)
-        if args.command in DATASET_COMMANDS:
+        if args.command == "report":
+            cmd_report(params)
+        elif args.command in DATASET_COMMANDS:
             DATASET_COMMANDS[args.command](params, args.dataset)
         else:
             RUN_COMMANDS[args.command](params, args.method, args.bits, args.seed)
