@@ -284,9 +284,13 @@ def provenance_of(n: int = 10) -> dict:
     }
     rot_info = dict(run_info, n_images=3, angles=list(DEEPBIT_ANGLES), wall_time_s=1.5)
     return feature_provenance(
-        run_info, dataset="cifar10", source="../shared/data/cifar10-jpeg.tar.gz", seed=0,
-        rotations_run=rot_info, split="train-5000",
-    )  # fmt: skip
+        run_info,
+        dataset="cifar10",
+        source="../shared/data/cifar10-jpeg.tar.gz",
+        seed=0,
+        rotations_run=rot_info,
+        split="train-5000",
+    )
 
 
 def test_save_load_round_trip_float32_is_exact(tmp_path, stored):
