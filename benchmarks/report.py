@@ -1,0 +1,94 @@
+"""Turn pytest-benchmark's JSON into reports/benchmarks/README.md (a table) and a PNG figure."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from usdh.io import atomic_path
+
+RATE_KEYS = ("queries_per_s", "images_per_s", "codes_per_s")
+
+
+def _rows(data: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for bench in data.get("benchmarks", []):
+        stats = bench["stats"]
+        rate = next((bench["extra_info"][k] for k in RATE_KEYS if k in bench["extra_info"]), None)
+        unit = next((k for k in RATE_KEYS if k in bench["extra_info"]), "")
+        groups[bench.get("group") or "ungrouped"].append(
+            {
+                "name": bench["name"],
+                "median_s": stats["median"],
+                "rounds": stats["rounds"],
+                "rate": rate,
+                "unit": unit.replace("_per_s", "/s"),
+            }
+        )
+    for rows in groups.values():
+        rows.sort(key=lambda r: r["median_s"])
+    return groups
+
+
+def write_benchmark_report(json_path: Path, out_dir: Path) -> None:
+    """README.md (one table per benchmark group, fastest first) and benchmarks.png."""
+    data = json.loads(Path(json_path).read_text())
+    groups = _rows(data)
+    machine = data.get("machine_info", {})
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `pytest --benchmark` from `benchmarks.json` (pytest-benchmark).",
+        f"Machine: {machine.get('cpu', {}).get('brand_raw', '?')}, "
+        f"{machine.get('cpu', {}).get('count', '?')} CPUs, Python {machine.get('python_version')}; "
+        f"run {data.get('datetime', '?')}.",
+        "",
+    ]
+    for group, rows in groups.items():
+        fastest = rows[0]["median_s"]
+        lines += [
+            f"## {group}",
+            "",
+            "| benchmark | median | x fastest | rate | rounds |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for r in rows:
+            rate = f"{r['rate']:,} {r['unit']}" if r["rate"] is not None else "-"
+            lines.append(
+                f"| {r['name']} | {r['median_s'] * 1e3:.2f} ms | {r['median_s'] / fastest:.2f} "
+                f"| {rate} | {r['rounds']} |"
+            )
+        lines.append("")
+    with atomic_path(out_dir / "README.md") as tmp:
+        tmp.write_text("\n".join(lines))
+    _figure(groups, out_dir / "benchmarks.png")
+
+
+def _figure(groups: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = sum(len(r) for r in groups.values()) + len(groups)
+    fig, ax = plt.subplots(figsize=(8, 0.3 * n + 1))
+    labels, values, y = [], [], 0
+    ticks = []
+    for group, rows in groups.items():
+        for r in rows:
+            labels.append(f"{group}: {r['name']}")
+            values.append(r["median_s"] * 1e3)
+            ticks.append(y)
+            y += 1
+        y += 1
+    ax.barh(ticks, values)
+    ax.set_yticks(ticks, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("median time (ms, log scale)")
+    ax.grid(axis="x", alpha=0.3)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
