@@ -1,0 +1,142 @@
+"""Search at scale: 59,000 and 1,000,000 codes, 32 / 64 / 128 bits, top-1,000, 1,000 queries.
+
+Each setting is measured for ``usdh.search.hamming_rank`` and for ``faiss.IndexBinaryFlat`` in its
+default mode and with ``use_heap=False`` (its fastest exact mode), in the same process. The roofline
+benchmark measures this machine's memory read bandwidth, and every search records the bytes of
+codes it scanned per second, so the report shows how close search is to the memory limit. Peak
+memory of a 1,000,000-code search is measured in a child process (numba's allocations are invisible
+to tracemalloc, so the child's peak resident set size is the honest figure).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numba as nb
+import numpy as np
+import pytest
+
+from usdh.search import hamming_rank
+
+faiss = pytest.importorskip("faiss")
+
+N_QUERY, K = 1000, 1000
+SIZES = {"59k": 59_000, "1M": 1_000_000}
+_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def problem(n_db: int, n_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    if (n_db, n_bits) not in _cache:
+        rng = np.random.default_rng(n_bits)
+        q = rng.integers(0, 256, (N_QUERY, n_bits // 8), dtype=np.uint8)
+        db = rng.integers(0, 256, (n_db, n_bits // 8), dtype=np.uint8)
+        _cache.clear()  # one 1M database at a time keeps memory modest
+        _cache[(n_db, n_bits)] = (q, db)
+    return _cache[(n_db, n_bits)]
+
+
+def _record(benchmark, n_db: int, n_bits: int) -> None:
+    stats = benchmark.stats.stats if benchmark.stats else None
+    benchmark.extra_info.update({"n_db": n_db, "n_bits": n_bits, "n_query": N_QUERY, "k": K})
+    if stats is not None and stats.median > 0:
+        benchmark.extra_info["queries_per_s"] = round(N_QUERY / stats.median)
+        scanned = N_QUERY * n_db * n_bits / 8
+        benchmark.extra_info["code_bytes_scanned_per_s"] = round(scanned / stats.median)
+
+
+PARAMS = [(s, b) for s in SIZES for b in (32, 64, 128)]
+IDS = [f"{s}-{b}b" for s, b in PARAMS]
+
+
+@pytest.mark.parametrize("size, n_bits", PARAMS, ids=IDS)
+def test_usdh_search(benchmark, size, n_bits):
+    benchmark.group = f"scale-top1000-{size}-{n_bits}b"
+    q, db = problem(SIZES[size], n_bits)
+    hamming_rank(q[:2], db, K)
+    benchmark.pedantic(hamming_rank, (q, db, K), rounds=3, iterations=1)
+    _record(benchmark, SIZES[size], n_bits)
+
+
+@pytest.mark.parametrize("use_heap", [True, False], ids=["faiss-default", "faiss-no-heap"])
+@pytest.mark.parametrize("size, n_bits", PARAMS, ids=IDS)
+def test_faiss_search(benchmark, size, n_bits, use_heap):
+    benchmark.group = f"scale-top1000-{size}-{n_bits}b"
+    q, db = problem(SIZES[size], n_bits)
+    index = faiss.IndexBinaryFlat(n_bits)
+    index.add(db)
+    index.use_heap = use_heap
+    dist, _ = benchmark.pedantic(index.search, (q, K), rounds=3, iterations=1)
+    _record(benchmark, SIZES[size], n_bits)
+    assert (dist[:5] == hamming_rank(q[:5], db, K)[1]).all()
+
+
+@nb.njit(parallel=True, cache=True)
+def _read_all(words):  # pragma: no cover - compiled
+    total = 0
+    for i in nb.prange(words.shape[0]):
+        total += words[i] & np.uint64(1)
+    return total
+
+
+def test_memory_read_bandwidth(benchmark):
+    """The roofline: bytes per second this machine reads from memory (1 GiB, XOR-reduced)."""
+    benchmark.group = "roofline"
+    words = np.random.default_rng(0).integers(0, 2**63, 2**27, dtype=np.uint64)
+    _read_all(words[:1024])
+    benchmark.pedantic(_read_all, (words,), rounds=5, iterations=1)
+    stats = benchmark.stats.stats if benchmark.stats else None
+    if stats is not None and stats.median > 0:
+        benchmark.extra_info["bytes_read_per_s"] = round(words.nbytes / stats.median)
+
+
+_MEMORY_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+
+    def reset_peak():
+        # a forked child starts with its parent's high-water mark; Linux resets it on request
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+
+    def peak_kb():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+
+    from usdh.search import hamming_rank
+    n_db, n_bits, search = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+    rng = np.random.default_rng(0)
+    q = rng.integers(0, 256, (1000, n_bits // 8), dtype=np.uint8)
+    db = rng.integers(0, 256, (n_db, n_bits // 8), dtype=np.uint8)
+    hamming_rank(q[:1], db[:10], 5)  # load the compiled kernels in both runs
+    reset_peak()
+    if search:
+        hamming_rank(q, db, 1000)
+    print(json.dumps({"peak_kb": peak_kb()}))
+    """
+)
+
+
+def _peak_kb(search: bool) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_CHILD, "1000000", "64", "1" if search else "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_kb"]
+
+
+def test_peak_memory_1m_search(benchmark):
+    """Extra peak memory of a 1,000,000 x 64-bit top-1,000 search beyond holding its inputs."""
+    benchmark.group = "memory-1M-64b"
+    base = _peak_kb(False)
+    peak = benchmark.pedantic(_peak_kb, (True,), rounds=1, iterations=1)
+    benchmark.extra_info["peak_rss_mb"] = round(peak / 1024, 1)
+    benchmark.extra_info["peak_rss_without_search_mb"] = round(base / 1024, 1)
+    benchmark.extra_info["database_mb"] = round(1_000_000 * 8 / 2**20, 1)
+    benchmark.extra_info["output_mb"] = round(1000 * 1000 * 6 / 2**20, 1)
