@@ -1,0 +1,48 @@
+"""Encode throughput: codes per second from backbone features, for every registered method.
+
+Setting: 1280-d features (EfficientNet-Lite0's width), each method fitted on 5,000 rows, then
+50,000 rows (CIFAR-10's database) encoded per round. For the deep methods this is the hash head
+only; the backbone's images/s (benchmarks/test_bench_features.py) dominates a deep encode from
+pixels, and the report sets the two side by side.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+from usdh.experiment import METHODS, is_deep, method_class
+
+N_FIT, N_ENCODE, DIM = 5000, 50_000, 1280
+
+
+@pytest.fixture(scope="module")
+def features():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(10, DIM)).astype(np.float32)
+    x = centers[rng.integers(0, 10, N_FIT + N_ENCODE)] + rng.normal(size=(N_FIT + N_ENCODE, DIM))
+    return np.maximum(x, 0).astype(np.float32)  # ReLU-like, as CNN features are
+
+
+def _available(name: str) -> bool:
+    module = METHODS[name].split(":")[0]
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("n_bits", [32, 64])
+def test_encode(benchmark, features, method, n_bits):
+    if not _available(method):
+        pytest.skip(f"{method} is not implemented in this checkout")
+    benchmark.group = f"encode-{n_bits}b"
+    cls = method_class(method)
+    kwargs = {"epochs": 1} if is_deep(cls) else {}
+    hasher = cls(n_bits=n_bits, random_state=0, **kwargs).fit(features[:N_FIT])
+    x = features[N_FIT:]
+    codes = benchmark.pedantic(hasher.encode, (x,), rounds=3, iterations=1)
+    assert codes.shape == (N_ENCODE, n_bits // 8)
+    stats = benchmark.stats.stats if benchmark.stats else None
+    if stats is not None and stats.median > 0:
+        benchmark.extra_info["codes_per_s"] = round(N_ENCODE / stats.median)
