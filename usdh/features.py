@@ -30,14 +30,10 @@ recorded and fixed here:
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +47,8 @@ from tqdm.auto import tqdm
 
 from usdh.backbones import Backbone
 from usdh.device import resolve_device, torch_determinism
-from usdh.io import save_json, save_npy
-from usdh.provenance import environment
+from usdh.io import save_json, save_npy, staged_dir
+from usdh.provenance import environment, package_versions
 
 __all__ = [
     "DEEPBIT_ANGLES",
@@ -369,17 +365,7 @@ def extract_features(
 
 
 # -- provenance ------------------------------------------------------------------------------------
-_VERSIONED = ("torch", "torchvision", "numpy", "pillow", "efficientnet-lite-pytorch")
-
-
-def _versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in _VERSIONED:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+_VERSIONED_EXTRA = ("pillow", "efficientnet-lite-pytorch")
 
 
 def feature_provenance(
@@ -424,7 +410,7 @@ def feature_provenance(
         }
         total += float(rotations_run.get("wall_time_s") or 0.0)
     record["total_wall_time_s"] = round(total, 3)
-    record["versions"] = _versions()
+    record["versions"] = package_versions(_VERSIONED_EXTRA)
     record["environment"] = environment(device=run.get("device"))
     record.update(extra)
     return record
@@ -502,46 +488,13 @@ def save_features(
     text = json.dumps(record, indent=2, sort_keys=True, default=str)  # fail before writing anything
 
     out = Path(out_dir)
-    if out.exists():
-        if not out.is_dir():
-            raise NotADirectoryError(f"{out} exists and is not a directory")
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in _OUR_FILES)
-        if foreign:
-            raise FileExistsError(
-                f"refusing to replace {out}: it holds files save_features did not write: "
-                f"{', '.join(foreign[:5])}"
-            )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    with staged_dir(out, owned=lambda name: name in _OUR_FILES) as stage:
         save_npy(stage / FEATURES_FILE, feats)
         if rots is not None and idx is not None:
             save_npy(stage / ROTATIONS_FILE, rots)
             save_npy(stage / ROTATION_INDICES_FILE, idx)
         save_json(stage / PROVENANCE_FILE, json.loads(text))
-        for p in stage.iterdir():
-            p.chmod(0o644)
-        stage.chmod(0o755)
-        _swap_in(stage, out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
     return out
-
-
-def _swap_in(stage: Path, out: Path) -> None:
-    """Move the finished ``stage`` directory to ``out``, replacing an old one (two renames)."""
-    if not out.exists():
-        os.replace(stage, out)
-        return
-    trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    os.replace(out, trash)
-    try:
-        os.replace(stage, out)
-    except BaseException:
-        os.replace(trash, out)
-        raise
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 def load_features(out_dir: str | os.PathLike[str], *, mmap_mode: str | None = None) -> FeatureSet:

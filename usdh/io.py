@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "save_json", "save_npy"]
+__all__ = ["atomic_path", "save_json", "save_npy", "staged_dir"]
 
 
 @contextlib.contextmanager
@@ -45,3 +47,49 @@ def save_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write JSON (sorted keys, indented, trailing newline), atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def staged_dir(out_dir: str | os.PathLike[str], owned: Callable[[str], bool]) -> Iterator[Path]:
+    """Yield an empty hidden sibling folder; it replaces ``out_dir`` only if the block succeeds.
+
+    So a failure (or a crash) leaves the old ``out_dir`` (or none), never a mix. ``out_dir`` may
+    only hold files that ``owned`` accepts: anything else means the path is wrong, and we refuse
+    rather than delete someone's files.
+    """
+    out = Path(out_dir)
+    if out.exists():
+        if not out.is_dir():
+            raise NotADirectoryError(f"{out} exists and is not a directory")
+        foreign = sorted(p.name for p in out.iterdir() if not owned(p.name))
+        if foreign:
+            raise FileExistsError(
+                f"refusing to replace {out}: it holds files this step did not write "
+                f"({', '.join(foreign[:5])}); choose an empty or dedicated folder"
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        yield stage
+        for p in stage.iterdir():
+            p.chmod(0o644)
+        stage.chmod(0o755)
+        _swap_in(stage, out)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _swap_in(stage: Path, out: Path) -> None:
+    """Move the finished ``stage`` folder to ``out``, replacing an old one (two renames)."""
+    if not out.exists():
+        os.replace(stage, out)
+        return
+    trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(out, trash)
+    try:
+        os.replace(stage, out)
+    except BaseException:
+        os.replace(trash, out)
+        raise
+    shutil.rmtree(trash, ignore_errors=True)

@@ -12,10 +12,10 @@ from typing import Any
 _PACKAGES = ("numpy", "scipy", "scikit-learn", "numba", "torch", "torchvision", "faiss-cpu")
 
 
-def package_versions() -> dict[str, str | None]:
+def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str | None]:
     """Installed versions of the packages that can change a number (None: not installed)."""
     out: dict[str, str | None] = {}
-    for name in _PACKAGES:
+    for name in (*_PACKAGES, *extra):
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -7,17 +7,13 @@ members are kept in memory (55 MB for CIFAR-10's JPEGs) and decoded on demand.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import lzma
 import os
 import re
-import shutil
 import tarfile
-import tempfile
-import uuid
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -202,50 +198,3 @@ def open_tree(path: Path, keep: Callable[[str], bool] = is_image_name) -> FileTr
     if not path.exists():
         raise DataNotFoundError(f"{path} does not exist")
     raise DataError(f"{path} is neither a folder nor a tar archive ({', '.join(ARCHIVE_SUFFIXES)})")
-
-
-# -- writing a folder as a whole ---------------------------------------------------------------
-@contextlib.contextmanager
-def staged_dir(out_dir: str | os.PathLike[str], owned: Callable[[str], bool]) -> Iterator[Path]:
-    """Yield an empty hidden sibling folder; it replaces ``out_dir`` only if the block succeeds.
-
-    So a failure (or a crash) leaves the old ``out_dir`` (or none), never a mix. ``out_dir`` may
-    only hold files that ``owned`` accepts: anything else means the path is wrong, and we refuse
-    rather than delete someone's files.
-    """
-    out = Path(out_dir)
-    if out.exists():
-        if not out.is_dir():
-            raise NotADirectoryError(f"{out} exists and is not a directory")
-        foreign = sorted(p.name for p in out.iterdir() if not owned(p.name))
-        if foreign:
-            raise FileExistsError(
-                f"refusing to replace {out}: it holds files this step did not write "
-                f"({', '.join(foreign[:5])}); choose an empty or dedicated folder"
-            )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
-        yield stage
-        for p in stage.iterdir():
-            p.chmod(0o644)
-        stage.chmod(0o755)
-        _swap_in(stage, out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
-
-
-def _swap_in(stage: Path, out: Path) -> None:
-    """Move the finished ``stage`` folder to ``out``, replacing an old one (two renames)."""
-    if not out.exists():
-        os.replace(stage, out)
-        return
-    trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    os.replace(out, trash)
-    try:
-        os.replace(stage, out)
-    except BaseException:
-        os.replace(trash, out)
-        raise
-    shutil.rmtree(trash, ignore_errors=True)

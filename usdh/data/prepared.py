@@ -35,10 +35,10 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
-from usdh.data._files import file_digest, staged_dir
+from usdh.data._files import file_digest
 from usdh.data.dataset import ArrayStore, EncodedStore, FileStore, ImageDataset, decode_image
 from usdh.data.errors import DataError, DataNotFoundError
-from usdh.io import atomic_path, save_json, save_npy
+from usdh.io import atomic_path, save_json, save_npy, staged_dir
 
 __all__ = [
     "PREPARED_FORMAT",

@@ -48,10 +48,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from usdh.data._files import staged_dir
 from usdh.data.dataset import ImageDataset
 from usdh.data.errors import DataError, DataNotFoundError
-from usdh.io import save_json, save_npy
+from usdh.io import save_json, save_npy, staged_dir
 
 __all__ = [
     "DEFAULT_PROTOCOLS",
