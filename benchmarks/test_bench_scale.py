@@ -140,3 +140,34 @@ def test_peak_memory_1m_search(benchmark):
     benchmark.extra_info["peak_rss_without_search_mb"] = round(base / 1024, 1)
     benchmark.extra_info["database_mb"] = round(1_000_000 * 8 / 2**20, 1)
     benchmark.extra_info["output_mb"] = round(1000 * 1000 * 6 / 2**20, 1)
+
+
+N_FULL = 100  # queries for the full ranking and the argsort baseline at scale (memory and time)
+
+
+@pytest.mark.parametrize("size, n_bits", PARAMS, ids=IDS)
+def test_usdh_full_ranking(benchmark, size, n_bits):
+    """The whole database ranked for 100 queries (a 1M full ranking of 1,000 queries is 6 GB)."""
+    benchmark.group = f"scale-full-ranking-{size}"
+    q, db = problem(SIZES[size], n_bits)
+    idx, _ = benchmark.pedantic(hamming_rank, (q[:N_FULL], db), rounds=2, iterations=1)
+    assert idx.shape == (N_FULL, SIZES[size])
+    stats = benchmark.stats.stats if benchmark.stats else None
+    benchmark.extra_info.update({"n_db": SIZES[size], "n_bits": n_bits, "n_query": N_FULL})
+    if stats is not None and stats.median > 0:
+        benchmark.extra_info["queries_per_s"] = round(N_FULL / stats.median)
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_argsort_top1000_at_scale(benchmark, size):
+    """The +-1 product + argsort approach, 100 queries, 64 bits (it is too slow for 1,000 at 1M)."""
+    from benchmarks.alternatives import argsort_rank
+
+    benchmark.group = f"scale-top1000-{size}-64b"
+    q, db = problem(SIZES[size], 64)
+    idx = benchmark.pedantic(argsort_rank, (q[:N_FULL], db, K), rounds=1, iterations=1)
+    assert (idx[:3] == hamming_rank(q[:3], db, K)[0]).all()
+    stats = benchmark.stats.stats if benchmark.stats else None
+    benchmark.extra_info.update({"n_db": SIZES[size], "n_bits": 64, "n_query": N_FULL})
+    if stats is not None and stats.median > 0:
+        benchmark.extra_info["queries_per_s"] = round(N_FULL / stats.median)
