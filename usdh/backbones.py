@@ -332,37 +332,31 @@ class _Recipe:
 
 
 _VGG_DESC = "torchvision {0}, ImageNet weights; features: fc7 after ReLU (4096-d){1}"
+
+
+def _vgg_recipe(name: str, title: str, whose: str) -> _Recipe:
+    """VGG-16 and VGG-19 differ only in name: same layer, weights source and preprocessing."""
+    spec = BackboneSpec(
+        name,
+        4096,
+        "fc7 (after ReLU)",
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        224,
+        _VGG_DESC.format(title, whose),
+    )
+    return _Recipe(
+        spec,
+        lambda: _vgg_model(name),
+        _vgg_units,
+        lambda download, progress: _imagenet_vgg_path(name, download, progress),
+        ("classifier.6.",),
+    )
+
+
 _RECIPES: dict[str, _Recipe] = {
-    "vgg19": _Recipe(
-        BackboneSpec(
-            "vgg19",
-            4096,
-            "fc7 (after ReLU)",
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-            224,
-            _VGG_DESC.format("VGG-19", "; USDH's"),
-        ),
-        lambda: _vgg_model("vgg19"),
-        _vgg_units,
-        lambda download, progress: _imagenet_vgg_path("vgg19", download, progress),
-        ("classifier.6.",),
-    ),
-    "vgg16": _Recipe(
-        BackboneSpec(
-            "vgg16",
-            4096,
-            "fc7 (after ReLU)",
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-            224,
-            _VGG_DESC.format("VGG-16", "; DeepBit's"),
-        ),
-        lambda: _vgg_model("vgg16"),
-        _vgg_units,
-        lambda download, progress: _imagenet_vgg_path("vgg16", download, progress),
-        ("classifier.6.",),
-    ),
+    "vgg19": _vgg_recipe("vgg19", "VGG-19", "; USDH's"),
+    "vgg16": _vgg_recipe("vgg16", "VGG-16", "; DeepBit's"),
     "efficientnet_lite0": _Recipe(
         BackboneSpec(
             "efficientnet_lite0",
