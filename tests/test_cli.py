@@ -43,11 +43,16 @@ def write_params(folder: Path, **features) -> Path:
         "experiment": {
             "dataset": "oxford17",
             "protocol": "retrieval",
-            "methods": ["lsh", "itq"],
+            "methods": ["lsh", "itq", "usdh", "deepbit"],
             "bits": [16],
             "seeds": [0],
         },
-        "methods": {"lsh": {"center": True}, "itq": {"n_iter": 20}},
+        "methods": {
+            "lsh": {"center": True},
+            "itq": {"n_iter": 20},
+            "usdh": {"epochs": 3, "batch_size": 8, "progress": False, "threads": 1},
+            "deepbit": {"epochs": 2, "batch_size": 8, "progress": False, "threads": 1},
+        },
         "evaluation": {"precision_at": [10, 100, 5000], "radius": 2},
     }
     path = folder / "params.yaml"
@@ -83,14 +88,15 @@ def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch):
     # fit -> encode -> evaluate, and the metrics agree with an independent recomputation
     from usdh.metrics import mean_average_precision
 
-    for method in ("lsh", "itq"):
+    methods = ("lsh", "itq", "usdh", "deepbit")
+    for method in methods:
         for command in ("fit", "encode", "evaluate"):
             assert main([command, method, "16", "0"]) == 0
     labels = np.load(tmp_path / "data/prepared/oxford17/labels.npy")
     q_idx = np.load(tmp_path / "data/splits/oxford17/retrieval/query.npy")
     db_idx = np.load(tmp_path / "data/splits/oxford17/retrieval/database.npy")
     maps = {}
-    for method in ("lsh", "itq"):
+    for method in methods:
         metrics = json.loads((tmp_path / f"metrics/oxford17/{method}/16/0.json").read_text())
         q = np.load(tmp_path / f"codes/oxford17/{method}/16/0/query.npy")
         db = np.load(tmp_path / f"codes/oxford17/{method}/16/0/database.npy")
@@ -103,9 +109,16 @@ def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch):
         assert pr[0] == "radius,precision,recall" and len(pr) == 18
         maps[method] = metrics["mAP"]
     # 17 balanced classes: random codes score about 1/17; real features do far better
-    assert min(maps.values()) > 0.1
+    assert min(maps[m] for m in ("lsh", "itq", "usdh")) > 0.1
     fit = json.loads((tmp_path / "models/oxford17/itq/16/0/fit.json").read_text())
     assert fit["n_train"] == 680 and fit["params"]["n_iter"] == 20
+    # the deep methods train on the seeded subset, with its rotated views, and log every epoch
+    for method, epochs in (("usdh", 3), ("deepbit", 6)):
+        fit = json.loads((tmp_path / f"models/oxford17/{method}/16/0/fit.json").read_text())
+        assert fit["n_train"] == 34 and fit["train_rows"] == "train_subset"
+        log = (tmp_path / f"models/oxford17/{method}/16/0/checkpoints/train_log.csv").read_text()
+        assert len(log.splitlines()) == 1 + epochs
+    assert "rotation" in log.splitlines()[0]
 
 
 def test_unknown_dataset_is_one_clear_error(tmp_path, monkeypatch, capsys):

@@ -6,6 +6,7 @@
     python -m usdh fit itq 32 0         # models/<dataset>/itq/32/0/ (experiment.dataset)
     python -m usdh encode itq 32 0      # codes/<dataset>/itq/32/0/{query,database}.npy
     python -m usdh evaluate itq 32 0    # metrics/<dataset>/itq/32/0.json and curves
+    python -m usdh validate usdh 32 0 --set loss.semantic.weight=2   # mAP on a validation split
 
 Heavy imports (torch) happen inside the commands that need them, so the light stages start fast.
 """
@@ -228,6 +229,59 @@ def cmd_evaluate(params: dict[str, Any], method: str, bits: int, seed: int) -> N
     )
 
 
+def cmd_validate(
+    params: dict[str, Any], method: str, bits: int, seed: int, overrides: Sequence[str] = ()
+) -> None:
+    """Score a method on a validation split of the training pool (for choosing hyperparameters)."""
+    from usdh.data import PROTOCOLS, load_prepared
+    from usdh.experiment import validate_method, validation_split
+    from usdh.features import load_features
+    from usdh.io import save_json
+
+    ctx = _run_context(params, method, bits, seed)
+    method_params = dict((params.get("methods") or {}).get(method) or {})
+    for text in overrides:
+        _apply_override(method_params, text)
+    fs = load_features(ctx["features_dir"], mmap_mode="r")
+    angles = fs.provenance.get("rotations", {}).get("angles") or fs.provenance.get("angles")
+    ds = load_prepared(PREPARED / ctx["dataset"])
+    val = validation_split(ctx["split"], int(section(params, "split_seed")))
+    result = validate_method(
+        method,
+        bits,
+        seed,
+        np.asarray(fs.features),
+        ds.labels,
+        ctx["split"],
+        val,
+        method_params=method_params,
+        rotations=None if fs.rotations is None else np.asarray(fs.rotations),
+        angles=angles,
+        topk=PROTOCOLS[ctx["protocol"]].topk,
+    )
+    result.update(ctx["record"], overrides=list(overrides))
+    tag = "-".join(o.replace("/", "_") for o in overrides) or "default"
+    out = Path("reports/validation") / ctx["dataset"] / method / str(bits) / f"{seed}_{tag}.json"
+    save_json(out, result)
+    print(f"{method} {bits} bits seed {seed} {list(overrides)}: val mAP {result['val_mAP']:.4f}")
+
+
+def _apply_override(target: dict[str, Any], text: str) -> None:
+    """``a.b.c=value`` (value parsed as YAML) into nested dicts."""
+    import yaml
+
+    if "=" not in text:
+        raise ValueError(f"an override looks like key.sub=value, got {text!r}")
+    key, value = text.split("=", 1)
+    *path, last = key.split(".")
+    node = target
+    for part in path:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {text!r}: {part!r} is not a mapping")
+    node[last] = yaml.safe_load(value)
+
+
 def cmd_report(params: dict[str, Any]) -> None:
     """Tables, figures and reports/README.md from the metrics files."""
     from usdh.provenance import environment
@@ -268,11 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=(fn.__doc__ or "").split("\n")[0])
         p.add_argument("dataset", help="a dataset configured under 'datasets' in params.yaml")
     sub.add_parser("report", help=(cmd_report.__doc__ or "").split("\n")[0])
-    for name, fn in RUN_COMMANDS.items():
+    for name, fn in [*RUN_COMMANDS.items(), ("validate", cmd_validate)]:
         p = sub.add_parser(name, help=(fn.__doc__ or "").split("\n")[0])
         p.add_argument("method", help="a method listed in experiment.methods")
         p.add_argument("bits", type=int, help="code length (a multiple of 8)")
         p.add_argument("seed", type=int, help="the method's random seed")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a method parameter, e.g. loss.semantic.construction=knn",
+    )
     return parser
 
 
@@ -291,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd_report(params)
         elif args.command in DATASET_COMMANDS:
             DATASET_COMMANDS[args.command](params, args.dataset)
+        elif args.command == "validate":
+            cmd_validate(params, args.method, args.bits, args.seed, args.overrides)
         else:
             RUN_COMMANDS[args.command](params, args.method, args.bits, args.seed)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:

@@ -187,3 +187,66 @@ def evaluate_method(
 
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+def validation_split(
+    split: dict[str, np.ndarray], seed: int, n_query: int = 1000, n_database: int = 10000
+) -> dict[str, np.ndarray]:
+    """Queries and a database drawn from the training pool, outside the deep methods' subset.
+
+    Hyperparameters (a loss weight, the semantic construction) are chosen on this split, so the
+    protocol's queries are never looked at before the final evaluation. Training rows of the
+    shallow methods may fall in it, as training images fall in the database of the ``deepbit``
+    protocol itself.
+    """
+    pool = split["train"]
+    if "train_subset" in split:
+        pool = np.setdiff1d(pool, split["train_subset"])
+    if len(pool) < n_query + n_database:
+        n_query = max(1, len(pool) // 10)
+        n_database = len(pool) - n_query
+    rng = np.random.default_rng([seed, 0x5E1EC7])
+    drawn = rng.permutation(pool)
+    return {"query": drawn[:n_query], "database": drawn[n_query : n_query + n_database]}
+
+
+def validate_method(
+    name: str,
+    bits: int,
+    seed: int,
+    features: np.ndarray,
+    labels: np.ndarray,
+    split: dict[str, np.ndarray],
+    val_split: dict[str, np.ndarray],
+    method_params: dict[str, Any] | None = None,
+    rotations: np.ndarray | None = None,
+    angles: list[float] | None = None,
+    topk: int | None = None,
+) -> dict[str, Any]:
+    """Fit on the usual training rows and score mAP on the validation split (never the queries)."""
+    from usdh.metrics import mean_average_precision
+
+    cls = method_class(name)
+    hasher = cls(n_bits=bits, random_state=seed, **(method_params or {}))
+    deep = is_deep(cls)
+    rows = _training_rows(split, deep)
+    kwargs: dict[str, Any] = {"rotations": rotations, "angles": angles} if deep else {}
+    start = time.perf_counter()
+    hasher.fit(features[rows], **kwargs)
+    seconds = time.perf_counter() - start
+    q = hasher.encode(features[val_split["query"]])
+    db = hasher.encode(features[val_split["database"]])
+    val_map = mean_average_precision(
+        q, db, labels[val_split["query"]], labels[val_split["database"]], topk=topk
+    )
+    return {
+        "method": name,
+        "bits": bits,
+        "seed": seed,
+        "params": hasher.get_params(),
+        "val_mAP": float(val_map),
+        "topk": topk,
+        "n_val_query": len(val_split["query"]),
+        "n_val_database": len(val_split["database"]),
+        "fit_seconds": round(seconds, 3),
+    }
