@@ -6,6 +6,8 @@
     python -m usdh fit itq 32 0         # models/<dataset>/itq/32/0/ (experiment.dataset)
     python -m usdh encode itq 32 0      # codes/<dataset>/itq/32/0/{query,database}.npy
     python -m usdh evaluate itq 32 0    # metrics/<dataset>/itq/32/0.json and curves
+    python -m usdh ablate no_rotation 32 0   # USDH without one term: metrics/ablations/<dataset>/
+    python -m usdh classify itq 32 0    # linear classifier on codes: metrics/classification/
     python -m usdh validate usdh 32 0 --set loss.semantic.weight=2   # mAP on a validation split
 
 Heavy imports (torch) happen inside the commands that need them, so the light stages start fast.
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from usdh.params import ParamsError, load_params, section
+from usdh.params import ParamsError, load_params, section, validate_params
 
 __all__ = ["main"]
 
@@ -229,6 +231,171 @@ def cmd_evaluate(params: dict[str, Any], method: str, bits: int, seed: int) -> N
     )
 
 
+def _fit_encode_evaluate(
+    params: dict[str, Any],
+    ctx: dict[str, Any],
+    method: str,
+    bits: int,
+    seed: int,
+    paths: Any,
+    method_params: dict[str, Any],
+    record: dict[str, Any],
+) -> dict[str, Any]:
+    """fit -> encode -> evaluate in one process (the ablations' runs are one stage each)."""
+    from usdh.data import PROTOCOLS, load_prepared
+    from usdh.experiment import encode_method, evaluate_method, fit_method
+    from usdh.features import load_features
+
+    fs = load_features(ctx["features_dir"], mmap_mode="r")
+    features = np.asarray(fs.features)
+    angles = fs.provenance.get("rotations", {}).get("angles") or fs.provenance.get("angles")
+    fit_method(
+        method,
+        bits,
+        seed,
+        features,
+        ctx["split"],
+        paths,
+        method_params=method_params,
+        rotations=None if fs.rotations is None else np.asarray(fs.rotations),
+        rotation_indices=fs.rotation_indices,
+        angles=angles,
+        record=record,
+    )
+    encode_method(method, features, ctx["split"], paths)
+    ev = section(params, "evaluation")
+    ds = load_prepared(PREPARED / ctx["dataset"])
+    return evaluate_method(
+        ds.labels,
+        ctx["split"],
+        paths,
+        PROTOCOLS[ctx["protocol"]].topk,
+        list(ev["precision_at"]),
+        int(ev["radius"]),
+        {**record, "source": ds.source},
+    )
+
+
+def cmd_ablate(params: dict[str, Any], variant: str, bits: int, seed: int) -> None:
+    """One ablation run: the ablated method with one variant's loss overrides, fit to metrics."""
+    from usdh.experiment import ExperimentPaths, merge_params
+
+    abl = section(params, "ablations")
+    variants = abl["variants"]
+    if variant not in variants:
+        raise ParamsError(
+            f"ablation variant {variant!r} is not in ablations.variants ({', '.join(variants)})"
+        )
+    method = abl["method"]
+    ctx = _run_context(params, method, bits, seed)
+    base = (params.get("methods") or {}).get(method) or {}
+    method_params = merge_params(base, {"loss": variants[variant]})
+    paths = ExperimentPaths(ctx["dataset"], variant, bits, seed, group="ablations")
+    record = {**ctx["record"], "variant": variant, "overrides": variants[variant]}
+    m = _fit_encode_evaluate(params, ctx, method, bits, seed, paths, method_params, record)
+    log.info("ablation %s %d bits seed %d: mAP %.4f", variant, bits, seed, m["mAP"])
+
+
+def _classification_context(params: dict[str, Any]) -> dict[str, Any]:
+    from usdh.data import load_prepared, load_split
+    from usdh.features import load_features
+
+    cfg = section(params, "classification")
+    dataset, protocol = cfg["dataset"], cfg.get("protocol", "classification")
+    backbone = section(params, "features", "backbone")
+    ds = load_prepared(PREPARED / dataset)
+    fs = load_features(FEATURES / dataset / backbone, mmap_mode="r")
+    return {
+        "cfg": cfg,
+        "dataset": dataset,
+        "protocol": protocol,
+        "backbone": backbone,
+        "source": ds.source,
+        "labels": ds.labels,
+        "split": load_split(SPLITS / dataset / protocol, ds),
+        "fs": fs,
+        "features": np.asarray(fs.features),
+    }
+
+
+_CLASSIFY_PARTS = ("train", "val", "test")
+
+
+def cmd_classify(params: dict[str, Any], method: str, bits: int, seed: int) -> None:
+    """A linear classifier on one method's codes (train -> C on val -> test accuracy)."""
+    from usdh.codes import unpack_bits
+    from usdh.experiment import classify_codes, fit_method
+    from usdh.io import save_json
+
+    c = _classification_context(params)
+    if method not in c["cfg"]["methods"]:
+        raise ParamsError(
+            f"method {method!r} is not in classification.methods ({', '.join(c['cfg']['methods'])})"
+        )
+    split, fs, features, y = c["split"], c["fs"], c["features"], c["labels"]
+    angles = fs.provenance.get("rotations", {}).get("angles") or fs.provenance.get("angles")
+    paths = _classification_paths(c["dataset"], method, bits, seed)
+    hasher = fit_method(
+        method,
+        bits,
+        seed,
+        features,
+        split,
+        paths,
+        method_params=(params.get("methods") or {}).get(method) or {},
+        rotations=None if fs.rotations is None else np.asarray(fs.rotations),
+        rotation_indices=fs.rotation_indices,
+        angles=angles,
+    )
+    codes = {p: unpack_bits(hasher.encode(features[split[p]])) for p in _CLASSIFY_PARTS}
+    result = classify_codes(*(a for p in _CLASSIFY_PARTS for a in (codes[p], y[split[p]])), seed)
+    record = {
+        "dataset": c["dataset"],
+        "protocol": c["protocol"],
+        "source": c["source"],
+        "backbone": c["backbone"],
+        "method": method,
+        "bits": bits,
+        "seed": seed,
+        **result,
+        **{f"n_{p}": len(split[p]) for p in _CLASSIFY_PARTS},
+    }
+    save_json(paths.metrics, record)
+    log.info("classify %s %d bits seed %d: accuracy %.4f", method, bits, seed, result["accuracy"])
+
+
+def cmd_classify_features(params: dict[str, Any]) -> None:
+    """The reference: the same linear classifier on the real-valued backbone features."""
+    from usdh.experiment import classify_codes
+    from usdh.io import save_json
+
+    c = _classification_context(params)
+    split, features, y = c["split"], c["features"], c["labels"]
+    result = classify_codes(
+        *(a for p in _CLASSIFY_PARTS for a in (features[split[p]], y[split[p]])), 0
+    )
+    out = Path("metrics/classification") / c["dataset"] / "features.json"
+    save_json(
+        out,
+        {
+            "dataset": c["dataset"],
+            "protocol": c["protocol"],
+            "source": c["source"],
+            "backbone": c["backbone"],
+            "method": "features",
+            "dim": int(features.shape[1]),
+            **result,
+        },
+    )
+    log.info("classify features (%d-d): accuracy %.4f", features.shape[1], result["accuracy"])
+
+
+def _classification_paths(dataset: str, method: str, bits: int, seed: int) -> Any:
+    from usdh.experiment import ExperimentPaths
+
+    return ExperimentPaths(dataset, method, bits, seed, group="classification")
+
+
 def cmd_validate(
     params: dict[str, Any], method: str, bits: int, seed: int, overrides: Sequence[str] = ()
 ) -> None:
@@ -297,7 +464,11 @@ def cmd_report(params: dict[str, Any]) -> None:
         "versions": f"Python {env['python']}, {versions}",
         "device": f"{fp['device']} on {env['machine']} with {env['cpu_count']} CPUs",
     }
-    summary = build_report(Path("metrics"), Path("reports"), context)
+    context["ablated"] = (params.get("ablations") or {}).get("method", "usdh")
+    timings = Path("reports/timings.md")
+    if timings.exists():
+        context["timings"] = timings.read_text().strip()
+    summary = build_report(Path("metrics"), Path("reports"), context, models_root=Path("models"))
     log.info("report: %d result rows, %d figures", summary["rows"], len(summary["figures"]))
 
 
@@ -322,6 +493,15 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=(fn.__doc__ or "").split("\n")[0])
         p.add_argument("dataset", help="a dataset configured under 'datasets' in params.yaml")
     sub.add_parser("report", help=(cmd_report.__doc__ or "").split("\n")[0])
+    p = sub.add_parser("ablate", help=(cmd_ablate.__doc__ or "").split("\n")[0])
+    p.add_argument("variant", help="a variant listed in ablations.variants")
+    p.add_argument("bits", type=int, help="code length (a multiple of 8)")
+    p.add_argument("seed", type=int, help="the method's random seed")
+    p = sub.add_parser("classify", help=(cmd_classify.__doc__ or "").split("\n")[0])
+    p.add_argument("method", help="a method listed in classification.methods")
+    p.add_argument("bits", type=int, help="code length (a multiple of 8)")
+    p.add_argument("seed", type=int, help="the method's random seed")
+    sub.add_parser("classify-features", help=(cmd_classify_features.__doc__ or "").split("\n")[0])
     for name, fn in [*RUN_COMMANDS.items(), ("validate", cmd_validate)]:
         p = sub.add_parser(name, help=(fn.__doc__ or "").split("\n")[0])
         p.add_argument("method", help="a method listed in experiment.methods")
@@ -349,10 +529,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         params = load_params(args.params)
+        validate_params(params)
         if args.command == "report":
             cmd_report(params)
         elif args.command in DATASET_COMMANDS:
             DATASET_COMMANDS[args.command](params, args.dataset)
+        elif args.command == "ablate":
+            cmd_ablate(params, args.variant, args.bits, args.seed)
+        elif args.command == "classify":
+            cmd_classify(params, args.method, args.bits, args.seed)
+        elif args.command == "classify-features":
+            cmd_classify_features(params)
         elif args.command == "validate":
             cmd_validate(params, args.method, args.bits, args.seed, args.overrides)
         else:

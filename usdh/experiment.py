@@ -59,13 +59,24 @@ def is_deep(cls: type[BaseHasher]) -> bool:
 class ExperimentPaths:
     """Where one (dataset, method, bits, seed) run keeps its artifacts."""
 
-    def __init__(self, dataset: str, method: str, bits: int, seed: int, root: Path = Path()):
-        tail = Path(dataset) / method / str(bits)
+    def __init__(
+        self,
+        dataset: str,
+        method: str,
+        bits: int,
+        seed: int,
+        root: Path = Path(),
+        group: str | None = None,
+    ):
+        # a group (ablations) keeps its runs apart from the main experiment's:
+        # models/<dataset>/<group>/<variant>/..., metrics/<group>/<dataset>/<variant>/...
+        tail = Path(dataset) / (group or "") / method / str(bits)
+        metrics_tail = Path(group or "") / dataset / method / str(bits)
         self.model_dir = root / "models" / tail / str(seed)
         self.codes_dir = root / "codes" / tail / str(seed)
-        self.metrics = root / "metrics" / tail / f"{seed}.json"
-        self.pr_curve = root / "metrics" / tail / f"{seed}_pr.csv"
-        self.p_at_n = root / "metrics" / tail / f"{seed}_pn.csv"
+        self.metrics = root / "metrics" / metrics_tail / f"{seed}.json"
+        self.pr_curve = root / "metrics" / metrics_tail / f"{seed}_pr.csv"
+        self.p_at_n = root / "metrics" / metrics_tail / f"{seed}_pn.csv"
 
     @property
     def model(self) -> Path:
@@ -249,4 +260,50 @@ def validate_method(
         "n_val_query": len(val_split["query"]),
         "n_val_database": len(val_split["database"]),
         "fit_seconds": round(seconds, 3),
+    }
+
+
+def merge_params(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` merged in, recursively for nested mappings (copies)."""
+    out = {k: (merge_params(v, {}) if isinstance(v, dict) else v) for k, v in base.items()}
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_params(out[key], value)
+        else:
+            out[key] = merge_params(value, {}) if isinstance(value, dict) else value
+    return out
+
+
+def classify_codes(
+    train: np.ndarray,
+    y_train: np.ndarray,
+    val: np.ndarray,
+    y_val: np.ndarray,
+    test: np.ndarray,
+    y_test: np.ndarray,
+    seed: int,
+    cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
+) -> dict[str, Any]:
+    """Test accuracy of a linear classifier (multinomial logistic regression) on ``train``.
+
+    The inverse regularisation ``C`` is chosen on ``val``; the classifier is then refitted on train
+    and val together. Inputs are standardised with the training statistics (for codes: the
+    unpacked bits as 0/1 columns).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def model(c: float) -> Any:
+        return make_pipeline(
+            StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed)
+        )
+
+    scores = {c: float(model(c).fit(train, y_train).score(val, y_val)) for c in cs}
+    best = max(cs, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
+    final = model(best).fit(np.concatenate([train, val]), np.concatenate([y_train, y_val]))
+    return {
+        "accuracy": float(final.score(test, y_test)),
+        "C": best,
+        "val_accuracy": {str(c): v for c, v in scores.items()},
     }

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ParamsError", "load_params", "section"]
+__all__ = ["ParamsError", "load_params", "section", "validate_params"]
 
 
 class ParamsError(ValueError):
@@ -41,3 +41,80 @@ def section(params: dict[str, Any], *keys: str) -> Any:
             raise ParamsError(f"params.yaml has no '{'.'.join(walked)}' entry")
         node = node[key]
     return node
+
+
+def _fail(msg: str) -> None:
+    raise ParamsError(f"params.yaml: {msg}")
+
+
+def _int_list(value: Any, where: str, *, multiple_of: int = 1, minimum: int = 0) -> list[int]:
+    if not isinstance(value, list) or not value:
+        _fail(f"'{where}' must be a non-empty list, got {value!r}")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum or v % multiple_of:
+            need = f"multiples of {multiple_of}" if multiple_of > 1 else f"integers >= {minimum}"
+            _fail(f"'{where}' must hold {need}, got {v!r}")
+    if len(set(value)) != len(value):
+        _fail(f"'{where}' lists a value twice: {value!r}")
+    return value
+
+
+def validate_params(params: dict[str, Any]) -> None:
+    """Check the whole file before any stage works, so a bad knob fails the first stage.
+
+    Checked: the experiment's dataset is configured, its methods are known and each has a
+    ``methods`` entry, bits are positive multiples of 8, seeds a non-empty list of non-negative
+    integers, the ablation variants name known loss terms, the classification dataset is
+    configured. (Whether a dataset's files exist is checked by ``prepare``, with its own message.)
+    """
+    from usdh.experiment import METHODS
+
+    datasets = section(params, "datasets")
+    if not isinstance(datasets, dict) or not datasets:
+        _fail("'datasets' must configure at least one dataset")
+    exp = section(params, "experiment")
+    if exp.get("dataset") not in datasets:
+        _fail(
+            f"experiment.dataset {exp.get('dataset')!r} is not configured under 'datasets' "
+            f"({', '.join(datasets)})"
+        )
+    methods = exp.get("methods")
+    if not isinstance(methods, list) or not methods:
+        _fail("'experiment.methods' must be a non-empty list")
+    for m in methods:
+        if m not in METHODS:
+            _fail(f"unknown method {m!r} in experiment.methods; known: {', '.join(METHODS)}")
+    _int_list(exp.get("bits"), "experiment.bits", multiple_of=8, minimum=8)
+    _int_list(exp.get("seeds"), "experiment.seeds")
+    abl = params.get("ablations")
+    if abl is not None:
+        from usdh.losses import TERMS
+
+        if abl.get("method") not in methods:
+            _fail(f"ablations.method {abl.get('method')!r} must be one of experiment.methods")
+        variants = abl.get("variants")
+        if not isinstance(variants, dict) or not variants:
+            _fail("'ablations.variants' must map variant names to loss overrides")
+        for name, override in variants.items():
+            if not isinstance(override, dict):
+                _fail(f"ablation variant {name!r} must map loss terms to options, got {override!r}")
+            for term in override:
+                if term not in TERMS:
+                    _fail(
+                        f"ablation variant {name!r} names unknown loss term {term!r}; "
+                        f"the terms are {', '.join(TERMS)}"
+                    )
+        _int_list(abl.get("bits"), "ablations.bits", multiple_of=8, minimum=8)
+        _int_list(abl.get("seeds"), "ablations.seeds")
+    cls = params.get("classification")
+    if cls is not None:
+        if cls.get("dataset") not in datasets:
+            _fail(
+                f"classification.dataset {cls.get('dataset')!r} is not configured under "
+                f"'datasets' ({', '.join(datasets)})"
+            )
+        for m in cls.get("methods") or []:
+            if m not in METHODS:
+                _fail(f"unknown method {m!r} in classification.methods")
+        _int_list(cls.get("bits"), "classification.bits", multiple_of=8, minimum=8)
+        _int_list(cls.get("seeds"), "classification.seeds")

@@ -12,7 +12,14 @@ import pandas as pd
 
 from usdh.io import atomic_path
 
-__all__ = ["REPORTED_CIFAR10", "build_report", "collect_results", "summarise"]
+__all__ = [
+    "REPORTED_CIFAR10",
+    "build_report",
+    "collect_ablations",
+    "collect_classification",
+    "collect_results",
+    "summarise",
+]
 
 #: mAP@1000 in % on CIFAR-10 (10,000 queries, 50,000 database) at 16 / 32 / 64 bits, as listed in
 #: DeepBit's public README (Lin et al., CVPR 2016). USDH's own numbers are not available here.
@@ -199,10 +206,172 @@ def _mean_curves(
     return pr, pn
 
 
+# -- ablations -------------------------------------------------------------------------------------
+ABLATION_COLUMNS = ["dataset", "variant", "bits", "seed", "mAP", "mAP_tie_aware", "mAP_all"]
+
+
+def collect_ablations(
+    ablation_root: str | Path, results: pd.DataFrame, method: str = "usdh"
+) -> pd.DataFrame:
+    """One row per ablation run, plus the ``full`` objective: the main experiment's runs of
+    ``method`` on the same datasets (same parameters, so the same numbers)."""
+    rows = []
+    for path in sorted(Path(ablation_root).glob("*/*/*/*.json")):
+        m = json.loads(path.read_text())
+        rows.append({c: m.get(c) for c in ABLATION_COLUMNS})
+    if not rows:
+        return pd.DataFrame(columns=ABLATION_COLUMNS)
+    df = pd.DataFrame(rows)
+    full = results[(results["method"] == method) & results["dataset"].isin(df["dataset"])]
+    full = full[full["bits"].isin(df["bits"]) & full["seed"].isin(df["seed"])]
+    full = full.assign(variant="full")[ABLATION_COLUMNS]
+    df = pd.concat([full, df], ignore_index=True)
+    order = {v: i for i, v in enumerate(["full", *sorted(set(df["variant"]) - {"full"})])}
+    df["_o"] = df["variant"].map(order)
+    return df.sort_values(["dataset", "_o", "bits", "seed"]).drop(columns="_o")
+
+
+def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Variants as rows, bit lengths as columns: mAP 'mean ± std' in %, and the change from full."""
+    g = df.groupby(["dataset", "variant", "bits"], sort=False)["mAP"]
+    s = g.agg(["mean", "std", "count"]).reset_index()
+    s["std"] = s["std"].fillna(0.0)
+    full = s[s["variant"] == "full"].set_index(["dataset", "bits"])["mean"]
+    cells = []
+    for r in s.itertuples():
+        cell = _fmt(r.mean, r.std, r.count)
+        if r.variant != "full" and (r.dataset, r.bits) in full.index:
+            cell += f" ({(r.mean - full[(r.dataset, r.bits)]) * 100:+.2f})"
+        cells.append(cell)
+    s["cell"] = cells
+    table = s.pivot_table(
+        index=["dataset", "variant"], columns="bits", values="cell", aggfunc="first", sort=False
+    )
+    table.columns = [f"{b} bits" for b in table.columns]
+    return table.reset_index()
+
+
+def ablation_figure(df: pd.DataFrame, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for dataset, part in df.groupby("dataset", sort=False):
+        s = part.groupby(["variant", "bits"], sort=False)["mAP"].agg(["mean", "std"]).reset_index()
+        s["std"] = s["std"].fillna(0.0)
+        variants = list(dict.fromkeys(part["variant"]))
+        bits = sorted(s["bits"].unique())
+        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(variants)), 3.8))
+        width = 0.8 / len(bits)
+        x = np.arange(len(variants))
+        for i, b in enumerate(bits):
+            g = s[s["bits"] == b].set_index("variant").reindex(variants)
+            ax.bar(
+                x + (i - (len(bits) - 1) / 2) * width,
+                g["mean"] * 100,
+                width,
+                yerr=g["std"] * 100,
+                capsize=2,
+                label=f"{b} bits",
+            )
+        ax.set_xticks(x, variants, rotation=30, ha="right")
+        ax.set_ylabel("mAP (%)")
+        ax.set_title(f"USDH loss-term ablations, {dataset}")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+        path = out_dir / f"ablations_{dataset}.png"
+        _savefig(fig, path)
+        written.append(path)
+    return written
+
+
+# -- classification --------------------------------------------------------------------------------
+CLASSIFICATION_COLUMNS = ["dataset", "method", "bits", "seed", "accuracy", "C"]
+
+
+def collect_classification(root: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per-run test accuracies of classifiers on codes, and the features reference per dataset."""
+    rows = []
+    for path in sorted(Path(root).glob("*/*/*/*.json")):
+        m = json.loads(path.read_text())
+        rows.append({c: m.get(c) for c in CLASSIFICATION_COLUMNS})
+    refs = {}
+    for path in sorted(Path(root).glob("*/features.json")):
+        m = json.loads(path.read_text())
+        refs[m["dataset"]] = m
+    df = pd.DataFrame(rows, columns=CLASSIFICATION_COLUMNS)
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    df["_o"] = df["method"].map(lambda m: order.get(m, len(order)))
+    df = df.sort_values(["dataset", "_o", "bits", "seed"]).drop(columns="_o")
+    return df.reset_index(drop=True), refs
+
+
+def classification_table(df: pd.DataFrame, refs: dict[str, Any]) -> pd.DataFrame:
+    g = df.groupby(["dataset", "method", "bits"], sort=False)["accuracy"]
+    s = g.agg(["mean", "std", "count"]).reset_index()
+    s["std"] = s["std"].fillna(0.0)
+    s["cell"] = [_fmt(m, sd, c) for m, sd, c in zip(s["mean"], s["std"], s["count"], strict=True)]
+    table = s.pivot_table(
+        index=["dataset", "method"], columns="bits", values="cell", aggfunc="first", sort=False
+    )
+    table.columns = [f"{b} bits" for b in table.columns]
+    table = table.reset_index()
+    for dataset, ref in refs.items():
+        row = {"dataset": dataset, "method": f"features ({ref.get('dim')}-d, real-valued)"}
+        row.update({c: f"{ref['accuracy'] * 100:.2f}" for c in table.columns[2:]})
+        table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+    return table
+
+
+# -- training curves -------------------------------------------------------------------------------
+def training_figures(models_root: Path, out_dir: Path) -> list[Path]:
+    """Per deep method: each term's training loss and the validation total, per epoch (seed 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logs: dict[tuple[str, str], dict[int, pd.DataFrame]] = {}
+    for path in sorted(Path(models_root).glob("*/*/*/0/checkpoints/train_log.csv")):
+        bits_dir = path.parents[2]
+        dataset, method = bits_dir.parents[1].name, bits_dir.parent.name
+        logs.setdefault((dataset, method), {})[int(bits_dir.name)] = pd.read_csv(path)
+    written = []
+    for (dataset, method), by_bits in logs.items():
+        bits = sorted(by_bits)
+        fig, axes = plt.subplots(1, len(bits), figsize=(4.2 * len(bits), 3.4), squeeze=False)
+        for ax, b in zip(axes[0], bits, strict=True):
+            log = by_bits[b]
+            fixed = {"epoch", "stage", "lr", "total", "seconds"}
+            terms = [c for c in log.columns if c not in fixed and not c.startswith("val_")]
+            for term in terms:
+                ax.plot(log["epoch"], log[term], label=term)
+            ax.plot(log["epoch"], log["total"], color="black", label="total")
+            if "val_total" in log:
+                ax.plot(log["epoch"], log["val_total"], "k--", label="validation total")
+            for e in log["epoch"][log["stage"].diff().fillna(0) > 0]:
+                ax.axvline(e - 0.5, color="grey", lw=0.8, ls=":")
+            ax.set(xlabel="epoch", title=f"{method}, {b} bits")
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("loss (terms unweighted; total weighted)")
+        axes[0][0].legend(fontsize=7)
+        path = out_dir / f"training_{dataset}_{method}.png"
+        _savefig(fig, path)
+        written.append(path)
+    return written
+
+
 def build_report(
-    metrics_root: str | Path, reports_root: str | Path, context: dict[str, Any]
+    metrics_root: str | Path,
+    reports_root: str | Path,
+    context: dict[str, Any],
+    models_root: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write results.csv, tables/ and figures/ under ``reports_root``; return what was written."""
+    """Write results.csv, ablations.csv, classification.csv, tables/ and figures/ under
+    ``reports_root`` and the README; return what was written."""
     metrics_root, reports_root = Path(metrics_root), Path(reports_root)
     df = collect_results(metrics_root)
     with atomic_path(reports_root / "results.csv") as tmp:
@@ -213,8 +382,23 @@ def build_report(
         "main_map_all": main_table(df, "mAP_all"),
         "reported_vs_reproduced": reported_vs_reproduced(df),
     }
-    write_tables(tables, reports_root / "tables")
     figures = write_figures(df, metrics_root, reports_root / "figures")
+    ablations = collect_ablations(metrics_root / "ablations", df, context.get("ablated", "usdh"))
+    # both CSVs are always written (with just a header when there is nothing), so the stage's
+    # outputs exist for every configuration
+    with atomic_path(reports_root / "ablations.csv") as tmp:
+        ablations.to_csv(tmp, index=False, float_format="%.6f")
+    if len(ablations):
+        tables["ablations"] = ablation_table(ablations)
+        figures += ablation_figure(ablations, reports_root / "figures")
+    classification, refs = collect_classification(metrics_root / "classification")
+    with atomic_path(reports_root / "classification.csv") as tmp:
+        classification.to_csv(tmp, index=False, float_format="%.6f")
+    if len(classification):
+        tables["classification"] = classification_table(classification, refs)
+    if models_root is not None:
+        figures += training_figures(Path(models_root), reports_root / "figures")
+    write_tables(tables, reports_root / "tables")
     tie_gap = float(np.max(np.abs(df["mAP"] - df["mAP_tie_aware"])))
     summary = {"rows": len(df), "figures": [str(p) for p in figures], "max_tie_gap": tie_gap}
     _write_text(
@@ -276,9 +460,32 @@ def render_readme(
         "",
         tables["reported_vs_reproduced"].to_markdown(index=False, disable_numparse=True),
         "",
-        "## Figures",
-        "",
     ]
+    if "ablations" in tables:
+        lines += [
+            "## Ablations: USDH without each criterion (mAP %, change from the full objective)",
+            "",
+            "`full` is the main table's USDH; `no_<term>` switches one term off (weight 0), "
+            "`semantic_only` keeps the semantic term alone, `semantic_weight_<w>` changes its "
+            "weight (the default is chosen on a validation split, docs/usdh.md). Same seeds.",
+            "",
+            tables["ablations"].to_markdown(index=False, disable_numparse=True),
+            "",
+        ]
+    if "classification" in tables:
+        lines += [
+            "## Classification on codes: test accuracy (%)",
+            "",
+            "A multinomial logistic regression on each method's codes (bits standardised), its "
+            "regularisation chosen on the validation images, refitted on train + val, scored on "
+            "test; the last row is the same classifier on the real-valued features.",
+            "",
+            tables["classification"].to_markdown(index=False, disable_numparse=True),
+            "",
+        ]
+    if context.get("timings"):
+        lines += ["## What it cost", "", str(context["timings"]), ""]
+    lines += ["## Figures", ""]
     for fig in figures:
         rel = fig.relative_to(reports_root)
         lines.append(f"![{fig.stem}]({rel.as_posix()})")
