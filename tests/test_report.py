@@ -80,3 +80,51 @@ def test_build_report_writes_everything(metrics_tree):
 def test_no_metrics_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="run the evaluate stages"):
         collect_results(tmp_path)
+
+
+def test_ablations_and_classification_in_the_report(tmp_path):
+    import json
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 10, 300)
+    split = {"query": np.arange(30), "database": np.arange(30, 300)}
+    for seed in (0, 1):
+        _fake_run(tmp_path, "usdh", 16, seed, rng, labels, split)
+        for variant in ("no_rotation", "semantic_only"):
+            paths = ExperimentPaths("cifar10", variant, 16, seed, root=tmp_path, group="ablations")
+            for part in ("query", "database"):
+                n = len(split[part])
+                save_npy(paths.codes_dir / f"{part}.npy", rng.integers(0, 256, (n, 2), np.uint8))
+            record = {"dataset": "cifar10", "variant": variant, "bits": 16, "seed": seed}
+            evaluate_method(labels, split, paths, topk=50, ns=[10], radius=2, record=record)
+    cls_root = tmp_path / "metrics" / "classification" / "oxford17"
+    for seed, acc in ((0, 0.5), (1, 0.7)):
+        path = cls_root / "itq" / "32" / f"{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            json.dumps(
+                {
+                    "dataset": "oxford17",
+                    "method": "itq",
+                    "bits": 32,
+                    "seed": seed,
+                    "accuracy": acc,
+                    "C": 1.0,
+                }
+            )
+        )
+    (cls_root / "features.json").write_text(
+        json.dumps({"dataset": "oxford17", "method": "features", "dim": 1280, "accuracy": 0.9})
+    )
+    out = tmp_path / "reports"
+    build_report(tmp_path / "metrics", out, {"backbone": "b", "input_size": 32})
+    abl = pd.read_csv(out / "ablations.csv")
+    assert sorted(set(abl["variant"])) == ["full", "no_rotation", "semantic_only"]
+    full = abl[abl["variant"] == "full"].sort_values("seed")["mAP"].to_numpy()
+    main_usdh = pd.read_csv(out / "results.csv").sort_values("seed")["mAP"].to_numpy()
+    assert np.array_equal(full, main_usdh)  # full = the main experiment's runs
+    table = (out / "tables" / "ablations.md").read_text()
+    assert "semantic_only" in table and "(-" in table  # random codes lose to the full objective
+    cls = (out / "tables" / "classification.md").read_text()
+    assert "60.00 ± 14.14" in cls and "features (1280-d, real-valued)" in cls and "90.00" in cls
+    assert (out / "figures" / "ablations_cifar10.png").stat().st_size > 1000
