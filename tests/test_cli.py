@@ -120,6 +120,13 @@ def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch):
         assert len(log.splitlines()) == 1 + epochs
     assert "rotation" in log.splitlines()[0]
 
+    # choosing a setting on a validation split of the training pool, never on the queries
+    assert main(["validate", "usdh", "16", "0", "--set", "loss.semantic.weight=0.5"]) == 0
+    out = tmp_path / "reports/validation/oxford17/usdh/16/0_loss.semantic.weight=0.5.json"
+    val = json.loads(out.read_text())
+    assert val["params"]["loss"]["semantic"]["weight"] == 0.5 and 0 < val["val_mAP"] <= 1
+    assert val["n_val_query"] + val["n_val_database"] <= 680  # drawn from the training pool
+
 
 def test_unknown_dataset_is_one_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

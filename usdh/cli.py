@@ -133,6 +133,17 @@ def cmd_features(params: dict[str, Any], dataset: str) -> None:
     log.info("features %s/%s: %s -> %s", dataset, fp["backbone"], feats.shape, out)
 
 
+def _rotated_views(fs: Any) -> dict[str, Any]:
+    """The deep methods' extra training inputs from a stored feature set: rotated views, the rows
+    they belong to, and their angles (degrees)."""
+    prov = fs.provenance
+    return {
+        "rotations": None if fs.rotations is None else np.asarray(fs.rotations),
+        "rotation_indices": fs.rotation_indices,
+        "angles": prov.get("rotations", {}).get("angles") or prov.get("angles"),
+    }
+
+
 def _run_context(params: dict[str, Any], method: str, bits: int, seed: int) -> dict[str, Any]:
     """What fit / encode / evaluate share: the experiment's dataset, split, features and paths."""
     from usdh.data import load_split
@@ -171,7 +182,6 @@ def cmd_fit(params: dict[str, Any], method: str, bits: int, seed: int) -> None:
 
     ctx = _run_context(params, method, bits, seed)
     fs = load_features(ctx["features_dir"], mmap_mode="r")
-    angles = fs.provenance.get("rotations", {}).get("angles") or fs.provenance.get("angles")
     hasher = fit_method(
         method,
         bits,
@@ -180,9 +190,7 @@ def cmd_fit(params: dict[str, Any], method: str, bits: int, seed: int) -> None:
         ctx["split"],
         ctx["paths"],
         method_params=(params.get("methods") or {}).get(method) or {},
-        rotations=None if fs.rotations is None else np.asarray(fs.rotations),
-        rotation_indices=fs.rotation_indices,
-        angles=angles,
+        **_rotated_views(fs),
         record=ctx["record"],
     )
     log.info("fitted %s -> %s", hasher, ctx["paths"].model)
@@ -248,7 +256,6 @@ def _fit_encode_evaluate(
 
     fs = load_features(ctx["features_dir"], mmap_mode="r")
     features = np.asarray(fs.features)
-    angles = fs.provenance.get("rotations", {}).get("angles") or fs.provenance.get("angles")
     fit_method(
         method,
         bits,
@@ -257,9 +264,7 @@ def _fit_encode_evaluate(
         ctx["split"],
         paths,
         method_params=method_params,
-        rotations=None if fs.rotations is None else np.asarray(fs.rotations),
-        rotation_indices=fs.rotation_indices,
-        angles=angles,
+        **_rotated_views(fs),
         record=record,
     )
     encode_method(method, features, ctx["split"], paths)
@@ -333,7 +338,6 @@ def cmd_classify(params: dict[str, Any], method: str, bits: int, seed: int) -> N
             f"method {method!r} is not in classification.methods ({', '.join(c['cfg']['methods'])})"
         )
     split, fs, features, y = c["split"], c["fs"], c["features"], c["labels"]
-    angles = fs.provenance.get("rotations", {}).get("angles") or fs.provenance.get("angles")
     paths = _classification_paths(c["dataset"], method, bits, seed)
     hasher = fit_method(
         method,
@@ -343,9 +347,7 @@ def cmd_classify(params: dict[str, Any], method: str, bits: int, seed: int) -> N
         split,
         paths,
         method_params=(params.get("methods") or {}).get(method) or {},
-        rotations=None if fs.rotations is None else np.asarray(fs.rotations),
-        rotation_indices=fs.rotation_indices,
-        angles=angles,
+        **_rotated_views(fs),
     )
     codes = {p: unpack_bits(hasher.encode(features[split[p]])) for p in _CLASSIFY_PARTS}
     result = classify_codes(*(a for p in _CLASSIFY_PARTS for a in (codes[p], y[split[p]])), seed)
@@ -410,7 +412,6 @@ def cmd_validate(
     for text in overrides:
         _apply_override(method_params, text)
     fs = load_features(ctx["features_dir"], mmap_mode="r")
-    angles = fs.provenance.get("rotations", {}).get("angles") or fs.provenance.get("angles")
     ds = load_prepared(PREPARED / ctx["dataset"])
     val = validation_split(ctx["split"], int(section(params, "split_seed")))
     result = validate_method(
@@ -422,8 +423,7 @@ def cmd_validate(
         ctx["split"],
         val,
         method_params=method_params,
-        rotations=None if fs.rotations is None else np.asarray(fs.rotations),
-        angles=angles,
+        **{k: v for k, v in _rotated_views(fs).items() if k != "rotation_indices"},
         topk=PROTOCOLS[ctx["protocol"]].topk,
     )
     result.update(ctx["record"], overrides=list(overrides))
