@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from usdh.cli import main
@@ -52,6 +53,14 @@ def write_params(folder: Path, **features) -> Path:
             "itq": {"n_iter": 20},
             "usdh": {"epochs": 3, "batch_size": 8, "progress": False, "threads": 1},
             "deepbit": {"epochs": 2, "batch_size": 8, "progress": False, "threads": 1},
+        },
+        "finetune": {
+            "methods": ["usdh"],
+            "bits": [16],
+            "seeds": [0],
+            "n_trainable": 1,
+            "input_size": None,
+            "train": {"epochs": 1},
         },
         "evaluation": {"precision_at": [10, 100, 5000], "radius": 2},
     }
@@ -119,6 +128,23 @@ def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch):
         log = (tmp_path / f"models/oxford17/{method}/16/0/checkpoints/train_log.csv").read_text()
         assert len(log.splitlines()) == 1 + epochs
     assert "rotation" in log.splitlines()[0]
+
+    # the paper's mode: the backbone's last unit fine-tuned with the head, every image re-encoded
+    from usdh.backbones import build_backbone
+
+    assert main(["finetune", "usdh", "16", "0"]) == 0
+    ft = tmp_path / "models/oxford17/finetune/usdh/16/0"
+    record = json.loads((ft / "fit.json").read_text())
+    assert record["mode"] == "finetune" and record["epochs"] == 1 and record["n_train"] == 34
+    assert record["trained_units"] and record["train_images_per_s"] > 0
+    tail = torch.load(ft / "tail.pt", weights_only=True)
+    pretrained = build_backbone("efficientnet_lite0", "imagenet").trainable_tail(1).state_dict()
+    assert tail.keys() == pretrained.keys()
+    assert any(not torch.equal(tail[k], pretrained[k]) for k in tail)  # it did train
+    q = np.load(tmp_path / "codes/oxford17/finetune/usdh/16/0/query.npy")
+    assert q.shape == (340, 2) and q.dtype == np.uint8
+    fm = json.loads((tmp_path / "metrics/finetune/oxford17/usdh/16/0.json").read_text())
+    assert fm["mode"] == "finetune" and fm["mAP"] > 1 / 17
 
     # choosing a setting on a validation split of the training pool, never on the queries
     assert main(["validate", "usdh", "16", "0", "--set", "loss.semantic.weight=0.5"]) == 0

@@ -45,6 +45,8 @@ def _with(path: str, value):
         ("ablations.method", "itq_plus", "ablations.method"),
         ("classification.dataset", "caltech", "classification.dataset 'caltech'"),
         ("classification.bits", [10], "multiples of 8"),
+        ("finetune.methods", ["itq"], "must be a deep method"),
+        ("finetune.n_trainable", -1, "n_trainable"),
     ],
 )
 def test_bad_params_name_the_problem(path, value, match):

@@ -8,6 +8,7 @@
     python -m usdh evaluate itq 32 0    # metrics/<dataset>/itq/32/0.json and curves
     python -m usdh ablate no_rotation 32 0   # USDH without one term: metrics/ablations/<dataset>/
     python -m usdh classify itq 32 0    # linear classifier on codes: metrics/classification/
+    python -m usdh finetune usdh 32 0   # end to end with the backbone's last units (a GPU's job)
     python -m usdh validate usdh 32 0 --set loss.semantic.weight=2   # mAP on a validation split
 
 Heavy imports (torch) happen inside the commands that need them, so the light stages start fast.
@@ -209,24 +210,30 @@ def cmd_encode(params: dict[str, Any], method: str, bits: int, seed: int) -> Non
     )
 
 
-def cmd_evaluate(params: dict[str, Any], method: str, bits: int, seed: int) -> None:
-    """mAP (protocol cut-off and all, both tie rules), PR by radius, precision@N."""
+def _evaluate(
+    params: dict[str, Any], ctx: dict[str, Any], paths: Any, record: dict[str, Any]
+) -> dict[str, Any]:
+    """Score saved codes with the protocol's cut-off and the evaluation section's settings."""
     from usdh.data import PROTOCOLS, load_prepared
     from usdh.experiment import evaluate_method
 
-    ctx = _run_context(params, method, bits, seed)
     ev = section(params, "evaluation")
     ds = load_prepared(PREPARED / ctx["dataset"])
-    record = {**ctx["record"], "source": ds.source}
-    m = evaluate_method(
+    return evaluate_method(
         ds.labels,
         ctx["split"],
-        ctx["paths"],
+        paths,
         PROTOCOLS[ctx["protocol"]].topk,
         list(ev["precision_at"]),
         int(ev["radius"]),
-        record,
+        {**record, "source": ds.source},
     )
+
+
+def cmd_evaluate(params: dict[str, Any], method: str, bits: int, seed: int) -> None:
+    """mAP (protocol cut-off and all, both tie rules), PR by radius, precision@N."""
+    ctx = _run_context(params, method, bits, seed)
+    m = _evaluate(params, ctx, ctx["paths"], ctx["record"])
     log.info(
         "%s %d bits seed %d: mAP@%s %.4f (tie-aware %.4f), mAP@all %.4f",
         method,
@@ -250,8 +257,7 @@ def _fit_encode_evaluate(
     record: dict[str, Any],
 ) -> dict[str, Any]:
     """fit -> encode -> evaluate in one process (the ablations' runs are one stage each)."""
-    from usdh.data import PROTOCOLS, load_prepared
-    from usdh.experiment import encode_method, evaluate_method, fit_method
+    from usdh.experiment import encode_method, fit_method
     from usdh.features import load_features
 
     fs = load_features(ctx["features_dir"], mmap_mode="r")
@@ -268,17 +274,7 @@ def _fit_encode_evaluate(
         record=record,
     )
     encode_method(method, features, ctx["split"], paths)
-    ev = section(params, "evaluation")
-    ds = load_prepared(PREPARED / ctx["dataset"])
-    return evaluate_method(
-        ds.labels,
-        ctx["split"],
-        paths,
-        PROTOCOLS[ctx["protocol"]].topk,
-        list(ev["precision_at"]),
-        int(ev["radius"]),
-        {**record, "source": ds.source},
-    )
+    return _evaluate(params, ctx, paths, record)
 
 
 def cmd_ablate(params: dict[str, Any], variant: str, bits: int, seed: int) -> None:
@@ -398,6 +394,47 @@ def _classification_paths(dataset: str, method: str, bits: int, seed: int) -> An
     return ExperimentPaths(dataset, method, bits, seed, group="classification")
 
 
+def cmd_finetune(params: dict[str, Any], method: str, bits: int, seed: int) -> None:
+    """Fine-tune a deep method with the backbone's last units on images, then encode and score."""
+    from usdh.backbones import build_backbone
+    from usdh.data import load_prepared
+    from usdh.experiment import ExperimentPaths
+    from usdh.features import load_features
+    from usdh.finetune import finetune_method
+
+    cfg = section(params, "finetune")
+    ctx = _run_context(params, method, bits, seed)
+    fp = section(params, "features")
+    ds = load_prepared(PREPARED / ctx["dataset"])
+    fs = load_features(ctx["features_dir"], mmap_mode="r")
+    backbone = build_backbone(fp["backbone"], weights=fp["weights"], seed=seed)
+    paths = ExperimentPaths(ctx["dataset"], method, bits, seed, group="finetune")
+    method_params = {
+        **((params.get("methods") or {}).get(method) or {}),
+        **(cfg.get("train") or {}),
+    }
+    angles = fp["rotation_angles"] or None
+    finetune_method(
+        method,
+        bits,
+        seed,
+        ds,
+        np.asarray(fs.features),
+        ctx["split"],
+        backbone,
+        paths,
+        method_params=method_params,
+        n_trainable=int(cfg.get("n_trainable", 1)),
+        input_size=cfg.get("input_size") or fp["input_size"],
+        angles=angles,
+        rotation_mode=fp["rotation_mode"],
+        batch_size=fp["batch_size"],
+        record=ctx["record"],
+    )
+    m = _evaluate(params, ctx, paths, {**ctx["record"], "mode": "finetune"})
+    log.info("finetuned %s %d bits seed %d: mAP %.4f", method, bits, seed, m["mAP"])
+
+
 def cmd_validate(
     params: dict[str, Any], method: str, bits: int, seed: int, overrides: Sequence[str] = ()
 ) -> None:
@@ -502,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bits", type=int, help="code length (a multiple of 8)")
     p.add_argument("seed", type=int, help="the method's random seed")
     sub.add_parser("classify-features", help=(cmd_classify_features.__doc__ or "").split("\n")[0])
-    for name, fn in [*RUN_COMMANDS.items(), ("validate", cmd_validate)]:
+    for name, fn in [*RUN_COMMANDS.items(), ("finetune", cmd_finetune), ("validate", cmd_validate)]:
         p = sub.add_parser(name, help=(fn.__doc__ or "").split("\n")[0])
         p.add_argument("method", help="a method listed in experiment.methods")
         p.add_argument("bits", type=int, help="code length (a multiple of 8)")
@@ -540,6 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd_classify(params, args.method, args.bits, args.seed)
         elif args.command == "classify-features":
             cmd_classify_features(params)
+        elif args.command == "finetune":
+            cmd_finetune(params, args.method, args.bits, args.seed)
         elif args.command == "validate":
             cmd_validate(params, args.method, args.bits, args.seed, args.overrides)
         else:

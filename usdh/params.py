@@ -106,6 +106,17 @@ def validate_params(params: dict[str, Any]) -> None:
                     )
         _int_list(abl.get("bits"), "ablations.bits", multiple_of=8, minimum=8)
         _int_list(abl.get("seeds"), "ablations.seeds")
+    ft = params.get("finetune")
+    if ft is not None:
+        for m in ft.get("methods") or []:
+            if m not in ("usdh", "deepbit") or m not in methods:
+                _fail(f"finetune.methods: {m!r} must be a deep method of experiment.methods")
+        if ft.get("methods"):
+            _int_list(ft.get("bits"), "finetune.bits", multiple_of=8, minimum=8)
+            _int_list(ft.get("seeds"), "finetune.seeds")
+        n = ft.get("n_trainable", 1)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            _fail(f"finetune.n_trainable must be an integer >= 0, got {n!r}")
     cls = params.get("classification")
     if cls is not None:
         if cls.get("dataset") not in datasets:

@@ -1,0 +1,157 @@
+"""The paper's setting: a deep hasher fine-tuned end to end with the backbone's last units.
+
+Head mode (the default pipeline) trains only the hash layer on cached features. Here the same
+trainer (:func:`usdh.train.train`, :class:`usdh.train.ImageBatches`) and the same loss modules
+train the backbone's last ``n_trainable`` units too, on images, so every code must then be made
+through the fine-tuned layers: the database and queries are re-encoded from their images. This is
+work for a GPU (`device: auto` takes it when present); on a CPU it is practical only for small
+images and datasets, which is how it is tested.
+
+Artifacts (``python -m usdh finetune <method> <bits> <seed>``):
+
+    models/<dataset>/finetune/<method>/<bits>/<seed>/   model.npz (the head), tail.pt (the
+        fine-tuned backbone units), fit.json, checkpoints/ (per-epoch checkpoint and log)
+    codes/<dataset>/finetune/<method>/<bits>/<seed>/    query.npy, database.npy
+    metrics/finetune/<dataset>/<method>/<bits>/<seed>.json (and the PR / P@N curves)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from usdh.backbones import Backbone
+from usdh.experiment import ExperimentPaths, method_class
+from usdh.features import ImageSource, extract_features
+from usdh.io import atomic_path, save_json, save_npy
+from usdh.method import USDH
+from usdh.provenance import environment
+from usdh.train import ImageBatches, TrainConfig, train
+
+__all__ = ["finetune_method"]
+
+
+class _Rows:
+    """The images of ``rows`` of a source, in that order (an ImageSource)."""
+
+    def __init__(self, source: ImageSource, rows: np.ndarray) -> None:
+        self.source, self.rows = source, np.asarray(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def image(self, i: int) -> Image.Image:
+        return self.source.image(int(self.rows[i]))
+
+
+def finetune_method(
+    name: str,
+    bits: int,
+    seed: int,
+    images: ImageSource,
+    features: np.ndarray,
+    split: dict[str, np.ndarray],
+    backbone: Backbone,
+    paths: ExperimentPaths,
+    *,
+    method_params: dict[str, Any] | None = None,
+    n_trainable: int = 1,
+    input_size: int | None = None,
+    angles: list[float] | None = None,
+    rotation_mode: str = "crop",
+    batch_size: int | None = None,
+    record: dict[str, Any] | None = None,
+) -> USDH:
+    """Fine-tune ``backbone``'s last units and a deep method's head; save both and the codes.
+
+    ``features`` are the pretrained backbone's cached features of every image (the semantic
+    term's targets); training uses the protocol's ``train_subset`` (else ``train``) rows.
+    """
+    cls = method_class(name)
+    if not issubclass(cls, USDH):
+        raise ValueError(f"only the deep methods can be fine-tuned; {name!r} is not one")
+    hasher = cls(n_bits=bits, random_state=seed, **(method_params or {}))
+    config: TrainConfig = hasher.train_config()
+    rows = split["train_subset"] if "train_subset" in split else split["train"]
+    data = ImageBatches(
+        _Rows(images, rows),
+        features[rows],
+        backbone,
+        n_trainable=n_trainable,
+        input_size=input_size,
+        angles=angles,
+        rotation_mode=rotation_mode,
+    )
+    start = time.perf_counter()
+    result = train(data, bits, config, checkpoint_dir=paths.model_dir / "checkpoints", resume=True)
+    train_seconds = time.perf_counter() - start
+    views = 1 + (len(angles or ()) if "rotation" in result.columns else 0)
+    epochs = len(result.log)
+    size = data.input_size
+
+    def encode_rows(part_rows: np.ndarray) -> np.ndarray:
+        return extract_features(
+            images,
+            backbone,
+            input_size=size,
+            batch_size=batch_size,
+            device=config.device,
+            indices=part_rows,
+            progress=config.progress,
+            threads=config.threads,
+        )
+
+    # the head's learned state, as USDH.fit leaves it (see usdh.method)
+    linear = result.head.linear
+    hasher.weight_ = linear.weight.detach().cpu().numpy().copy()
+    hasher.bias_ = linear.bias.detach().cpu().numpy().copy()
+    hasher.n_features_in_ = int(backbone.feature_dim)
+    hasher.threshold_ = np.full(bits, 0.5)
+    if hasher.threshold == "mean":
+        hasher.threshold_ = hasher.relaxed(encode_rows(rows)).mean(axis=0)
+    hasher.log_ = result.log_array()
+    hasher.log_columns_ = np.asarray(result.columns, dtype=str)
+    hasher.best_epochs_ = np.asarray(result.best_epochs, dtype=np.int64)
+    hasher.config_ = json.dumps(config.fingerprint(), sort_keys=True)
+    hasher.save(paths.model)
+    tail = {
+        k: v.detach().cpu() for k, v in backbone.trainable_tail(n_trainable).state_dict().items()
+    }
+    with atomic_path(paths.model_dir / "tail.pt") as tmp:
+        torch.save(tail, tmp)
+
+    start = time.perf_counter()
+    n_encoded = 0
+    for part in ("query", "database"):
+        codes = hasher.encode(encode_rows(split[part]))
+        n_encoded += len(codes)
+        save_npy(paths.codes_dir / f"{part}.npy", codes)
+    encode_seconds = time.perf_counter() - start
+    save_json(
+        paths.model_dir / "fit.json",
+        {
+            "method": name,
+            "mode": "finetune",
+            "bits": bits,
+            "seed": seed,
+            "params": hasher.get_params(),
+            "backbone": backbone.name,
+            "weights": backbone.weights,
+            "n_trainable": n_trainable,
+            "trained_units": backbone.learnable_unit_names[-n_trainable:] if n_trainable else [],
+            "input_size": size,
+            "n_train": len(rows),
+            "epochs": epochs,
+            "train_seconds": round(train_seconds, 3),
+            "train_images_per_s": round(len(rows) * epochs * views / max(train_seconds, 1e-9), 1),
+            "encode_images_per_s": round(n_encoded / max(encode_seconds, 1e-9), 1),
+            "environment": environment(str(result.device)),
+            **(record or {}),
+        },
+    )
+    return hasher
