@@ -325,7 +325,7 @@ _CLASSIFY_PARTS = ("train", "val", "test")
 def cmd_classify(params: dict[str, Any], method: str, bits: int, seed: int) -> None:
     """A linear classifier on one method's codes (train -> C on val -> test accuracy)."""
     from usdh.codes import unpack_bits
-    from usdh.experiment import classify_codes, fit_method
+    from usdh.experiment import ExperimentPaths, classify_codes, fit_method
     from usdh.io import save_json
 
     c = _classification_context(params)
@@ -334,7 +334,7 @@ def cmd_classify(params: dict[str, Any], method: str, bits: int, seed: int) -> N
             f"method {method!r} is not in classification.methods ({', '.join(c['cfg']['methods'])})"
         )
     split, fs, features, y = c["split"], c["fs"], c["features"], c["labels"]
-    paths = _classification_paths(c["dataset"], method, bits, seed)
+    paths = ExperimentPaths(c["dataset"], method, bits, seed, group="classification")
     hasher = fit_method(
         method,
         bits,
@@ -386,12 +386,6 @@ def cmd_classify_features(params: dict[str, Any]) -> None:
         },
     )
     log.info("classify features (%d-d): accuracy %.4f", features.shape[1], result["accuracy"])
-
-
-def _classification_paths(dataset: str, method: str, bits: int, seed: int) -> Any:
-    from usdh.experiment import ExperimentPaths
-
-    return ExperimentPaths(dataset, method, bits, seed, group="classification")
 
 
 def cmd_finetune(params: dict[str, Any], method: str, bits: int, seed: int) -> None:
@@ -460,7 +454,7 @@ def cmd_validate(
         ctx["split"],
         val,
         method_params=method_params,
-        **{k: v for k, v in _rotated_views(fs).items() if k != "rotation_indices"},
+        **_rotated_views(fs),
         topk=PROTOCOLS[ctx["protocol"]].topk,
     )
     result.update(ctx["record"], overrides=list(overrides))

@@ -89,6 +89,23 @@ def _training_rows(split: dict[str, np.ndarray], deep: bool) -> np.ndarray:
     return split["train"]
 
 
+def _rotation_kwargs(
+    rows: np.ndarray,
+    rotations: np.ndarray | None,
+    rotation_indices: np.ndarray | None,
+    angles: list[float] | None,
+) -> dict[str, Any]:
+    """A deep method's rotated views, once checked to be those of the rows it trains on."""
+    if rotations is None:
+        return {}
+    if rotation_indices is None or not np.array_equal(rotation_indices, rows):
+        raise ValueError(
+            "the stored rotated views are not those of the training subset this run "
+            "trains on; rerun the features stage after changing the split"
+        )
+    return {"rotations": rotations, "angles": angles}
+
+
 def fit_method(
     name: str,
     bits: int,
@@ -109,13 +126,7 @@ def fit_method(
     rows = _training_rows(split, deep)
     kwargs: dict[str, Any] = {}
     if deep:
-        if rotations is not None:
-            if rotation_indices is None or not np.array_equal(rotation_indices, rows):
-                raise ValueError(
-                    "the stored rotated views are not those of the training subset this run "
-                    "trains on; rerun the features stage after changing the split"
-                )
-            kwargs.update(rotations=rotations, angles=angles)
+        kwargs.update(_rotation_kwargs(rows, rotations, rotation_indices, angles))
         kwargs.update(checkpoint_dir=paths.model_dir / "checkpoints", resume=True)
     start = time.perf_counter()
     hasher.fit(features[rows], **kwargs)
@@ -231,6 +242,7 @@ def validate_method(
     val_split: dict[str, np.ndarray],
     method_params: dict[str, Any] | None = None,
     rotations: np.ndarray | None = None,
+    rotation_indices: np.ndarray | None = None,
     angles: list[float] | None = None,
     topk: int | None = None,
 ) -> dict[str, Any]:
@@ -241,7 +253,7 @@ def validate_method(
     hasher = cls(n_bits=bits, random_state=seed, **(method_params or {}))
     deep = is_deep(cls)
     rows = _training_rows(split, deep)
-    kwargs: dict[str, Any] = {"rotations": rotations, "angles": angles} if deep else {}
+    kwargs = _rotation_kwargs(rows, rotations, rotation_indices, angles) if deep else {}
     start = time.perf_counter()
     hasher.fit(features[rows], **kwargs)
     seconds = time.perf_counter() - start

@@ -17,7 +17,6 @@ Artifacts (``python -m usdh finetune <method> <bits> <seed>``):
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -26,7 +25,7 @@ import torch
 from PIL import Image
 
 from usdh.backbones import Backbone
-from usdh.experiment import ExperimentPaths, method_class
+from usdh.experiment import ExperimentPaths, _training_rows, method_class
 from usdh.features import ImageSource, extract_features
 from usdh.io import atomic_path, save_json, save_npy
 from usdh.method import USDH
@@ -77,7 +76,7 @@ def finetune_method(
         raise ValueError(f"only the deep methods can be fine-tuned; {name!r} is not one")
     hasher = cls(n_bits=bits, random_state=seed, **(method_params or {}))
     config: TrainConfig = hasher.train_config()
-    rows = split["train_subset"] if "train_subset" in split else split["train"]
+    rows = _training_rows(split, deep=True)
     data = ImageBatches(
         _Rows(images, rows),
         features[rows],
@@ -106,18 +105,8 @@ def finetune_method(
             threads=config.threads,
         )
 
-    # the head's learned state, as USDH.fit leaves it (see usdh.method)
-    linear = result.head.linear
-    hasher.weight_ = linear.weight.detach().cpu().numpy().copy()
-    hasher.bias_ = linear.bias.detach().cpu().numpy().copy()
     hasher.n_features_in_ = int(backbone.feature_dim)
-    hasher.threshold_ = np.full(bits, 0.5)
-    if hasher.threshold == "mean":
-        hasher.threshold_ = hasher.relaxed(encode_rows(rows)).mean(axis=0)
-    hasher.log_ = result.log_array()
-    hasher.log_columns_ = np.asarray(result.columns, dtype=str)
-    hasher.best_epochs_ = np.asarray(result.best_epochs, dtype=np.int64)
-    hasher.config_ = json.dumps(config.fingerprint(), sort_keys=True)
+    hasher.set_trained(result, config, lambda: encode_rows(rows))
     hasher.save(paths.model)
     tail = {
         k: v.detach().cpu() for k, v in backbone.trainable_tail(n_trainable).state_dict().items()

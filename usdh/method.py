@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -118,29 +118,19 @@ class USDH(BaseHasher):
 
     # -- configuration -----------------------------------------------------------------------------
     def loss_config(self) -> dict[str, dict[str, Any]]:
-        """``DEFAULT_LOSS`` with ``loss`` merged in, term by term; unknown terms are an error."""
-        config = {name: dict(spec) for name, spec in self.DEFAULT_LOSS.items()}
-        if self.loss is None:
-            return config
-        if not isinstance(self.loss, Mapping):
-            raise ValueError(f"loss must be a mapping term -> options, got {self.loss!r}")
-        from usdh.losses import TERMS
+        """``DEFAULT_LOSS`` with ``loss`` merged in, term by term, and checked by
+        :func:`usdh.losses.build_loss` (unknown terms or options, negative weights)."""
+        from usdh.losses import build_loss
 
-        for name, spec in self.loss.items():
-            if name not in TERMS:
-                raise ValueError(
-                    f"unknown loss term {name!r}; the terms are {', '.join(sorted(TERMS))}"
-                )
-            if not isinstance(spec, Mapping):
-                raise ValueError(f"loss[{name!r}] must be a mapping of options, got {spec!r}")
-            config.setdefault(name, {"weight": 0.0}).update(spec)
-        for name, spec in config.items():
-            w = spec.get("weight", 0.0)
-            if isinstance(w, bool) or not isinstance(w, int | float) or not np.isfinite(w) or w < 0:
-                raise ValueError(
-                    f"loss weight of {name!r} must be a finite number >= 0 (0 switches the term "
-                    f"off), got {w!r}"
-                )
+        config = {name: dict(spec) for name, spec in self.DEFAULT_LOSS.items()}
+        if self.loss is not None:
+            if not isinstance(self.loss, Mapping):
+                raise ValueError(f"loss must be a mapping term -> options, got {self.loss!r}")
+            for name, spec in self.loss.items():
+                if not isinstance(spec, Mapping):
+                    raise ValueError(f"loss[{name!r}] must be a mapping of options, got {spec!r}")
+                config.setdefault(name, {"weight": 0.0}).update(spec)
+        build_loss(config)
         return config
 
     def train_config(self) -> Any:
@@ -231,12 +221,20 @@ class USDH(BaseHasher):
             checkpoint_dir=extra["checkpoint_dir"],
             resume=bool(extra["resume"]),
         )
+        self.set_trained(result, config, lambda: X)
+
+    def set_trained(
+        self, result: Any, config: Any, train_features: Callable[[], NDArray[np.floating]]
+    ) -> None:
+        """Take the learned state from a :class:`usdh.train.TrainResult` (``fit`` and the
+        finetune stage share this). ``train_features()`` gives the training rows' features, read
+        only for the ``"mean"`` threshold."""
         linear = result.head.linear
         self.weight_ = linear.weight.detach().cpu().numpy().copy()
         self.bias_ = linear.bias.detach().cpu().numpy().copy()
         self.threshold_ = np.full(self.n_bits, 0.5)
         if self.threshold == "mean":
-            self.threshold_ = self._relaxed(X).mean(axis=0)
+            self.threshold_ = self._relaxed(train_features()).mean(axis=0)
         self.log_ = result.log_array()
         self.log_columns_ = np.asarray(result.columns, dtype=str)
         self.best_epochs_ = np.asarray(result.best_epochs, dtype=np.int64)

@@ -62,12 +62,13 @@ def _int_list(value: Any, where: str, *, multiple_of: int = 1, minimum: int = 0)
 def validate_params(params: dict[str, Any]) -> None:
     """Check the whole file before any stage works, so a bad knob fails the first stage.
 
-    Checked: the experiment's dataset is configured, its methods are known and each has a
-    ``methods`` entry, bits are positive multiples of 8, seeds a non-empty list of non-negative
-    integers, the ablation variants name known loss terms, the classification dataset is
-    configured. (Whether a dataset's files exist is checked by ``prepare``, with its own message.)
+    Checked: the experiment's dataset is configured, its methods are known, bits are positive
+    multiples of 8, seeds a non-empty list of non-negative integers, the ablation variants name
+    known loss terms, fine-tuned methods are deep ones of the experiment, the classification
+    dataset is configured. (Whether a dataset's files exist is checked by ``prepare``, with its
+    own message.)
     """
-    from usdh.experiment import METHODS
+    from usdh.experiment import METHODS, is_deep, method_class
 
     datasets = section(params, "datasets")
     if not isinstance(datasets, dict) or not datasets:
@@ -109,7 +110,7 @@ def validate_params(params: dict[str, Any]) -> None:
     ft = params.get("finetune")
     if ft is not None:
         for m in ft.get("methods") or []:
-            if m not in ("usdh", "deepbit") or m not in methods:
+            if m not in methods or not is_deep(method_class(m)):
                 _fail(f"finetune.methods: {m!r} must be a deep method of experiment.methods")
         if ft.get("methods"):
             _int_list(ft.get("bits"), "finetune.bits", multiple_of=8, minimum=8)

@@ -56,9 +56,11 @@ from usdh.features import (
     DEEPBIT_ANGLES,
     ROTATION_MODES,
     ImageSource,
+    _check_positive_int,
     _mean_colour,
     prepare_image,
 )
+from usdh.features import _check_angles as _check_feature_angles
 from usdh.io import atomic_path
 from usdh.losses import CompositeLoss, build_loss
 
@@ -196,12 +198,9 @@ def _as_float32(name: str, array: ArrayLike, ndim: int) -> torch.Tensor:
 
 
 def _check_angles(angles: Iterable[float] | None, n: int | None) -> tuple[float, ...] | None:
-    if angles is None:
-        return None
-    out = tuple(float(a) for a in angles)
-    if not out or not all(math.isfinite(a) for a in out):
-        raise ValueError(f"angles must be a non-empty sequence of finite degrees, got {angles!r}")
-    if n is not None and len(out) != n:
+    """The features stage's check of rotation angles, plus: one angle per stored view."""
+    out = _check_feature_angles(angles)
+    if out is not None and n is not None and len(out) != n:
         raise ValueError(f"{len(out)} angles given for rotated views of {n} angles each")
     return out
 
@@ -393,12 +392,6 @@ def _number(name: str, value: Any, *, low: float, low_open: bool = False) -> flo
     return v
 
 
-def _integer(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
 @dataclass(frozen=True)
 class Stage:
     """One training stage: ``epochs`` at learning rate ``lr``, with loss ``weights`` overridden.
@@ -412,7 +405,7 @@ class Stage:
     weights: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _integer("stage epochs", self.epochs, 1)
+        _check_positive_int("stage epochs", self.epochs, 1)
         _number("stage lr", self.lr, low=0.0, low_open=True)
         if not isinstance(self.weights, Mapping):
             raise ValueError(
@@ -466,15 +459,15 @@ class TrainConfig:
         object.__setattr__(self, "stages", tuple(Stage.from_dict(s) for s in self.stages))
         if not self.stages:
             raise ValueError("at least one training stage is needed")
-        _integer("batch_size", self.batch_size, 1)
+        _check_positive_int("batch_size", self.batch_size, 1)
         _number("momentum", self.momentum, low=0.0)
         _number("weight_decay", self.weight_decay, low=0.0)
         v = _number("val_fraction", self.val_fraction, low=0.0)
         if v >= 1.0:
             raise ValueError(f"val_fraction must lie in [0, 1), got {v}")
         if self.patience is not None:
-            _integer("patience", self.patience, 1)
-        _integer("seed", self.seed, 0)
+            _check_positive_int("patience", self.patience, 1)
+        _check_positive_int("seed", self.seed, 0)
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
 
@@ -662,7 +655,7 @@ def train(
     """
     if not isinstance(data, FeatureBatches | ImageBatches):
         raise TypeError(f"data must be FeatureBatches or ImageBatches, got {type(data).__name__}")
-    _integer("n_bits", n_bits, 1)
+    _check_positive_int("n_bits", n_bits, 1)
     device = resolve_device(config.device)
     loss_fns = [build_loss(config.stage_loss_config(s)) for s in range(len(config.stages))]
     for s, fn in enumerate(loss_fns):

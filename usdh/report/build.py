@@ -53,11 +53,35 @@ COLUMNS = [
 METHOD_ORDER = ["lsh", "pcah", "itq", "sh", "deepbit", "usdh"]
 
 
+def _run_records(root: str | Path) -> list[dict[str, Any]]:
+    """Every per-run JSON under ``root``: ``<dataset>/<method or variant>/<bits>/<seed>.json``."""
+    return [json.loads(p.read_text()) for p in sorted(Path(root).glob("*/*/*/*.json"))]
+
+
+def _method_rank(methods: pd.Series) -> pd.Series:
+    """Position in the reports' method order (unknown methods last)."""
+    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return methods.map(lambda m: rank.get(m, len(rank)))
+
+
+def _mean_std(df: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
+    """Mean, sample std (0 for a single seed) and count of ``value`` per ``keys``."""
+    out = df.groupby(keys, sort=False)[value].agg(["mean", "std", "count"]).reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def _by_bits(s: pd.DataFrame, index: list[str], sort: bool = False) -> pd.DataFrame:
+    """The ``cell`` column of ``s`` pivoted to one column per code length ("16 bits", ...)."""
+    table = s.pivot_table(index=index, columns="bits", values="cell", aggfunc="first", sort=sort)
+    table.columns = [f"{b} bits" for b in table.columns]
+    return table.reset_index()
+
+
 def collect_results(metrics_root: str | Path) -> pd.DataFrame:
     """One row per metrics JSON (dataset x method x bits x seed), plus precision@N columns."""
     rows = []
-    for path in sorted(Path(metrics_root).glob("*/*/*/*.json")):
-        m = json.loads(path.read_text())
+    for m in _run_records(metrics_root):
         row = {c: m.get(c) for c in COLUMNS}
         for n, p in (m.get("precision_at_n") or {}).items():
             row[f"P@{n}"] = p
@@ -67,19 +91,14 @@ def collect_results(metrics_root: str | Path) -> pd.DataFrame:
             f"no metrics files under {metrics_root}; run the evaluate stages first (dvc repro)"
         )
     df = pd.DataFrame(rows)
-    order = {m: i for i, m in enumerate(METHOD_ORDER)}
-    df["_order"] = df["method"].map(lambda m: order.get(m, len(order)))
+    df["_order"] = _method_rank(df["method"])
     df = df.sort_values(["dataset", "protocol", "_order", "method", "bits", "seed"])
     return df.drop(columns="_order").reset_index(drop=True)
 
 
 def summarise(df: pd.DataFrame, value: str = "mAP") -> pd.DataFrame:
     """Mean and sample std over seeds, per dataset x protocol x method x bits."""
-    keys = ["dataset", "protocol", "method", "bits"]
-    g = df.groupby(keys, sort=False)[value]
-    out = g.agg(["mean", "std", "count"]).reset_index()
-    out["std"] = out["std"].fillna(0.0)
-    return out
+    return _mean_std(df, ["dataset", "protocol", "method", "bits"], value)
 
 
 def _fmt(mean: float, std: float, count: int, scale: float = 100.0) -> str:
@@ -92,13 +111,8 @@ def main_table(df: pd.DataFrame, value: str = "mAP") -> pd.DataFrame:
     """Methods as rows, bit lengths as columns, 'mean ± std' of ``value`` in %."""
     s = summarise(df, value)
     s["cell"] = [_fmt(m, sd, c) for m, sd, c in zip(s["mean"], s["std"], s["count"], strict=True)]
-    table = s.pivot_table(
-        index=["dataset", "protocol", "method"], columns="bits", values="cell", aggfunc="first"
-    )
-    table.columns = [f"{b} bits" for b in table.columns]
-    table = table.reset_index()
-    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
-    table["_rank"] = table["method"].map(lambda m: rank.get(m, len(rank)))
+    table = _by_bits(s, ["dataset", "protocol", "method"], sort=True)
+    table["_rank"] = _method_rank(table["method"])
     return table.sort_values(["dataset", "protocol", "_rank"]).drop(columns="_rank")
 
 
@@ -215,10 +229,7 @@ def collect_ablations(
 ) -> pd.DataFrame:
     """One row per ablation run, plus the ``full`` objective: the main experiment's runs of
     ``method`` on the same datasets (same parameters, so the same numbers)."""
-    rows = []
-    for path in sorted(Path(ablation_root).glob("*/*/*/*.json")):
-        m = json.loads(path.read_text())
-        rows.append({c: m.get(c) for c in ABLATION_COLUMNS})
+    rows = [{c: m.get(c) for c in ABLATION_COLUMNS} for m in _run_records(ablation_root)]
     if not rows:
         return pd.DataFrame(columns=ABLATION_COLUMNS)
     df = pd.DataFrame(rows)
@@ -233,9 +244,7 @@ def collect_ablations(
 
 def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
     """Variants as rows, bit lengths as columns: mAP 'mean ± std' in %, and the change from full."""
-    g = df.groupby(["dataset", "variant", "bits"], sort=False)["mAP"]
-    s = g.agg(["mean", "std", "count"]).reset_index()
-    s["std"] = s["std"].fillna(0.0)
+    s = _mean_std(df, ["dataset", "variant", "bits"], "mAP")
     full = s[s["variant"] == "full"].set_index(["dataset", "bits"])["mean"]
     cells = []
     for r in s.itertuples():
@@ -244,11 +253,7 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
             cell += f" ({(r.mean - full[(r.dataset, r.bits)]) * 100:+.2f})"
         cells.append(cell)
     s["cell"] = cells
-    table = s.pivot_table(
-        index=["dataset", "variant"], columns="bits", values="cell", aggfunc="first", sort=False
-    )
-    table.columns = [f"{b} bits" for b in table.columns]
-    return table.reset_index()
+    return _by_bits(s, ["dataset", "variant"])
 
 
 def ablation_figure(df: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -259,8 +264,7 @@ def ablation_figure(df: pd.DataFrame, out_dir: Path) -> list[Path]:
 
     written = []
     for dataset, part in df.groupby("dataset", sort=False):
-        s = part.groupby(["variant", "bits"], sort=False)["mAP"].agg(["mean", "std"]).reset_index()
-        s["std"] = s["std"].fillna(0.0)
+        s = _mean_std(part, ["variant", "bits"], "mAP")
         variants = list(dict.fromkeys(part["variant"]))
         bits = sorted(s["bits"].unique())
         fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(variants)), 3.8))
@@ -293,31 +297,21 @@ CLASSIFICATION_COLUMNS = ["dataset", "method", "bits", "seed", "accuracy", "C"]
 
 def collect_classification(root: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per-run test accuracies of classifiers on codes, and the features reference per dataset."""
-    rows = []
-    for path in sorted(Path(root).glob("*/*/*/*.json")):
-        m = json.loads(path.read_text())
-        rows.append({c: m.get(c) for c in CLASSIFICATION_COLUMNS})
+    rows = [{c: m.get(c) for c in CLASSIFICATION_COLUMNS} for m in _run_records(root)]
     refs = {}
     for path in sorted(Path(root).glob("*/features.json")):
         m = json.loads(path.read_text())
         refs[m["dataset"]] = m
     df = pd.DataFrame(rows, columns=CLASSIFICATION_COLUMNS)
-    order = {m: i for i, m in enumerate(METHOD_ORDER)}
-    df["_o"] = df["method"].map(lambda m: order.get(m, len(order)))
+    df["_o"] = _method_rank(df["method"])
     df = df.sort_values(["dataset", "_o", "bits", "seed"]).drop(columns="_o")
     return df.reset_index(drop=True), refs
 
 
 def classification_table(df: pd.DataFrame, refs: dict[str, Any]) -> pd.DataFrame:
-    g = df.groupby(["dataset", "method", "bits"], sort=False)["accuracy"]
-    s = g.agg(["mean", "std", "count"]).reset_index()
-    s["std"] = s["std"].fillna(0.0)
+    s = _mean_std(df, ["dataset", "method", "bits"], "accuracy")
     s["cell"] = [_fmt(m, sd, c) for m, sd, c in zip(s["mean"], s["std"], s["count"], strict=True)]
-    table = s.pivot_table(
-        index=["dataset", "method"], columns="bits", values="cell", aggfunc="first", sort=False
-    )
-    table.columns = [f"{b} bits" for b in table.columns]
-    table = table.reset_index()
+    table = _by_bits(s, ["dataset", "method"])
     for dataset, ref in refs.items():
         row = {"dataset": dataset, "method": f"features ({ref.get('dim')}-d, real-valued)"}
         row.update({c: f"{ref['accuracy'] * 100:.2f}" for c in table.columns[2:]})
