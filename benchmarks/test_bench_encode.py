@@ -8,12 +8,10 @@ pixels, and the report sets the two side by side.
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 
-from usdh.experiment import METHODS, is_deep, method_class
+from usdh.registry import methods
 
 N_FIT, N_ENCODE, DIM = 5000, 50_000, 1280
 
@@ -26,21 +24,15 @@ def features():
     return np.maximum(x, 0).astype(np.float32)  # ReLU-like, as CNN features are
 
 
-def _available(name: str) -> bool:
-    module = METHODS[name].split(":")[0]
-    return importlib.util.find_spec(module) is not None
-
-
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", list(methods()))
 @pytest.mark.parametrize("n_bits", [32, 64])
 def test_encode(benchmark, features, method, n_bits):
-    if not _available(method):
-        pytest.skip(f"{method} is not implemented in this checkout")
     benchmark.group = f"encode-{n_bits}b"
-    cls = method_class(method)
+    spec = methods()[method]
+    cls = spec.load()
     # deep methods: one epoch without the rotation term (this synthetic data has no rotated views)
     deep = {"epochs": 1, "progress": False, "loss": {"rotation": {"weight": 0.0}}}
-    kwargs = deep if is_deep(cls) else {}
+    kwargs = deep if spec.deep else {}
     hasher = cls(n_bits=n_bits, random_state=0, **kwargs).fit(features[:N_FIT])
     x = features[N_FIT:]
     codes = benchmark.pedantic(hasher.encode, (x,), rounds=3, iterations=1)

@@ -12,12 +12,14 @@ from hypothesis import strategies as st
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 
-from baselines import ITQ, LSH, PCAH, SH, SHALLOW_METHODS
+from baselines import ITQ, LSH, PCAH, SH
 from baselines._pca import fit_pca, project
 from usdh.codes import unpack_bits
 from usdh.hasher import NotFittedError
 from usdh.metrics import mean_average_precision
+from usdh.registry import methods
 
+SHALLOW_METHODS = {n: s.load() for n, s in methods().items() if not s.deep}
 METHODS = list(SHALLOW_METHODS.values())
 PCA_METHODS = [PCAH, ITQ]
 

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from usdh.cli import main
+from usdh.layout import Run
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 OXFORD = SHARED / "oxford17-256.tar.gz"
@@ -106,26 +107,30 @@ def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch):
     db_idx = np.load(tmp_path / "data/splits/oxford17/retrieval/database.npy")
     maps = {}
     for method in methods:
-        metrics = json.loads((tmp_path / f"metrics/oxford17/{method}/16/0.json").read_text())
-        q = np.load(tmp_path / f"codes/oxford17/{method}/16/0/query.npy")
-        db = np.load(tmp_path / f"codes/oxford17/{method}/16/0/database.npy")
+        run = Run("retrieval", "oxford17", "retrieval", method, 16, 0, tmp_path)
+        metrics = json.loads(run.metrics.read_text())
+        q = np.load(run.codes_dir / "query.npy")
+        db = np.load(run.codes_dir / "database.npy")
         assert q.shape == (340, 2) and db.shape == (1020, 2)
         expected = mean_average_precision(q, db, labels[q_idx], labels[db_idx])
         assert metrics["mAP"] == pytest.approx(expected)
         assert metrics["source"] == "Oxford-17 (256 px copy)"
         assert set(metrics["precision_at_n"]) == {"10", "100"}  # 5000 > database: dropped
-        pr = (tmp_path / f"metrics/oxford17/{method}/16/0_pr.csv").read_text().splitlines()
+        pr = run.pr_curve.read_text().splitlines()
         assert pr[0] == "radius,precision,recall" and len(pr) == 18
         maps[method] = metrics["mAP"]
     # 17 balanced classes: random codes score about 1/17; real features do far better
     assert min(maps[m] for m in ("lsh", "itq", "usdh")) > 0.1
-    fit = json.loads((tmp_path / "models/oxford17/itq/16/0/fit.json").read_text())
+    # the layout's literal paths (usdh/layout.py)
+    itq = tmp_path / "models/retrieval/oxford17/retrieval/itq/16/0"
+    fit = json.loads((itq / "fit.json").read_text())
     assert fit["n_train"] == 680 and fit["params"]["n_iter"] == 20
     # the deep methods train on the seeded subset, with its rotated views, and log every epoch
     for method, epochs in (("usdh", 3), ("deepbit", 6)):
-        fit = json.loads((tmp_path / f"models/oxford17/{method}/16/0/fit.json").read_text())
+        run = Run("retrieval", "oxford17", "retrieval", method, 16, 0, tmp_path)
+        fit = json.loads(run.fit_record.read_text())
         assert fit["n_train"] == 34 and fit["train_rows"] == "train_subset"
-        log = (tmp_path / f"models/oxford17/{method}/16/0/checkpoints/train_log.csv").read_text()
+        log = run.train_log.read_text()
         assert len(log.splitlines()) == 1 + epochs
     assert "rotation" in log.splitlines()[0]
 
@@ -133,7 +138,7 @@ def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch):
     from usdh.backbones import build_backbone
 
     assert main(["finetune", "usdh", "16", "0"]) == 0
-    ft = tmp_path / "models/oxford17/finetune/usdh/16/0"
+    ft = tmp_path / "models/finetune/oxford17/retrieval/usdh/16/0"
     record = json.loads((ft / "fit.json").read_text())
     assert record["mode"] == "finetune" and record["epochs"] == 1 and record["n_train"] == 34
     assert record["trained_units"] and record["train_images_per_s"] > 0
@@ -141,9 +146,9 @@ def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch):
     pretrained = build_backbone("efficientnet_lite0", "imagenet").trainable_tail(1).state_dict()
     assert tail.keys() == pretrained.keys()
     assert any(not torch.equal(tail[k], pretrained[k]) for k in tail)  # it did train
-    q = np.load(tmp_path / "codes/oxford17/finetune/usdh/16/0/query.npy")
+    q = np.load(tmp_path / "codes/finetune/oxford17/retrieval/usdh/16/0/query.npy")
     assert q.shape == (340, 2) and q.dtype == np.uint8
-    fm = json.loads((tmp_path / "metrics/finetune/oxford17/usdh/16/0.json").read_text())
+    fm = json.loads((tmp_path / "metrics/finetune/oxford17/retrieval/usdh/16/0.json").read_text())
     assert fm["mode"] == "finetune" and fm["mAP"] > 1 / 17
 
     # choosing a setting on a validation split of the training pool, never on the queries

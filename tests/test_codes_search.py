@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests import reference as ref
-from usdh.codes import check_codes, pack_bits, to_words, unpack_bits
+from usdh.codes import check_codes, pack_bits, swap_bitorder, to_words, unpack_bits
 from usdh.search import hamming_distances, hamming_rank
 
 
@@ -113,3 +113,25 @@ def test_pack_bits_rejects_bad_bits():
         pack_bits(np.ones((2, 12)))
     with pytest.raises(ValueError, match="NaN"):
         pack_bits(np.full((2, 8), np.nan))
+
+
+# -- bit order: ours (numpy.packbits) against faiss's own packer ----------------------------------
+@given(st.integers(1, 20), st.integers(1, 8), st.integers(0, 2**32 - 1))
+def test_swap_bitorder_matches_faiss_fvecs2bitvecs(n, n_bytes, seed):
+    faiss = pytest.importorskip("faiss")
+    x = np.random.default_rng(seed).standard_normal((n, 8 * n_bytes)).astype(np.float32)
+    theirs = np.zeros((n, n_bytes), dtype=np.uint8)
+    faiss.fvecs2bitvecs(faiss.swig_ptr(x), faiss.swig_ptr(theirs), x.shape[1], n)
+    ours = pack_bits(x)
+    assert np.array_equal(swap_bitorder(ours), theirs)
+    assert np.array_equal(pack_bits(x, bitorder="little"), theirs)
+    assert np.array_equal(swap_bitorder(theirs), ours)  # the same operation back
+    # the two orders differ as bytes (unless a code is a bit palindrome), not as distances
+    assert np.array_equal(
+        hamming_distances(ours, ours[::-1]), hamming_distances(theirs, theirs[::-1])
+    )
+
+
+def test_pack_bits_refuses_an_unknown_bitorder():
+    with pytest.raises(ValueError, match="bitorder"):
+        pack_bits(np.ones((1, 8)), bitorder="middle")

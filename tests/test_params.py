@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
+from usdh.classification import classify_codes
 from usdh.cli import main
-from usdh.experiment import classify_codes, merge_params
-from usdh.params import ParamsError, validate_params
+from usdh.fitting import merge_params
+from usdh.params import LOSS_TERMS, ParamsError, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -45,7 +46,7 @@ def _with(path: str, value):
         ("ablations.method", "itq_plus", "ablations.method"),
         ("classification.dataset", "caltech", "classification.dataset 'caltech'"),
         ("classification.bits", [10], "multiples of 8"),
-        ("finetune.methods", ["itq"], "must be a deep method"),
+        ("finetune.methods", ["itq"], "can be fine-tuned"),
         ("finetune.n_trainable", -1, "n_trainable"),
     ],
 )
@@ -61,6 +62,12 @@ def test_the_first_stage_fails_with_one_message_and_writes_nothing(tmp_path, mon
     err = capsys.readouterr().err
     assert "experiment.bits" in err and "20" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_the_loss_terms_params_checks_are_the_losses_terms():
+    from usdh.losses import TERMS
+
+    assert tuple(TERMS) == LOSS_TERMS
 
 
 def test_merge_params_is_recursive_and_copies():

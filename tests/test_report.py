@@ -6,14 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from usdh.experiment import ExperimentPaths, evaluate_method
+from usdh.evaluation import evaluate_run
 from usdh.io import save_npy
+from usdh.layout import Run
 from usdh.report import build_report, collect_results, summarise
 
 
 def _fake_run(root, method, bits, seed, rng, labels, split):
     """Codes that carry some label information, evaluated by the real evaluate stage."""
-    paths = ExperimentPaths("cifar10", method, bits, seed, root=root)
+    paths = Run("retrieval", "cifar10", "deepbit", method, bits, seed, root)
     centers = rng.integers(0, 2, (10, bits)).astype(bool)
     for part in ("query", "database"):
         lab = labels[split[part]]
@@ -28,7 +29,7 @@ def _fake_run(root, method, bits, seed, rng, labels, split):
         "seed": seed,
         "source": "CIFAR-10 (JPEG copy)",
     }
-    evaluate_method(labels, split, paths, topk=50, ns=[10, 50], radius=2, record=record)
+    evaluate_run(labels, split, paths, topk=50, ns=[10, 50], radius=2, record=record)
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def metrics_tree(tmp_path):
 
 
 def test_results_table_and_summary(metrics_tree):
-    df = collect_results(metrics_tree / "metrics")
+    df = collect_results(metrics_tree)
     assert len(df) == 8
     for col in ("dataset", "protocol", "method", "bits", "seed", "mAP", "mAP_tie_aware"):
         assert col in df.columns
@@ -64,7 +65,7 @@ def test_build_report_writes_everything(metrics_tree):
         "versions": "test",
         "device": "cpu",
     }
-    summary = build_report(metrics_tree / "metrics", out, context)
+    summary = build_report(metrics_tree, out, context)
     assert summary["rows"] == 8
     results = pd.read_csv(out / "results.csv")
     assert set(results["method"]) == {"itq", "lsh"}
@@ -91,13 +92,13 @@ def test_ablations_and_classification_in_the_report(tmp_path):
     for seed in (0, 1):
         _fake_run(tmp_path, "usdh", 16, seed, rng, labels, split)
         for variant in ("no_rotation", "semantic_only"):
-            paths = ExperimentPaths("cifar10", variant, 16, seed, root=tmp_path, group="ablations")
+            paths = Run("ablations", "cifar10", "deepbit", variant, 16, seed, tmp_path)
             for part in ("query", "database"):
                 n = len(split[part])
                 save_npy(paths.codes_dir / f"{part}.npy", rng.integers(0, 256, (n, 2), np.uint8))
             record = {"dataset": "cifar10", "variant": variant, "bits": 16, "seed": seed}
-            evaluate_method(labels, split, paths, topk=50, ns=[10], radius=2, record=record)
-    cls_root = tmp_path / "metrics" / "classification" / "oxford17"
+            evaluate_run(labels, split, paths, topk=50, ns=[10], radius=2, record=record)
+    cls_root = tmp_path / "metrics" / "classification" / "oxford17" / "classification"
     for seed, acc in ((0, 0.5), (1, 0.7)):
         path = cls_root / "itq" / "32" / f"{seed}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +118,7 @@ def test_ablations_and_classification_in_the_report(tmp_path):
         json.dumps({"dataset": "oxford17", "method": "features", "dim": 1280, "accuracy": 0.9})
     )
     out = tmp_path / "reports"
-    build_report(tmp_path / "metrics", out, {"backbone": "b", "input_size": 32})
+    build_report(tmp_path, out, {"backbone": "b", "input_size": 32})
     abl = pd.read_csv(out / "ablations.csv")
     assert sorted(set(abl["variant"])) == ["full", "no_rotation", "semantic_only"]
     full = abl[abl["variant"] == "full"].sort_values("seed")["mAP"].to_numpy()

@@ -13,16 +13,21 @@ from baselines.deepbit import DeepBit
 from usdh.backbones import build_backbone
 from usdh.codes import unpack_bits
 from usdh.features import ArrayImages, extract_features
+from usdh.hasher import TrainingViews
 from usdh.method import USDH
 from usdh.train import (
+    ACTIVATIONS,
     CHECKPOINT_FILE,
+    INIT_STD,
     LOG_FILE,
     FeatureBatches,
+    HashHead,
     ImageBatches,
     NonFiniteLossError,
     TrainConfig,
     train,
 )
+from usdh.train.model import build_activation
 
 ANGLES = [-10.0, -5.0, 5.0, 10.0]
 
@@ -44,13 +49,13 @@ def usdh(**kw) -> USDH:
 
 def test_fit_encode_packs_codes_and_is_bitwise_deterministic():
     x, rot, _ = clustered()
-    a = usdh().fit(x, rotations=rot, angles=ANGLES)
-    b = usdh().fit(x, rotations=rot, angles=ANGLES)
+    a = usdh().fit(x, views=TrainingViews(rot, ANGLES))
+    b = usdh().fit(x, views=TrainingViews(rot, ANGLES))
     codes = a.encode(x)
     assert codes.dtype == np.uint8 and codes.shape == (len(x), 2)
     assert np.array_equal(a.weight_, b.weight_) and np.array_equal(a.bias_, b.bias_)
     assert np.array_equal(codes, b.encode(x))
-    c = usdh(random_state=1).fit(x, rotations=rot, angles=ANGLES)
+    c = usdh(random_state=1).fit(x, views=TrainingViews(rot, ANGLES))
     assert not np.array_equal(a.weight_, c.weight_)
     # the bits are the relaxed codes thresholded at 0.5
     assert np.array_equal(unpack_bits(codes), (a.relaxed(x) > 0.5).astype(np.uint8))
@@ -58,7 +63,7 @@ def test_fit_encode_packs_codes_and_is_bitwise_deterministic():
 
 def test_training_lowers_the_loss_and_the_codes_follow_the_clusters():
     x, rot, y = clustered(400)
-    m = usdh(epochs=15, lr=0.01).fit(x, rotations=rot, angles=ANGLES)
+    m = usdh(epochs=15, lr=0.01).fit(x, views=TrainingViews(rot, ANGLES))
     cols = list(m.log_columns_)
     total = m.log_[:, cols.index("total")]
     assert total[-1] < total[0]
@@ -70,7 +75,7 @@ def test_training_lowers_the_loss_and_the_codes_follow_the_clusters():
 
 def test_saved_model_round_trips(tmp_path):
     x, rot, _ = clustered()
-    m = usdh(threshold="mean").fit(x, rotations=rot, angles=ANGLES)
+    m = usdh(threshold="mean").fit(x, views=TrainingViews(rot, ANGLES))
     m.save(tmp_path / "m.npz")
     back = USDH.load(tmp_path / "m.npz")
     assert np.array_equal(back.encode(x), m.encode(x))
@@ -80,7 +85,7 @@ def test_saved_model_round_trips(tmp_path):
 
 def test_each_epoch_is_logged_and_checkpointed(tmp_path):
     x, rot, _ = clustered()
-    m = usdh(epochs=3).fit(x, rotations=rot, angles=ANGLES, checkpoint_dir=tmp_path)
+    m = usdh(epochs=3).fit(x, views=TrainingViews(rot, ANGLES), checkpoint_dir=tmp_path)
     assert (tmp_path / CHECKPOINT_FILE).is_file()
     with open(tmp_path / LOG_FILE) as fh:
         rows = list(csv.DictReader(fh))
@@ -172,10 +177,52 @@ def test_deepbit_defaults_are_the_releases():
 
 def test_deepbit_thresholds_at_the_mean_training_activation():
     x, rot, _ = clustered()
-    m = DeepBit(n_bits=16, epochs=2, progress=False, threads=1).fit(x, rotations=rot, angles=ANGLES)
+    m = DeepBit(n_bits=16, epochs=2, progress=False, threads=1).fit(
+        x, views=TrainingViews(rot, ANGLES)
+    )
     h = m.relaxed(x)
     assert m.threshold_ == pytest.approx(h.mean(axis=0))
     assert np.array_equal(unpack_bits(m.encode(x)), (h > h.mean(axis=0)).astype(np.uint8))
+
+
+def test_activations_are_modules_chosen_by_name():
+    assert list(ACTIVATIONS) == ["sigmoid", "relu"]
+    z = torch.linspace(-3.0, 3.0, 13)
+    assert torch.equal(build_activation("sigmoid")(z), torch.sigmoid(z))
+    assert torch.equal(build_activation("relu")(z), torch.relu(z))
+    for bad in ("tanh", "Sigmoid", None, ["relu"]):
+        with pytest.raises(ValueError, match=r"activation must be one of \('sigmoid', 'relu'\)"):
+            build_activation(bad)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        HashHead(8, 8, activation="tanh")
+    with pytest.raises(ValueError, match="activation must be one of"):
+        _config(activation="tanh")
+
+
+def test_the_head_is_initialised_from_its_generator():
+    a = HashHead(64, 32, torch.Generator().manual_seed(7), activation="relu")
+    b = HashHead(64, 32, torch.Generator().manual_seed(7), activation="relu")
+    assert torch.equal(a.linear.weight, b.linear.weight) and not a.linear.bias.any()
+    assert float(a.linear.weight.detach().std()) == pytest.approx(INIT_STD, rel=0.1)
+    assert set(a.state_dict()) == {"linear.weight", "linear.bias"}
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+def test_relaxed_codes_are_the_torch_heads_output(activation):
+    x, rot, _ = clustered(60)
+    m = usdh(epochs=1, activation=activation).fit(x, views=TrainingViews(rot, ANGLES))
+    head = HashHead(x.shape[1], m.n_bits, activation=activation).double()
+    with torch.no_grad():
+        head.linear.weight.copy_(torch.from_numpy(m.weight_))
+        head.linear.bias.copy_(torch.from_numpy(m.bias_))
+        expected = head(torch.from_numpy(x.astype(np.float64))).numpy()
+    h = m.relaxed(x)
+    assert h.dtype == np.float64 and np.array_equal(h, expected)
+    # and, to rounding, the formula: activation(X W^T + b)
+    z = x.astype(np.float64) @ m.weight_.astype(np.float64).T + m.bias_
+    np.testing.assert_allclose(
+        h, 1 / (1 + np.exp(-z)) if activation == "sigmoid" else np.maximum(z, 0)
+    )
 
 
 def test_ablation_without_rotation_needs_no_rotated_views():
@@ -202,16 +249,16 @@ def test_ablation_without_rotation_needs_no_rotated_views():
 def test_bad_settings_are_clear_errors(kwargs, match):
     x, rot, _ = clustered(60)
     with pytest.raises(ValueError, match=match):
-        usdh(**kwargs).fit(x, rotations=rot, angles=ANGLES)
+        usdh(**kwargs).fit(x, views=TrainingViews(rot, ANGLES))
 
 
 def test_bad_inputs_are_clear_errors():
     x, rot, _ = clustered(60)
     with pytest.raises(ValueError, match=r"rotations must have shape \(N, A, D\)"):
-        usdh().fit(x, rotations=rot[:, :, :5], angles=ANGLES)
+        usdh().fit(x, views=TrainingViews(rot[:, :, :5], ANGLES))
     with pytest.raises(ValueError, match="angles must list the 4"):
-        usdh().fit(x, rotations=rot, angles=[5.0])
-    m = usdh(epochs=1).fit(x, rotations=rot, angles=ANGLES)
+        usdh().fit(x, views=TrainingViews(rot, (5.0,)))
+    m = usdh(epochs=1).fit(x, views=TrainingViews(rot, ANGLES))
     with pytest.raises(ValueError, match="has 5 features, but the hasher was fitted on 24"):
         m.encode(x[:, :5])
 

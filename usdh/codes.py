@@ -1,9 +1,15 @@
 """The one binary code format of the suite.
 
-Codes are packed ``uint8`` rows in :func:`numpy.packbits` bit order: bit ``i`` of a code is bit
-``7 - i % 8`` of byte ``i // 8`` (the first bit is the most significant bit of byte 0). This is the
-layout that ``faiss.IndexBinaryFlat`` takes, so codes written by any method here can be searched by
-faiss directly, and the other way round. Code lengths are multiples of 8.
+Codes are packed ``uint8`` rows, ``n_bits // 8`` bytes each, in :func:`numpy.packbits` bit order
+(``bitorder="big"``): bit ``i`` of a code is bit ``7 - i % 8`` of byte ``i // 8`` (the first bit is
+the most significant bit of byte 0). Code lengths are multiples of 8.
+
+``faiss.IndexBinaryFlat`` takes any ``(n, n_bits // 8)`` uint8 rows and only XORs and popcounts
+them, so our codes can be searched by faiss directly and every Hamming distance comes out the same.
+But faiss's own packer (``faiss.fvecs2bitvecs``, used by its binarising indexes) puts bit ``i`` in
+bit ``i % 8`` of byte ``i // 8`` (the first bit is the *least* significant: ``bitorder="little"``).
+Codes packed by the two cannot be mixed in one index: convert with :func:`swap_bitorder` (the same
+operation both ways), or pack with ``pack_bits(bits, bitorder="little")``.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ __all__ = [
     "check_codes",
     "check_n_bits",
     "pack_bits",
+    "swap_bitorder",
     "to_words",
     "unpack_bits",
 ]
@@ -64,12 +71,17 @@ def check_codes(
     return np.ascontiguousarray(arr)
 
 
-def pack_bits(bits: ArrayLike) -> NDArray[np.uint8]:
+def pack_bits(bits: ArrayLike, bitorder: str = "big") -> NDArray[np.uint8]:
     """Pack a ``(n, n_bits)`` array of bits into codes; a bit is 1 where the value is positive.
 
     This accepts 0/1, booleans, and +-1 (sign) codes alike, which is what every hasher produces
-    before packing. NaN is refused: its sign is undefined.
+    before packing. NaN is refused: its sign is undefined. ``bitorder="little"`` gives faiss's own
+    packing (``faiss.fvecs2bitvecs``); the suite's format is ``"big"``.
     """
+    if bitorder not in ("big", "little"):
+        raise ValueError(
+            f"bitorder must be 'big' (the suite's) or 'little' (faiss's), got {bitorder!r}"
+        )
     arr = np.asarray(bits)
     if arr.ndim != 2:
         raise ValueError(f"bits must be a 2-D array (n_codes, n_bits), got shape {arr.shape}")
@@ -78,7 +90,17 @@ def pack_bits(bits: ArrayLike) -> NDArray[np.uint8]:
         raise ValueError("bits contain NaN or infinite values; their sign is undefined")
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"bits must be numeric or boolean, got dtype {arr.dtype}")
-    return np.packbits(arr > 0, axis=1)
+    return np.packbits(arr > 0, axis=1, bitorder=bitorder)
+
+
+#: byte -> the byte with its 8 bits in reverse order
+_REVERSED = np.packbits(np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1)[:, ::-1])
+
+
+def swap_bitorder(codes: ArrayLike) -> NDArray[np.uint8]:
+    """Codes in the other bit order: ours (``numpy.packbits``, first bit most significant) to
+    faiss's ``fvecs2bitvecs`` packing (first bit least significant), and back."""
+    return _REVERSED[check_codes(codes, allow_empty=True)]
 
 
 def unpack_bits(codes: ArrayLike) -> NDArray[np.uint8]:

@@ -46,6 +46,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from usdh.backbones import Backbone
+from usdh.checks import check_angles, check_positive_int
 from usdh.device import resolve_device, torch_determinism
 from usdh.io import save_json, save_npy, staged_dir
 from usdh.provenance import environment, package_versions
@@ -62,6 +63,7 @@ __all__ = [
     "extract_features",
     "feature_provenance",
     "load_features",
+    "mean_colour",
     "prepare_image",
     "save_features",
 ]
@@ -110,7 +112,7 @@ class ArrayImages:
 
 
 # -- one image -------------------------------------------------------------------------------------
-def _mean_colour(mean: Sequence[float]) -> tuple[int, int, int]:
+def mean_colour(mean: Sequence[float]) -> tuple[int, int, int]:
     r, g, b = (round(255.0 * m) for m in mean)
     return (r, g, b)
 
@@ -196,17 +198,6 @@ def _check_dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _check_angles(angles: Iterable[float] | None) -> tuple[float, ...] | None:
-    if angles is None:
-        return None
-    if isinstance(angles, str):
-        raise TypeError(f"angles must be a sequence of degrees, got {angles!r}")
-    out = tuple(float(a) for a in angles)
-    if not out or not all(math.isfinite(a) for a in out):
-        raise ValueError(f"angles must be a non-empty sequence of finite degrees, got {angles!r}")
-    return out
-
-
 def _check_indices(indices: ArrayLike | None, n: int) -> NDArray[np.int64]:
     if indices is None:
         return np.arange(n, dtype=np.int64)
@@ -219,12 +210,6 @@ def _check_indices(indices: ArrayLike | None, n: int) -> NDArray[np.int64]:
             f"indices must lie in 0..{n - 1} (the images' range), got {idx.min()}..{idx.max()}"
         )
     return idx
-
-
-def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 # -- extraction ------------------------------------------------------------------------------------
@@ -273,21 +258,21 @@ def extract_features(
         raise TypeError("images must have __len__ and image(i) -> PIL.Image (see ImageSource)")
     torch_dtype = _check_dtype(dtype)
     size = backbone.default_input_size if input_size is None else input_size
-    size = _check_positive_int("input_size", size, MIN_INPUT_SIZE)
-    num_workers = _check_positive_int("num_workers", num_workers, 0)
-    angle_list = _check_angles(angles)
+    size = check_positive_int("input_size", size, MIN_INPUT_SIZE)
+    num_workers = check_positive_int("num_workers", num_workers, 0)
+    angle_list = check_angles(angles)
     if rotation_mode not in ROTATION_MODES:
         raise ValueError(f"rotation_mode must be one of {ROTATION_MODES}, got {rotation_mode!r}")
     idx = _check_indices(indices, len(images))
     dev = resolve_device(device)
     if batch_size is None:
         batch_size = default_batch_size(dev, size)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    batch_size = check_positive_int("batch_size", batch_size)
 
     views = angle_list if angle_list is not None else (0.0,)
     n_views, dim = len(views), backbone.feature_dim
     per_batch = max(1, batch_size // n_views)
-    fill = _mean_colour(backbone.mean)
+    fill = mean_colour(backbone.mean)
     dataset = _Views(images, idx, size, views, rotation_mode, fill)
     loader = torch.utils.data.DataLoader(
         dataset,

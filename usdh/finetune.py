@@ -9,10 +9,10 @@ images and datasets, which is how it is tested.
 
 Artifacts (``python -m usdh finetune <method> <bits> <seed>``):
 
-    models/<dataset>/finetune/<method>/<bits>/<seed>/   model.npz (the head), tail.pt (the
-        fine-tuned backbone units), fit.json, checkpoints/ (per-epoch checkpoint and log)
-    codes/<dataset>/finetune/<method>/<bits>/<seed>/    query.npy, database.npy
-    metrics/finetune/<dataset>/<method>/<bits>/<seed>.json (and the PR / P@N curves)
+    models/finetune/<dataset>/<protocol>/<method>/<bits>/<seed>/   model.npz (the head), tail.pt
+        (the fine-tuned backbone units), fit.json, checkpoints/ (per-epoch checkpoint and log)
+    codes/finetune/<dataset>/<protocol>/<method>/<bits>/<seed>/    query.npy, database.npy
+    metrics/finetune/<dataset>/<protocol>/<method>/<bits>/<seed>.json (and the PR / P@N curves)
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ import torch
 from PIL import Image
 
 from usdh.backbones import Backbone
-from usdh.experiment import ExperimentPaths, _training_rows, method_class
 from usdh.features import ImageSource, extract_features
-from usdh.io import atomic_path, save_json, save_npy
+from usdh.fitting import Fitted, make_hasher, save_fitted, training_rows
+from usdh.io import atomic_path, save_npy
+from usdh.layout import Run
 from usdh.method import USDH
-from usdh.provenance import environment
+from usdh.registry import get_method
 from usdh.train import ImageBatches, TrainConfig, train
 
 __all__ = ["finetune_method"]
@@ -56,7 +57,7 @@ def finetune_method(
     features: np.ndarray,
     split: dict[str, np.ndarray],
     backbone: Backbone,
-    paths: ExperimentPaths,
+    run: Run,
     *,
     method_params: dict[str, Any] | None = None,
     n_trainable: int = 1,
@@ -71,12 +72,14 @@ def finetune_method(
     ``features`` are the pretrained backbone's cached features of every image (the semantic
     term's targets); training uses the protocol's ``train_subset`` (else ``train``) rows.
     """
-    cls = method_class(name)
-    if not issubclass(cls, USDH):
-        raise ValueError(f"only the deep methods can be fine-tuned; {name!r} is not one")
-    hasher = cls(n_bits=bits, random_state=seed, **(method_params or {}))
+    spec = get_method(name)
+    if not spec.finetunable:
+        raise ValueError(f"method {name!r} does not declare that it can be fine-tuned")
+    hasher = make_hasher(name, bits, seed, method_params)
+    if not isinstance(hasher, USDH):
+        raise ValueError(f"fine-tuning trains a USDH-style head; {name!r} is not one")
     config: TrainConfig = hasher.train_config()
-    rows = _training_rows(split, deep=True)
+    part, rows = training_rows(spec, split)
     data = ImageBatches(
         _Rows(images, rows),
         features[rows],
@@ -87,7 +90,7 @@ def finetune_method(
         rotation_mode=rotation_mode,
     )
     start = time.perf_counter()
-    result = train(data, bits, config, checkpoint_dir=paths.model_dir / "checkpoints", resume=True)
+    result = train(data, bits, config, checkpoint_dir=run.checkpoints, resume=True)
     train_seconds = time.perf_counter() - start
     views = 1 + (len(angles or ()) if "rotation" in result.columns else 0)
     epochs = len(result.log)
@@ -107,40 +110,35 @@ def finetune_method(
 
     hasher.n_features_in_ = int(backbone.feature_dim)
     hasher.set_trained(result, config, lambda: encode_rows(rows))
-    hasher.save(paths.model)
     tail = {
         k: v.detach().cpu() for k, v in backbone.trainable_tail(n_trainable).state_dict().items()
     }
-    with atomic_path(paths.model_dir / "tail.pt") as tmp:
+    with atomic_path(run.model_dir / "tail.pt") as tmp:
         torch.save(tail, tmp)
 
     start = time.perf_counter()
     n_encoded = 0
-    for part in ("query", "database"):
-        codes = hasher.encode(encode_rows(split[part]))
+    for part_name in ("query", "database"):
+        codes = hasher.encode(encode_rows(split[part_name]))
         n_encoded += len(codes)
-        save_npy(paths.codes_dir / f"{part}.npy", codes)
+        save_npy(run.codes_dir / f"{part_name}.npy", codes)
     encode_seconds = time.perf_counter() - start
-    save_json(
-        paths.model_dir / "fit.json",
+    save_fitted(
+        run,
+        Fitted(name, hasher, part, len(rows), train_seconds),
         {
-            "method": name,
             "mode": "finetune",
-            "bits": bits,
-            "seed": seed,
-            "params": hasher.get_params(),
             "backbone": backbone.name,
             "weights": backbone.weights,
             "n_trainable": n_trainable,
             "trained_units": backbone.learnable_unit_names[-n_trainable:] if n_trainable else [],
             "input_size": size,
-            "n_train": len(rows),
             "epochs": epochs,
             "train_seconds": round(train_seconds, 3),
             "train_images_per_s": round(len(rows) * epochs * views / max(train_seconds, 1e-9), 1),
             "encode_images_per_s": round(n_encoded / max(encode_seconds, 1e-9), 1),
-            "environment": environment(str(result.device)),
             **(record or {}),
         },
+        device=str(result.device),
     )
     return hasher

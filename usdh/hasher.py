@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -19,7 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 from usdh.codes import check_n_bits, pack_bits
 from usdh.io import atomic_path
 
-__all__ = ["BaseHasher", "NotFittedError", "check_features"]
+__all__ = ["BaseHasher", "NotFittedError", "TrainingViews", "check_features"]
 
 
 class NotFittedError(ValueError):
@@ -56,6 +57,38 @@ def check_features(
     return arr
 
 
+@dataclass(frozen=True)
+class TrainingViews:
+    """Extra training inputs of a deep fit, beside the features of its training rows.
+
+    ``rotations`` (N, A, D): row ``i`` holds the features of training row ``i`` rotated by each of
+    ``angles`` (A degrees, positive = counter-clockwise), as the features stage stores them.
+    """
+
+    rotations: NDArray[np.floating] | None = None
+    angles: tuple[float, ...] | None = None
+
+    def checked(self, X: NDArray[np.floating]) -> TrainingViews:
+        """These views, once checked to belong to the training features ``X`` (N, D)."""
+        if self.rotations is None:
+            if self.angles is not None:
+                raise ValueError("angles given without rotations")
+            return self
+        rot = np.asarray(self.rotations)
+        if rot.ndim != 3 or rot.shape[0] != X.shape[0] or rot.shape[2] != X.shape[1]:
+            raise ValueError(
+                f"rotations must have shape (N, A, D) = ({X.shape[0]}, A, {X.shape[1]}), one row "
+                f"of rotated views per row of X, got {rot.shape}"
+            )
+        check_features(rot.reshape(-1, rot.shape[2]), name="rotations")
+        if self.angles is None or len(self.angles) != rot.shape[1]:
+            raise ValueError(
+                f"angles must list the {rot.shape[1]} rotation angles (degrees) of the views, "
+                f"got {self.angles!r}"
+            )
+        return TrainingViews(rot, tuple(float(a) for a in self.angles))
+
+
 class BaseHasher:
     """Base class: parameter handling, input validation, packing and persistence.
 
@@ -88,6 +121,14 @@ class BaseHasher:
     # -- fit / encode ------------------------------------------------------------------------
     def fit(self, X: ArrayLike, y: Any = None) -> Self:
         """Learn the hash functions from training features (labels, if given, are ignored)."""
+        arr = self._check_fit_input(X)
+        self._validate_params(arr)
+        self._fit(arr)
+        self.n_features_in_ = arr.shape[1]
+        return self
+
+    def _check_fit_input(self, X: ArrayLike) -> NDArray[np.floating]:
+        """Check ``n_bits``, ``random_state`` and the training features; return the features."""
         check_n_bits(self.n_bits)
         rs = self.random_state
         if isinstance(rs, bool) or not isinstance(rs, int | np.integer) or rs < 0:
@@ -95,11 +136,7 @@ class BaseHasher:
                 f"random_state must be a non-negative integer (seeds are recorded with every "
                 f"result), got {rs!r}"
             )
-        arr = check_features(X, min_rows=self._min_fit_rows)
-        self._validate_params(arr)
-        self._fit(arr)
-        self.n_features_in_ = arr.shape[1]
-        return self
+        return check_features(X, min_rows=self._min_fit_rows)
 
     def encode(self, X: ArrayLike) -> NDArray[np.uint8]:
         """Packed ``(n, n_bits // 8)`` uint8 codes of ``X``."""

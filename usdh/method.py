@@ -21,9 +21,8 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import expit
 
-from usdh.hasher import BaseHasher, check_features
+from usdh.hasher import BaseHasher, TrainingViews, check_features
 
 __all__ = ["THRESHOLDS", "USDH"]
 
@@ -168,60 +167,23 @@ class USDH(BaseHasher):
         X: ArrayLike,
         y: Any = None,
         *,
-        rotations: ArrayLike | None = None,
-        angles: Sequence[float] | None = None,
+        views: TrainingViews | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
         resume: bool = False,
     ) -> Self:
-        """Train on features ``X`` (N, D); ``rotations`` (N, A, D) are X's rows rotated by
-        ``angles`` (A degrees), needed when the rotation term is on. ``checkpoint_dir`` keeps a
+        """Train on features ``X`` (N, D); ``views.rotations`` (N, A, D) are X's rows rotated by
+        ``views.angles``, needed when the rotation term is on. ``checkpoint_dir`` keeps a
         checkpoint and ``train_log.csv`` per epoch; ``resume`` continues from it."""
-        self._fit_extra = {
-            "rotations": rotations,
-            "angles": angles,
-            "checkpoint_dir": checkpoint_dir,
-            "resume": resume,
-        }
-        try:
-            return super().fit(X, y)
-        finally:
-            del self._fit_extra
-
-    def _validate_params(self, X: NDArray[np.floating]) -> None:
-        self._config = self.train_config()
-        rotations, angles = self._fit_extra["rotations"], self._fit_extra["angles"]
-        if rotations is None:
-            if angles is not None:
-                raise ValueError("angles given without rotations")
-            return
-        rot = np.asarray(rotations)
-        if rot.ndim != 3 or rot.shape[0] != X.shape[0] or rot.shape[2] != X.shape[1]:
-            raise ValueError(
-                f"rotations must have shape (N, A, D) = ({X.shape[0]}, A, {X.shape[1]}), one row "
-                f"of rotated views per row of X, got {rot.shape}"
-            )
-        check_features(rot.reshape(-1, rot.shape[2]), name="rotations")
-        if angles is None or len(angles) != rot.shape[1]:
-            raise ValueError(
-                f"angles must list the {rot.shape[1]} rotation angles (degrees) of the views, "
-                f"got {angles!r}"
-            )
-
-    def _fit(self, X: NDArray[np.floating]) -> None:
         from usdh.train import FeatureBatches, train
 
-        config = self._config
-        del self._config
-        extra = self._fit_extra
-        data = FeatureBatches(X, extra["rotations"], extra["angles"])
-        result = train(
-            data,
-            self.n_bits,
-            config,
-            checkpoint_dir=extra["checkpoint_dir"],
-            resume=bool(extra["resume"]),
-        )
-        self.set_trained(result, config, lambda: X)
+        arr = self._check_fit_input(X)
+        config = self.train_config()
+        views = (views or TrainingViews()).checked(arr)
+        data = FeatureBatches(arr, views.rotations, views.angles)
+        result = train(data, self.n_bits, config, checkpoint_dir=checkpoint_dir, resume=resume)
+        self.set_trained(result, config, lambda: arr)
+        self.n_features_in_ = arr.shape[1]
+        return self
 
     def set_trained(
         self, result: Any, config: Any, train_features: Callable[[], NDArray[np.floating]]
@@ -243,12 +205,26 @@ class USDH(BaseHasher):
 
     # -- encode ------------------------------------------------------------------------------------
     def _relaxed(self, X: NDArray[np.floating]) -> NDArray[np.float64]:
-        z = np.asarray(X, dtype=np.float64) @ self.weight_.astype(np.float64).T
-        z += self.bias_.astype(np.float64)
-        return expit(z) if self.activation == "sigmoid" else np.maximum(z, 0.0)
+        """The trained head's forward pass, ``activation(X W^T + b)``, on the CPU in float64: the
+        head's own linear map and activation module (:func:`usdh.train.model.build_activation`),
+        so there is one definition of each activation."""
+        import torch
+        import torch.nn.functional as F
+
+        from usdh.train.model import build_activation
+
+        # F.linear is what nn.Linear computes; building an nn.Linear would also draw an unused
+        # initialisation from torch's global generator
+        activation = build_activation(self.activation)
+        weight = torch.from_numpy(self.weight_.astype(np.float64))
+        bias = torch.from_numpy(self.bias_.astype(np.float64))
+        with torch.no_grad():
+            h = activation(F.linear(torch.from_numpy(np.array(X, dtype=np.float64)), weight, bias))
+        return h.numpy()
 
     def relaxed(self, X: ArrayLike) -> NDArray[np.float64]:
-        """Relaxed codes ``h = sigmoid(X W^T + b)`` in (0, 1), ``(n, n_bits)``, for analyses."""
+        """Relaxed codes ``h = activation(X W^T + b)`` (sigmoid: in (0, 1)), ``(n, n_bits)``, for
+        analyses."""
         self._check_fitted()
         return self._relaxed(check_features(X, n_features=self.n_features_in_, min_rows=0))
 

@@ -8,7 +8,11 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ParamsError", "load_params", "section", "validate_params"]
+__all__ = ["LOSS_TERMS", "ParamsError", "load_params", "section", "validate_params"]
+
+#: the loss terms an ablation variant may override: the names of ``usdh.losses.TERMS``, kept here
+#: so that checking params.yaml never imports torch (tests/test_params.py checks the two agree)
+LOSS_TERMS = ("semantic", "quantization", "entropy", "rotation")
 
 
 class ParamsError(ValueError):
@@ -68,8 +72,10 @@ def validate_params(params: dict[str, Any]) -> None:
     dataset is configured. (Whether a dataset's files exist is checked by ``prepare``, with its
     own message.)
     """
-    from usdh.experiment import METHODS, is_deep, method_class
+    from usdh.layout import check_name
+    from usdh.registry import methods
 
+    known = methods()
     datasets = section(params, "datasets")
     if not isinstance(datasets, dict) or not datasets:
         _fail("'datasets' must configure at least one dataset")
@@ -83,35 +89,40 @@ def validate_params(params: dict[str, Any]) -> None:
     if not isinstance(methods, list) or not methods:
         _fail("'experiment.methods' must be a non-empty list")
     for m in methods:
-        if m not in METHODS:
-            _fail(f"unknown method {m!r} in experiment.methods; known: {', '.join(METHODS)}")
+        if m not in known:
+            _fail(f"unknown method {m!r} in experiment.methods; known: {', '.join(known)}")
     _int_list(exp.get("bits"), "experiment.bits", multiple_of=8, minimum=8)
     _int_list(exp.get("seeds"), "experiment.seeds")
     abl = params.get("ablations")
     if abl is not None:
-        from usdh.losses import TERMS
-
         if abl.get("method") not in methods:
             _fail(f"ablations.method {abl.get('method')!r} must be one of experiment.methods")
         variants = abl.get("variants")
         if not isinstance(variants, dict) or not variants:
             _fail("'ablations.variants' must map variant names to loss overrides")
         for name, override in variants.items():
+            try:
+                check_name("ablation variant", name)
+            except ValueError as exc:
+                _fail(str(exc))
             if not isinstance(override, dict):
                 _fail(f"ablation variant {name!r} must map loss terms to options, got {override!r}")
             for term in override:
-                if term not in TERMS:
+                if term not in LOSS_TERMS:
                     _fail(
                         f"ablation variant {name!r} names unknown loss term {term!r}; "
-                        f"the terms are {', '.join(TERMS)}"
+                        f"the terms are {', '.join(LOSS_TERMS)}"
                     )
         _int_list(abl.get("bits"), "ablations.bits", multiple_of=8, minimum=8)
         _int_list(abl.get("seeds"), "ablations.seeds")
     ft = params.get("finetune")
     if ft is not None:
         for m in ft.get("methods") or []:
-            if m not in methods or not is_deep(method_class(m)):
-                _fail(f"finetune.methods: {m!r} must be a deep method of experiment.methods")
+            if m not in methods or not known[m].finetunable:
+                _fail(
+                    f"finetune.methods: {m!r} must be a method of experiment.methods that can be "
+                    f"fine-tuned ({', '.join(n for n, s in known.items() if s.finetunable)})"
+                )
         if ft.get("methods"):
             _int_list(ft.get("bits"), "finetune.bits", multiple_of=8, minimum=8)
             _int_list(ft.get("seeds"), "finetune.seeds")
@@ -126,7 +137,7 @@ def validate_params(params: dict[str, Any]) -> None:
                 f"'datasets' ({', '.join(datasets)})"
             )
         for m in cls.get("methods") or []:
-            if m not in METHODS:
-                _fail(f"unknown method {m!r} in classification.methods")
+            if m not in known:
+                _fail(f"unknown method {m!r} in classification.methods; known: {', '.join(known)}")
         _int_list(cls.get("bits"), "classification.bits", multiple_of=8, minimum=8)
         _int_list(cls.get("seeds"), "classification.seeds")

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from usdh.io import atomic_path
+from usdh.layout import Run, find_runs
+from usdh.registry import methods
 
 __all__ = [
     "REPORTED_CIFAR10",
@@ -50,18 +52,17 @@ COLUMNS = [
     "n_query",
     "n_db",
 ]
-METHOD_ORDER = ["lsh", "pcah", "itq", "sh", "deepbit", "usdh"]
 
 
-def _run_records(root: str | Path) -> list[dict[str, Any]]:
-    """Every per-run JSON under ``root``: ``<dataset>/<method or variant>/<bits>/<seed>.json``."""
-    return [json.loads(p.read_text()) for p in sorted(Path(root).glob("*/*/*/*.json"))]
+def _run_records(root: str | Path, group: str) -> list[dict[str, Any]]:
+    """Every run's metrics JSON of ``group`` under the project folder ``root`` (usdh.layout)."""
+    return [json.loads(run.metrics.read_text()) for run in find_runs(group, root=Path(root))]
 
 
-def _method_rank(methods: pd.Series) -> pd.Series:
-    """Position in the reports' method order (unknown methods last)."""
-    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
-    return methods.map(lambda m: rank.get(m, len(rank)))
+def _method_rank(names: pd.Series) -> pd.Series:
+    """Position in the registry's order (the reports' method order; unknown names last)."""
+    rank = {m: i for i, m in enumerate(methods())}
+    return names.map(lambda m: rank.get(m, len(rank)))
 
 
 def _mean_std(df: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
@@ -78,17 +79,19 @@ def _by_bits(s: pd.DataFrame, index: list[str], sort: bool = False) -> pd.DataFr
     return table.reset_index()
 
 
-def collect_results(metrics_root: str | Path) -> pd.DataFrame:
-    """One row per metrics JSON (dataset x method x bits x seed), plus precision@N columns."""
+def collect_results(root: str | Path) -> pd.DataFrame:
+    """One row per retrieval run's metrics (dataset x protocol x method x bits x seed), plus
+    precision@N columns."""
     rows = []
-    for m in _run_records(metrics_root):
+    for m in _run_records(root, "retrieval"):
         row = {c: m.get(c) for c in COLUMNS}
         for n, p in (m.get("precision_at_n") or {}).items():
             row[f"P@{n}"] = p
         rows.append(row)
     if not rows:
         raise ValueError(
-            f"no metrics files under {metrics_root}; run the evaluate stages first (dvc repro)"
+            f"no metrics files under {Path(root) / 'metrics' / 'retrieval'}; run the evaluate "
+            f"stages first (dvc repro)"
         )
     df = pd.DataFrame(rows)
     df["_order"] = _method_rank(df["method"])
@@ -120,7 +123,7 @@ def reported_vs_reproduced(df: pd.DataFrame) -> pd.DataFrame:
     """DeepBit's listed CIFAR-10 mAP@1000 beside ours (mean over seeds), in %."""
     ours = summarise(df[(df["dataset"] == "cifar10") & (df["protocol"] == "deepbit")])
     rows = []
-    for method in METHOD_ORDER:
+    for method in methods():
         row: dict[str, Any] = {"method": method}
         for i, bits in enumerate(REPORTED_BITS):
             reported = REPORTED_CIFAR10.get(method)
@@ -154,7 +157,7 @@ def _savefig(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
-def write_figures(df: pd.DataFrame, metrics_root: Path, out_dir: Path) -> list[Path]:
+def write_figures(df: pd.DataFrame, root: Path, out_dir: Path) -> list[Path]:
     """mAP against bits, and PR and precision@N curves per bit length (seed-averaged)."""
     import matplotlib
 
@@ -185,7 +188,11 @@ def write_figures(df: pd.DataFrame, metrics_root: Path, out_dir: Path) -> list[P
             fig, (ax_pr, ax_pn) = plt.subplots(1, 2, figsize=(9, 3.6))
             for method in part["method"].drop_duplicates():
                 sel = part[(part["method"] == method) & (part["bits"] == bits_value)]
-                pr, pn = _mean_curves(metrics_root, dataset, method, bits_value, sel["seed"])
+                runs = [
+                    Run("retrieval", dataset, protocol, method, bits_value, int(seed), root)
+                    for seed in sel["seed"]
+                ]
+                pr, pn = _mean_curves(runs)
                 if pr is not None:
                     ax_pr.plot(pr["recall"], pr["precision"], marker=".", label=method)
                 if pn is not None:
@@ -205,16 +212,13 @@ def write_figures(df: pd.DataFrame, metrics_root: Path, out_dir: Path) -> list[P
     return written
 
 
-def _mean_curves(
-    root: Path, dataset: str, method: str, bits: int, seeds: Sequence[int]
-) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+def _mean_curves(runs: Sequence[Run]) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     prs, pns = [], []
-    for seed in seeds:
-        base = root / dataset / method / str(bits)
-        if (base / f"{seed}_pr.csv").exists():
-            prs.append(pd.read_csv(base / f"{seed}_pr.csv"))
-        if (base / f"{seed}_pn.csv").exists():
-            pns.append(pd.read_csv(base / f"{seed}_pn.csv"))
+    for run in runs:
+        if run.pr_curve.exists():
+            prs.append(pd.read_csv(run.pr_curve))
+        if run.p_at_n.exists():
+            pns.append(pd.read_csv(run.p_at_n))
     pr = pd.concat(prs).groupby("radius").mean().reset_index() if prs else None
     pn = pd.concat(pns).groupby("n").mean().reset_index() if pns else None
     return pr, pn
@@ -225,11 +229,11 @@ ABLATION_COLUMNS = ["dataset", "variant", "bits", "seed", "mAP", "mAP_tie_aware"
 
 
 def collect_ablations(
-    ablation_root: str | Path, results: pd.DataFrame, method: str = "usdh"
+    root: str | Path, results: pd.DataFrame, method: str = "usdh"
 ) -> pd.DataFrame:
     """One row per ablation run, plus the ``full`` objective: the main experiment's runs of
     ``method`` on the same datasets (same parameters, so the same numbers)."""
-    rows = [{c: m.get(c) for c in ABLATION_COLUMNS} for m in _run_records(ablation_root)]
+    rows = [{c: m.get(c) for c in ABLATION_COLUMNS} for m in _run_records(root, "ablations")]
     if not rows:
         return pd.DataFrame(columns=ABLATION_COLUMNS)
     df = pd.DataFrame(rows)
@@ -297,9 +301,11 @@ CLASSIFICATION_COLUMNS = ["dataset", "method", "bits", "seed", "accuracy", "C"]
 
 def collect_classification(root: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per-run test accuracies of classifiers on codes, and the features reference per dataset."""
-    rows = [{c: m.get(c) for c in CLASSIFICATION_COLUMNS} for m in _run_records(root)]
+    rows = [
+        {c: m.get(c) for c in CLASSIFICATION_COLUMNS} for m in _run_records(root, "classification")
+    ]
     refs = {}
-    for path in sorted(Path(root).glob("*/features.json")):
+    for path in sorted((Path(root) / "metrics" / "classification").glob("*/*/features.json")):
         m = json.loads(path.read_text())
         refs[m["dataset"]] = m
     df = pd.DataFrame(rows, columns=CLASSIFICATION_COLUMNS)
@@ -320,24 +326,27 @@ def classification_table(df: pd.DataFrame, refs: dict[str, Any]) -> pd.DataFrame
 
 
 # -- training curves -------------------------------------------------------------------------------
-def training_figures(models_root: Path, out_dir: Path) -> list[Path]:
-    """Per deep method: each term's training loss and the validation total, per epoch (seed 0)."""
+def training_figures(root: Path, out_dir: Path) -> list[Path]:
+    """Per deep method: each term's training loss and the validation total, per epoch, of the
+    lowest seed that has a training log (named in the figure)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    logs: dict[tuple[str, str], dict[int, pd.DataFrame]] = {}
-    for path in sorted(Path(models_root).glob("*/*/*/0/checkpoints/train_log.csv")):
-        bits_dir = path.parents[2]
-        dataset, method = bits_dir.parents[1].name, bits_dir.parent.name
-        logs.setdefault((dataset, method), {})[int(bits_dir.name)] = pd.read_csv(path)
+    logs: dict[tuple[str, str], dict[int, tuple[int, pd.DataFrame]]] = {}
+    for run in find_runs("retrieval", kind="models", root=root):
+        by_bits = logs.setdefault((run.dataset, run.name), {})
+        if run.train_log.is_file() and (run.bits not in by_bits or run.seed < by_bits[run.bits][0]):
+            by_bits[run.bits] = (run.seed, pd.read_csv(run.train_log))
     written = []
     for (dataset, method), by_bits in logs.items():
+        if not by_bits:
+            continue
         bits = sorted(by_bits)
         fig, axes = plt.subplots(1, len(bits), figsize=(4.2 * len(bits), 3.4), squeeze=False)
         for ax, b in zip(axes[0], bits, strict=True):
-            log = by_bits[b]
+            seed, log = by_bits[b]
             fixed = {"epoch", "stage", "lr", "total", "seconds"}
             terms = [c for c in log.columns if c not in fixed and not c.startswith("val_")]
             for term in terms:
@@ -347,7 +356,7 @@ def training_figures(models_root: Path, out_dir: Path) -> list[Path]:
                 ax.plot(log["epoch"], log["val_total"], "k--", label="validation total")
             for e in log["epoch"][log["stage"].diff().fillna(0) > 0]:
                 ax.axvline(e - 0.5, color="grey", lw=0.8, ls=":")
-            ax.set(xlabel="epoch", title=f"{method}, {b} bits")
+            ax.set(xlabel="epoch", title=f"{method}, {b} bits, seed {seed}")
             ax.set_yscale("log")
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("loss (terms unweighted; total weighted)")
@@ -359,15 +368,13 @@ def training_figures(models_root: Path, out_dir: Path) -> list[Path]:
 
 
 def build_report(
-    metrics_root: str | Path,
-    reports_root: str | Path,
-    context: dict[str, Any],
-    models_root: str | Path | None = None,
+    root: str | Path, reports_root: str | Path, context: dict[str, Any]
 ) -> dict[str, Any]:
     """Write results.csv, ablations.csv, classification.csv, tables/ and figures/ under
-    ``reports_root`` and the README; return what was written."""
-    metrics_root, reports_root = Path(metrics_root), Path(reports_root)
-    df = collect_results(metrics_root)
+    ``reports_root`` and the README, from the metrics (and training logs) of the project folder
+    ``root``; return what was written."""
+    root, reports_root = Path(root), Path(reports_root)
+    df = collect_results(root)
     with atomic_path(reports_root / "results.csv") as tmp:
         df.to_csv(tmp, index=False, float_format="%.6f")
     tables = {
@@ -376,8 +383,8 @@ def build_report(
         "main_map_all": main_table(df, "mAP_all"),
         "reported_vs_reproduced": reported_vs_reproduced(df),
     }
-    figures = write_figures(df, metrics_root, reports_root / "figures")
-    ablations = collect_ablations(metrics_root / "ablations", df, context.get("ablated", "usdh"))
+    figures = write_figures(df, root, reports_root / "figures")
+    ablations = collect_ablations(root, df, context.get("ablated", "usdh"))
     # both CSVs are always written (with just a header when there is nothing), so the stage's
     # outputs exist for every configuration
     with atomic_path(reports_root / "ablations.csv") as tmp:
@@ -385,13 +392,12 @@ def build_report(
     if len(ablations):
         tables["ablations"] = ablation_table(ablations)
         figures += ablation_figure(ablations, reports_root / "figures")
-    classification, refs = collect_classification(metrics_root / "classification")
+    classification, refs = collect_classification(root)
     with atomic_path(reports_root / "classification.csv") as tmp:
         classification.to_csv(tmp, index=False, float_format="%.6f")
     if len(classification):
         tables["classification"] = classification_table(classification, refs)
-    if models_root is not None:
-        figures += training_figures(Path(models_root), reports_root / "figures")
+    figures += training_figures(root, reports_root / "figures")
     write_tables(tables, reports_root / "tables")
     tie_gap = float(np.max(np.abs(df["mAP"] - df["mAP_tie_aware"])))
     summary = {"rows": len(df), "figures": [str(p) for p in figures], "max_tie_gap": tie_gap}

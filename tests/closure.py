@@ -1,0 +1,124 @@
+"""The project files a module runs: its import closure inside the project, read from the code.
+
+Every ``import`` and ``from ... import`` statement counts, at module level or inside a function
+(the stages import heavy modules lazily, so a lazy import is still code the stage runs). A package
+brings its ``__init__.py``; ``from package import name`` brings ``package/name.py`` when ``name``
+is a submodule. Only files of the project's own packages are followed.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("usdh", "baselines")
+
+
+def module_file(name: str) -> Path | None:
+    """The project file of module ``name`` (``a.b`` -> a/b.py or a/b/__init__.py), if any."""
+    if name.split(".")[0] not in PACKAGES:
+        return None
+    base = ROOT.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def module_name(path: Path) -> str:
+    """The dotted name of a project file (a package's ``__init__.py``: the package)."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    )
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node, except the bodies of ``if TYPE_CHECKING:`` blocks (never run)."""
+    out, todo = [], [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if _is_type_checking(node):
+            todo.extend(node.orelse)  # type: ignore[attr-defined]
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
+@cache
+def direct_imports(path: Path) -> frozenset[str]:
+    """Module names a file imports (absolute; relative imports resolved), with their packages."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    here = module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    names: set[str] = set()
+    for node in _runtime_nodes(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    out: set[str] = set()
+    for name in names:
+        parts = name.split(".")
+        out.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return frozenset(out)
+
+
+def closure(*modules: str) -> set[Path]:
+    """Every project file that importing ``modules`` can run, transitively."""
+    todo = [m for m in modules]
+    for m in modules:  # a module's parent packages run first
+        parts = m.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
+    seen: set[Path] = set()
+    while todo:
+        path = module_file(todo.pop())
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        todo.extend(direct_imports(path))
+    return seen
+
+
+# -- the pipeline's stages, as DVC expands them --------------------------------------------------
+def stage_modules(cmd: str, params: dict) -> tuple[str, list[str], list[str]]:
+    """For a stage command ``python -m usdh <command> <args...>``: the command, its arguments and
+    the modules it runs (its stage module, and the hasher module of the method it fits)."""
+    from usdh.cli import stage_module
+    from usdh.registry import get_method
+
+    words = cmd.split()
+    if words[:3] != ["python", "-m", "usdh"]:
+        raise ValueError(f"a stage command must be 'python -m usdh ...', got {cmd!r}")
+    command, args = words[3], words[4:]
+    modules = ["usdh.__main__", stage_module(command)]
+    if command in ("fit", "encode", "classify", "finetune", "validate"):
+        modules.append(get_method(args[0]).module)
+    elif command == "ablate":
+        modules.append(get_method(params["ablations"]["method"]).module)
+    return command, args, modules
+
+
+def load_stages(folder: Path) -> list:
+    """Every stage of ``folder``'s dvc.yaml and params.yaml, as DVC expands them."""
+    from dvc.repo import Repo
+
+    with Repo(str(folder)) as repo:
+        return list(repo.index.stages)

@@ -1,0 +1,83 @@
+"""Scoring saved codes: every retrieval metric, written as JSON plus CSV curves for dvc plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from usdh.codes import check_codes
+from usdh.io import atomic_path, save_json
+from usdh.layout import Run
+from usdh.metrics import evaluate_retrieval
+
+__all__ = ["evaluate_run", "validation_split"]
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def evaluate_run(
+    labels: np.ndarray,
+    split: Mapping[str, np.ndarray],
+    run: Run,
+    topk: int | None,
+    ns: list[int],
+    radius: int,
+    record: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Score a run's saved codes; write its metrics JSON and its PR and P@N curves."""
+    q = check_codes(np.load(run.codes_dir / "query.npy"), "query codes")
+    db = check_codes(np.load(run.codes_dir / "database.npy"), "database codes")
+    n_db = len(split["database"])
+    ns = [n for n in ns if n <= n_db]
+    result = evaluate_retrieval(
+        q, db, labels[split["query"]], labels[split["database"]], topk=topk, ns=ns, radius=radius
+    )
+    pr = result.pop("pr_curve")
+    pn = result.pop("precision_at_n")
+    _write_csv(
+        run.pr_curve,
+        ["radius", "precision", "recall"],
+        [[r, p, c] for r, p, c in zip(pr["radius"], pr["precision"], pr["recall"], strict=True)],
+    )
+    _write_csv(
+        run.p_at_n,
+        ["n", "precision", "precision_tie_aware"],
+        [list(t) for t in zip(pn["n"], pn["precision"], pn["precision_tie_aware"], strict=True)],
+    )
+    metrics = {**record, **result}
+    metrics["precision_at_n"] = dict(zip(map(str, pn["n"]), pn["precision"], strict=True))
+    save_json(run.metrics, metrics)
+    return metrics
+
+
+def validation_split(
+    split: Mapping[str, np.ndarray], seed: int, n_query: int = 1000, n_database: int = 10000
+) -> dict[str, np.ndarray]:
+    """Queries and a database drawn from the training pool, outside the deep methods' subset.
+
+    Hyperparameters (a loss weight, the semantic construction) are chosen on this split, so the
+    protocol's queries are never looked at before the final evaluation. Training rows of the
+    shallow methods may fall in it, as training images fall in the database of the ``deepbit``
+    protocol itself.
+    """
+    pool = split["train"]
+    if "train_subset" in split:
+        pool = np.setdiff1d(pool, split["train_subset"])
+    if len(pool) < n_query + n_database:
+        n_query = max(1, len(pool) // 10)
+        n_database = len(pool) - n_query
+    rng = np.random.default_rng([seed, 0x5E1EC7])
+    drawn = rng.permutation(pool)
+    return {"query": drawn[:n_query], "database": drawn[n_query : n_query + n_database]}

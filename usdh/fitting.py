@@ -1,0 +1,154 @@
+"""The one "fit this method on these rows" path, shared by fit, ablate, classify, validate and
+finetune.
+
+A run's hasher is made from the registry (:mod:`usdh.registry`) and the method's params.yaml
+section merged with any overrides (:func:`merge_params`, recursive, everywhere); it trains on the
+rows :func:`training_rows` picks (shallow methods: the protocol's whole training pool; deep
+methods: its seeded ``train_subset`` when there is one) with the extra inputs it declares
+(:class:`usdh.hasher.TrainingViews`, checked to belong to exactly those rows); the fitted state and
+a record of the run (params, rows, seconds, environment) are saved where :mod:`usdh.layout` says.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from usdh.hasher import BaseHasher, TrainingViews
+from usdh.io import save_json
+from usdh.layout import Run
+from usdh.provenance import environment
+from usdh.registry import MethodSpec, get_method
+
+__all__ = [
+    "Fitted",
+    "fit_on_rows",
+    "make_hasher",
+    "merge_params",
+    "save_fitted",
+    "stored_views",
+    "training_rows",
+    "views_from_features",
+]
+
+
+def merge_params(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` merged in, recursively for nested mappings (copies)."""
+    out = {k: (merge_params(v, {}) if isinstance(v, Mapping) else v) for k, v in base.items()}
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_params(out[key], value)
+        else:
+            out[key] = merge_params(value, {}) if isinstance(value, Mapping) else value
+    return out
+
+
+def make_hasher(
+    name: str, bits: int, seed: int, method_params: Mapping[str, Any] | None = None
+) -> BaseHasher:
+    """The registered method's hasher with its params (``n_bits`` and seed from the run)."""
+    return get_method(name).load()(n_bits=bits, random_state=seed, **dict(method_params or {}))
+
+
+def training_rows(spec: MethodSpec, split: Mapping[str, np.ndarray]) -> tuple[str, np.ndarray]:
+    """Which split part a method trains on, and its rows."""
+    part = "train_subset" if spec.deep and "train_subset" in split else "train"
+    return part, split[part]
+
+
+def stored_views(
+    spec: MethodSpec,
+    rows: np.ndarray,
+    rotations: np.ndarray | None,
+    rotation_indices: np.ndarray | None,
+    angles: Any,
+) -> TrainingViews | None:
+    """The views the features stage stored, for a method that declares it uses them, once checked
+    to be the views of exactly the rows it trains on."""
+    if "rotations" not in spec.views or rotations is None:
+        return None
+    if rotation_indices is None or not np.array_equal(rotation_indices, rows):
+        raise ValueError(
+            "the stored rotated views are not those of the training rows this run trains on; "
+            "rerun the features stage after changing the split"
+        )
+    return TrainingViews(np.asarray(rotations), tuple(float(a) for a in angles))
+
+
+def views_from_features(fs: Any) -> Callable[[MethodSpec, np.ndarray], TrainingViews | None]:
+    """``views(spec, rows)`` over a stored feature set's rotated views (a
+    :class:`usdh.features.FeatureSet`), for :func:`fit_on_rows`."""
+    prov = fs.provenance
+    angles = (prov.get("rotations") or {}).get("angles") or prov.get("angles")
+    rotations = None if fs.rotations is None else np.asarray(fs.rotations)
+
+    def views(spec: MethodSpec, rows: np.ndarray) -> TrainingViews | None:
+        return stored_views(spec, rows, rotations, fs.rotation_indices, angles)
+
+    return views
+
+
+@dataclass
+class Fitted:
+    """A fitted hasher, what it trained on and how long it took."""
+
+    name: str
+    hasher: BaseHasher
+    part: str
+    n_train: int
+    seconds: float
+
+
+def fit_on_rows(
+    name: str,
+    bits: int,
+    seed: int,
+    features: np.ndarray,
+    split: Mapping[str, np.ndarray],
+    *,
+    method_params: Mapping[str, Any] | None = None,
+    views: Callable[[MethodSpec, np.ndarray], TrainingViews | None] | None = None,
+    run: Run | None = None,
+) -> Fitted:
+    """Fit method ``name`` on its training rows of ``split``.
+
+    ``views(spec, rows)`` gives a deep method's extra inputs; with ``run``, a deep method keeps
+    a checkpoint in the run's folder and resumes from it.
+    """
+    spec = get_method(name)
+    hasher = make_hasher(name, bits, seed, method_params)
+    part, rows = training_rows(spec, split)
+    kwargs: dict[str, Any] = {}
+    if spec.deep:
+        kwargs["views"] = views(spec, rows) if views is not None else None
+        if run is not None:
+            kwargs.update(checkpoint_dir=run.checkpoints, resume=True)
+    start = time.perf_counter()
+    hasher.fit(features[rows], **kwargs)
+    return Fitted(name, hasher, part, len(rows), time.perf_counter() - start)
+
+
+def save_fitted(
+    run: Run, fitted: Fitted, record: Mapping[str, Any] | None = None, device: str | None = None
+) -> None:
+    """The fitted state (``model.npz``) and ``fit.json``: params, rows, seconds, environment."""
+    hasher = fitted.hasher
+    hasher.save(run.model)
+    save_json(
+        run.fit_record,
+        {
+            "method": fitted.name,
+            "bits": run.bits,
+            "seed": run.seed,
+            "params": hasher.get_params(),
+            "n_train": fitted.n_train,
+            "train_rows": fitted.part,
+            "fit_seconds": round(fitted.seconds, 3),
+            "environment": environment(device or getattr(hasher, "device_", None)),
+            **(record or {}),
+        },
+    )

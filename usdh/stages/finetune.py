@@ -1,0 +1,66 @@
+"""``python -m usdh finetune <method> <bits> <seed>``: a deep method trained with the backbone's
+last units on images, every image then re-encoded through them (a GPU's job)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from usdh.data import load_prepared, load_split
+from usdh.features import load_features
+from usdh.finetune import finetune_method
+from usdh.fitting import merge_params
+from usdh.params import section
+from usdh.stages.common import RunContext, method_params, run_context
+from usdh.stages.evaluate import evaluate_context
+from usdh.stages.features import pipeline_backbone
+
+log = logging.getLogger("usdh")
+
+
+def _context(params: dict[str, Any], method: str, bits: int, seed: int) -> RunContext:
+    return run_context(params, method, bits, seed, group="finetune")
+
+
+def finetune_params(params: dict[str, Any], method: str) -> dict[str, Any]:
+    """The method's params.yaml section with ``finetune.train`` merged in, recursively (a
+    ``loss`` override changes the terms it names and keeps the others)."""
+    return merge_params(
+        method_params(params, method), section(params, "finetune").get("train") or {}
+    )
+
+
+def outputs(params: dict[str, Any], method: str, bits: int, seed: int) -> list[Path]:
+    run = _context(params, method, bits, seed).run
+    return [run.model_dir, run.codes_dir, run.metrics, run.pr_curve, run.p_at_n]
+
+
+def run(params: dict[str, Any], method: str, bits: int, seed: int) -> None:
+    """Fine-tune a deep method with the backbone's last units on images, then encode and score."""
+    cfg = section(params, "finetune")
+    ctx = _context(params, method, bits, seed)
+    fp = section(params, "features")
+    ds = load_prepared(ctx.prepared_dir)
+    fs = load_features(ctx.features_dir, mmap_mode="r")
+    finetune_method(
+        method,
+        bits,
+        seed,
+        ds,
+        np.asarray(fs.features),
+        load_split(ctx.split_dir),
+        pipeline_backbone(params),
+        ctx.run,
+        method_params=finetune_params(params, method),
+        n_trainable=int(cfg.get("n_trainable", 1)),
+        input_size=cfg.get("input_size") or fp["input_size"],
+        angles=fp["rotation_angles"] or None,
+        rotation_mode=fp["rotation_mode"],
+        batch_size=fp["batch_size"],
+        record=ctx.record,
+    )
+    m = evaluate_context(params, ctx, mode="finetune")
+    log.info("finetuned %s %d bits seed %d: mAP %.4f", method, bits, seed, m["mAP"])

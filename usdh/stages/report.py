@@ -1,0 +1,40 @@
+"""``python -m usdh report``: tables, figures and reports/README.md from the metrics files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from usdh.params import section
+from usdh.provenance import environment
+from usdh.report import build_report
+
+log = logging.getLogger("usdh")
+
+REPORTS = Path("reports")
+
+
+def outputs(params: dict[str, Any]) -> list[Path]:
+    names = ("results.csv", "ablations.csv", "classification.csv", "tables", "figures")
+    return [REPORTS / n for n in (*names, "README.md")]
+
+
+def run(params: dict[str, Any]) -> None:
+    """Tables, figures and reports/README.md from the metrics files."""
+    fp = section(params, "features")
+    env = environment(fp["device"])
+    versions = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
+    context = {
+        "backbone": fp["backbone"],
+        "input_size": fp["input_size"],
+        "weights": fp["weights"],
+        "versions": f"Python {env['python']}, {versions}",
+        "device": f"{fp['device']} on {env['machine']} with {env['cpu_count']} CPUs",
+    }
+    context["ablated"] = (params.get("ablations") or {}).get("method", "usdh")
+    timings = REPORTS / "timings.md"
+    if timings.exists():
+        context["timings"] = timings.read_text().strip()
+    summary = build_report(Path(), REPORTS, context)
+    log.info("report: %d result rows, %d figures", summary["rows"], len(summary["figures"]))

@@ -1,0 +1,222 @@
+"""Batch adapters: the only place where the trainer's two modes differ.
+
+Each turns a batch of row indices into model inputs (:class:`Batch`) and builds the model it
+feeds. :class:`FeatureBatches` (head mode, the CPU default) serves cached backbone features and
+rotated views; :class:`ImageBatches` (finetune mode, for a GPU) makes every view from the images
+with :func:`usdh.features.prepare_image`, the code that made the cached features, and trains the
+backbone's last units with the head. Both fingerprint their data, so a checkpoint is resumed only
+on the data that wrote it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+
+from usdh.backbones import Backbone
+from usdh.checks import check_angles
+from usdh.features import DEEPBIT_ANGLES, ROTATION_MODES, ImageSource, mean_colour, prepare_image
+from usdh.train.model import HashHead, HashModel
+
+__all__ = ["Batch", "Batches", "FeatureBatches", "ImageBatches"]
+
+
+@dataclass
+class Batch:
+    """Model inputs for one batch: ``x`` (B, ...), rotated views ``x_rot`` (B * A, ...) or None,
+    and the semantic term's features (B, D)."""
+
+    x: torch.Tensor
+    x_rot: torch.Tensor | None
+    features: torch.Tensor
+
+
+def _as_float32(name: str, array: ArrayLike, ndim: int) -> torch.Tensor:
+    arr = np.asarray(array)
+    if arr.ndim != ndim or arr.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must be a {ndim}-D numeric array, got {arr.dtype} {arr.shape}")
+    # a copy: the input may be a read-only memory map, and training must not depend on it
+    return torch.tensor(arr, dtype=torch.float32)
+
+
+class FeatureBatches:
+    """Head mode: cached backbone features ``(N, D)`` and, optionally, rotated views ``(N, A, D)``.
+
+    Row ``i`` of ``rotations`` holds the features of image ``i`` rotated by each of ``angles``
+    (degrees, positive = counter-clockwise, as the features stage makes them).
+    """
+
+    mode = "head"
+
+    def __init__(
+        self,
+        features: ArrayLike,
+        rotations: ArrayLike | None = None,
+        angles: Iterable[float] | None = None,
+    ) -> None:
+        self.features = _as_float32("features", features, 2)
+        self.rotations: torch.Tensor | None = None
+        self.angles: tuple[float, ...] | None = None
+        if rotations is not None:
+            rot = _as_float32("rotations", rotations, 3)
+            if rot.shape[0] != self.features.shape[0] or rot.shape[2] != self.features.shape[1]:
+                raise ValueError(
+                    f"rotations must have shape (N, A, D) = ({self.features.shape[0]}, A, "
+                    f"{self.features.shape[1]}) to match the features, got {tuple(rot.shape)}"
+                )
+            if angles is None:
+                raise ValueError("rotations given without their angles (degrees, one per view)")
+            self.rotations = rot
+            self.angles = check_angles(angles, rot.shape[1])
+        elif angles is not None:
+            raise ValueError("angles given without rotations")
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def has_rotations(self) -> bool:
+        return self.rotations is not None
+
+    @property
+    def in_features(self) -> int:
+        return int(self.features.shape[1])
+
+    def build_model(self, head: HashHead) -> HashModel:
+        return HashModel(head)
+
+    def to(self, device: torch.device) -> None:
+        self.features = self.features.to(device)
+        if self.rotations is not None:
+            self.rotations = self.rotations.to(device)
+
+    def batch(self, idx: torch.Tensor, rotations: bool) -> Batch:
+        idx = idx.to(self.features.device)
+        x = self.features[idx]
+        x_rot = None
+        if rotations:
+            assert self.rotations is not None
+            x_rot = self.rotations[idx].reshape(-1, self.features.shape[1])
+        return Batch(x, x_rot, x)
+
+    def fingerprint(self) -> dict[str, Any]:
+        digest = hashlib.sha256(self.features.cpu().numpy().tobytes())
+        if self.rotations is not None:
+            digest.update(self.rotations.cpu().numpy().tobytes())
+        return {
+            "mode": self.mode,
+            "shape": list(self.features.shape),
+            "rotations": None if self.rotations is None else list(self.rotations.shape),
+            "angles": self.angles,
+            "sha256": digest.hexdigest(),
+        }
+
+
+class ImageBatches:
+    """Finetune mode: images, the pretrained backbone's cached features of them, the backbone.
+
+    ``features`` (N, D) are the semantic term's targets (the pretrained backbone's features of the
+    same images, in the same order). The backbone's last ``n_trainable`` units train; views are
+    made by :func:`usdh.features.prepare_image` at ``input_size`` (default: the backbone's), the
+    rotated ones by ``angles`` with ``rotation_mode``, as the features stage makes them.
+    """
+
+    mode = "finetune"
+
+    def __init__(
+        self,
+        images: ImageSource,
+        features: ArrayLike,
+        backbone: Backbone,
+        *,
+        n_trainable: int = 1,
+        input_size: int | None = None,
+        angles: Iterable[float] | None = DEEPBIT_ANGLES,
+        rotation_mode: str = "crop",
+        tail_dropout: bool = False,
+    ) -> None:
+        if not isinstance(images, ImageSource):
+            raise TypeError("images must have __len__ and image(i) -> PIL.Image (ImageSource)")
+        self.images = images
+        self.features = _as_float32("features", features, 2)
+        if self.features.shape != (len(images), backbone.feature_dim):
+            raise ValueError(
+                f"features must be the backbone's features of the images, shape "
+                f"({len(images)}, {backbone.feature_dim}), got {tuple(self.features.shape)}"
+            )
+        if rotation_mode not in ROTATION_MODES:
+            raise ValueError(
+                f"rotation_mode must be one of {ROTATION_MODES}, got {rotation_mode!r}"
+            )
+        self.backbone = backbone
+        self.n_trainable = n_trainable
+        self.input_size = int(input_size or backbone.default_input_size)
+        self.angles = check_angles(angles)
+        self.rotation_mode = rotation_mode
+        self.tail_dropout = tail_dropout
+        self._fill = mean_colour(backbone.mean)
+        self._device = torch.device("cpu")
+
+    @property
+    def has_rotations(self) -> bool:
+        return bool(self.angles)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def in_features(self) -> int:
+        return int(self.backbone.feature_dim)
+
+    def build_model(self, head: HashHead) -> HashModel:
+        body, tail = self.backbone.freeze(self.n_trainable)
+        return HashModel(head, body, tail, tail_dropout=self.tail_dropout)
+
+    def to(self, device: torch.device) -> None:
+        self.features = self.features.to(device)
+        self._device = device
+
+    def _pixels(self, views: list[np.ndarray]) -> torch.Tensor:
+        x = torch.from_numpy(np.stack(views)).to(self._device)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        return self.backbone.normalize(x)
+
+    def batch(self, idx: torch.Tensor, rotations: bool) -> Batch:
+        plain, rotated = [], []
+        for i in idx.tolist():
+            img = self.images.image(int(i))
+            plain.append(prepare_image(img, self.input_size))
+            if rotations:
+                assert self.angles is not None
+                rotated.extend(
+                    prepare_image(
+                        img, self.input_size, a, rotation_mode=self.rotation_mode, fill=self._fill
+                    )
+                    for a in self.angles
+                )
+        x_rot = self._pixels(rotated) if rotations else None
+        return Batch(self._pixels(plain), x_rot, self.features[idx.to(self.features.device)])
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "n_images": len(self.images),
+            "features_sha256": hashlib.sha256(self.features.cpu().numpy().tobytes()).hexdigest(),
+            "backbone": self.backbone.name,
+            "weights": self.backbone.weights,
+            "n_trainable": self.n_trainable,
+            "input_size": self.input_size,
+            "angles": self.angles,
+            "rotation_mode": self.rotation_mode,
+            "tail_dropout": self.tail_dropout,
+        }
+
+
+#: what :func:`usdh.train.train` accepts as its data
+Batches = FeatureBatches | ImageBatches

@@ -1,0 +1,160 @@
+"""What a training run is asked to do and what it returns: stages, the configuration, the result.
+
+:class:`TrainConfig` holds everything that decides the trained weights (plus where and how it runs:
+device, threads, the progress bar), checked when it is made, and gives the fingerprint a checkpoint
+is matched against. A :class:`Stage` is one run of SGD with its own learning rate and loss-weight
+overrides, so DeepBit's two stages are data, not code. :class:`TrainResult` is what
+:func:`usdh.train.train` returns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from usdh.checks import check_positive_int
+from usdh.train.model import HashHead, HashModel, build_activation
+
+__all__ = ["Stage", "TrainConfig", "TrainResult"]
+
+
+def _number(name: str, value: Any, *, low: float, low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < low or (low_open and v == low):
+        op = ">" if low_open else ">="
+        raise ValueError(f"{name} must be a finite number {op} {low}, got {v}")
+    return v
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: ``epochs`` at learning rate ``lr``, with loss ``weights`` overridden.
+
+    ``weights`` maps term names to weights that replace the base loss config's for this stage
+    (a weight of 0 switches a term off, so it is not computed).
+    """
+
+    epochs: int
+    lr: float
+    weights: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_positive_int("stage epochs", self.epochs)
+        _number("stage lr", self.lr, low=0.0, low_open=True)
+        if not isinstance(self.weights, Mapping):
+            raise ValueError(
+                f"stage weights must be a mapping term -> weight, got {self.weights!r}"
+            )
+        for name, w in self.weights.items():
+            _number(f"stage weight of {name!r}", w, low=0.0)
+
+    @classmethod
+    def from_dict(cls, spec: Stage | Mapping[str, Any]) -> Stage:
+        if isinstance(spec, Stage):
+            return spec
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"a stage must be a mapping with epochs, lr, weights; got {spec!r}")
+        unknown = set(spec) - {"epochs", "lr", "weights"}
+        if unknown:
+            raise ValueError(
+                f"unknown stage key(s) {sorted(unknown)}; a stage has epochs, lr and weights"
+            )
+        if "epochs" not in spec or "lr" not in spec:
+            raise ValueError(f"a stage needs 'epochs' and 'lr', got {dict(spec)!r}")
+        return cls(spec["epochs"], spec["lr"], dict(spec.get("weights") or {}))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides the trained weights (plus device, threads and the progress bar).
+
+    ``loss``: the base config of :func:`usdh.losses.build_loss` (term -> {"weight": w, ...});
+    ``stages``: run in order, each with its own learning rate and weight overrides. SGD with
+    ``momentum`` and ``weight_decay``; ``batch_size`` rows per step (the last partial batch of an
+    epoch is dropped when there is more than one batch, since batch statistics of a handful of rows
+    are noise). ``val_fraction`` of the rows (seeded) are held out for validation; ``patience``
+    epochs without improvement end a stage early (``None``: never).
+    """
+
+    loss: Mapping[str, Mapping[str, Any]]
+    stages: Sequence[Stage]
+    batch_size: int = 32
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    val_fraction: float = 0.1
+    patience: int | None = None
+    seed: int = 0
+    activation: str = "sigmoid"
+    device: str = "auto"
+    threads: int | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(Stage.from_dict(s) for s in self.stages))
+        if not self.stages:
+            raise ValueError("at least one training stage is needed")
+        check_positive_int("batch_size", self.batch_size)
+        _number("momentum", self.momentum, low=0.0)
+        _number("weight_decay", self.weight_decay, low=0.0)
+        v = _number("val_fraction", self.val_fraction, low=0.0)
+        if v >= 1.0:
+            raise ValueError(f"val_fraction must lie in [0, 1), got {v}")
+        if self.patience is not None:
+            check_positive_int("patience", self.patience)
+        check_positive_int("seed", self.seed, 0)
+        build_activation(self.activation)  # a ValueError naming the activations, if unknown
+
+    def stage_loss_config(self, index: int) -> dict[str, dict[str, Any]]:
+        """The loss config of stage ``index``: the base config with the stage's weights."""
+        config = {name: dict(spec) for name, spec in self.loss.items()}
+        for name, w in self.stages[index].weights.items():
+            if name not in config:
+                raise ValueError(
+                    f"stage {index + 1} sets a weight for {name!r}, which is not a term of the "
+                    f"loss config ({', '.join(config)})"
+                )
+            config[name]["weight"] = w
+        return config
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides the weights (not device, threads or the progress bar)."""
+        out = asdict(self)
+        for key in ("device", "threads", "progress"):
+            out.pop(key)
+        out["loss"] = {k: dict(v) for k, v in self.loss.items()}
+        out["stages"] = [
+            {"epochs": s.epochs, "lr": s.lr, "weights": dict(s.weights)} for s in self.stages
+        ]
+        return out
+
+
+@dataclass
+class TrainResult:
+    """What :func:`usdh.train.train` returns: the trained model (on its device), the epoch log."""
+
+    model: HashModel
+    columns: list[str]
+    log: list[dict[str, float]]
+    best_epochs: list[int]  # per stage: the (global, 1-based) epoch whose weights the stage kept
+    stopped_early: list[bool]
+    device: torch.device
+    resumed_at: int | None  # epochs already done when this call started (None: fresh run)
+
+    @property
+    def head(self) -> HashHead:
+        return self.model.head
+
+    def log_array(self) -> NDArray[np.float64]:
+        """The log as a float array ``(epochs, len(columns))``, NaN where a value is absent."""
+        return np.array(
+            [[float(row.get(c, math.nan)) for c in self.columns] for row in self.log],
+            dtype=np.float64,
+        ).reshape(len(self.log), len(self.columns))
