@@ -56,24 +56,34 @@ def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
     return out
 
 
-@cache
-def direct_imports(path: Path) -> frozenset[str]:
-    """Module names a file imports (absolute; relative imports resolved), with their packages."""
+def import_statements(path: Path, runtime_only: bool = True) -> list[tuple[str, tuple[str, ...]]]:
+    """``(module, names)`` for each import in a file, relative imports resolved (``import a.b``
+    gives ``("a.b", ())``, ``from a import b, c`` gives ``("a", ("b", "c"))``). With
+    ``runtime_only``, the bodies of ``if TYPE_CHECKING:`` blocks are skipped (never run)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     here = module_name(path)
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
-    names: set[str] = set()
-    for node in _runtime_nodes(tree):
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for node in _runtime_nodes(tree) if runtime_only else ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
+            out.extend((alias.name, ()) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 module = ".".join([*base, node.module] if node.module else base)
             else:
                 module = node.module or ""
-            names.add(module)
-            names.update(f"{module}.{alias.name}" for alias in node.names)
+            out.append((module, tuple(alias.name for alias in node.names)))
+    return out
+
+
+@cache
+def direct_imports(path: Path) -> frozenset[str]:
+    """Module names a file imports (absolute; relative imports resolved), with their packages."""
+    names: set[str] = set()
+    for module, imported in import_statements(path):
+        names.add(module)
+        names.update(f"{module}.{name}" for name in imported)
     out: set[str] = set()
     for name in names:
         parts = name.split(".")

@@ -4,33 +4,30 @@ names (a private helper that two rooms need moves to a shared public place)."""
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
-from tests.closure import ROOT, module_file, module_name
+from tests.closure import ROOT, import_statements, module_file, module_name
 
 FILES = sorted(p for pkg in ("usdh", "baselines") for p in (ROOT / pkg).rglob("*.py"))
 
 
-def imported_modules(source: str, here: str) -> set[str]:
+def imported_modules(path: Path) -> set[str]:
     """Project modules a file imports: ``import m`` -> m, ``from m import n`` -> m.n when that
-    is a module, else m (parent packages are not edges: Python imports them first)."""
+    is a module, else m (parent packages are not edges: Python imports them first). Imports
+    under ``if TYPE_CHECKING:`` count too, so that they could never hide a cycle."""
     out = set()
-    package = here.rpartition(".")[0]
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                module = ".".join([*base, module] if module else base)
-            for alias in node.names:
-                sub = f"{module}.{alias.name}"
-                out.add(sub if module_file(sub) is not None else module)
+    for module, names in import_statements(path, runtime_only=False):
+        if not names:
+            out.add(module)
+        for name in names:
+            sub = f"{module}.{name}"
+            out.add(sub if module_file(sub) is not None else module)
+    here = module_name(path)
     return {m for m in out if module_file(m) is not None and m != here}
 
 
 def _graph() -> dict[str, set[str]]:
-    return {module_name(p): imported_modules(p.read_text(), module_name(p)) for p in FILES}
+    return {module_name(p): imported_modules(p) for p in FILES}
 
 
 def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from usdh.io import atomic_path
-from usdh.layout import Run, find_runs
+from usdh.layout import Run, features_reference, find_runs
 from usdh.registry import methods
 
 __all__ = [
@@ -305,7 +305,7 @@ def collect_classification(root: str | Path) -> tuple[pd.DataFrame, dict[str, An
         {c: m.get(c) for c in CLASSIFICATION_COLUMNS} for m in _run_records(root, "classification")
     ]
     refs = {}
-    for path in sorted((Path(root) / "metrics" / "classification").glob("*/*/features.json")):
+    for path in sorted(Path(root).glob(str(features_reference("*", "*")))):
         m = json.loads(path.read_text())
         refs[m["dataset"]] = m
     df = pd.DataFrame(rows, columns=CLASSIFICATION_COLUMNS)
