@@ -26,11 +26,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from usdh.method import USDH
+from usdh.method import USDH, with_defaults
 
 __all__ = ["DeepBit"]
 
 
+@with_defaults(epochs=30, lr=1e-3, threshold="mean", activation="relu")
 class DeepBit(USDH):
     """DeepBit's objective and schedule; every ``USDH`` parameter still applies."""
 
@@ -40,47 +41,10 @@ class DeepBit(USDH):
         "entropy": {"weight": 1.0, "form": "mean_square"},
         "rotation": {"weight": 0.001, "sigma": 5.0},
     }
-    #: stage 1 (lr 1e-3, then its step to 1e-4) without rotations; stage 2 with them at 1e-4
+    #: stage 1 (lr, then its step to lr / 10) without rotations; stage 2 with them at lr / 10
+    #: (the release: lr 1e-3, 1e-4, 1e-4)
     DEFAULT_STAGES: ClassVar[tuple[dict[str, Any], ...]] = (
-        {"lr": 1e-3, "weights": {"rotation": 0.0}},
-        {"lr": 1e-4, "weights": {"rotation": 0.0}},
-        {"lr": 1e-4},
+        {"weights": {"rotation": 0.0}},
+        {"lr_factor": 0.1, "weights": {"rotation": 0.0}},
+        {"lr_factor": 0.1},
     )
-
-    def __init__(
-        self,
-        n_bits: int = 32,
-        random_state: int = 0,
-        loss: dict[str, dict[str, Any]] | None = None,
-        stages: list[dict[str, Any]] | None = None,
-        epochs: int = 30,
-        lr: float = 1e-3,
-        batch_size: int = 32,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        val_fraction: float = 0.1,
-        patience: int | None = 10,
-        threshold: str = "mean",
-        activation: str = "relu",
-        device: str = "auto",
-        threads: int | None = None,
-        progress: bool = True,
-    ) -> None:
-        super().__init__(
-            n_bits=n_bits,
-            random_state=random_state,
-            loss=loss,
-            stages=stages,
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            val_fraction=val_fraction,
-            patience=patience,
-            threshold=threshold,
-            activation=activation,
-            device=device,
-            threads=threads,
-            progress=progress,
-        )

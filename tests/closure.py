@@ -123,6 +123,8 @@ def stage_modules(cmd: str, params: dict) -> tuple[str, list[str], list[str]]:
         modules.append(get_method(args[0]).module)
     elif command == "ablate":
         modules.append(get_method(params["ablations"]["method"]).module)
+    elif command == "diagnose":
+        modules.extend(get_method(m).module for m in params["experiment"]["methods"])
     return command, args, modules
 
 

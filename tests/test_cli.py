@@ -24,7 +24,9 @@ def write_params(folder: Path, **features) -> Path:
                 "path": str(OXFORD),
                 "download": False,
                 "protocols": ["retrieval", "classification"],
-                "train_subset": 34,
+                "train_subset": None,
+                "rotation_subset": 34,
+                "validation_queries": 68,
             }
         },
         "split_seed": 0,
@@ -64,6 +66,11 @@ def write_params(folder: Path, **features) -> Path:
             "train": {"epochs": 1},
         },
         "evaluation": {"precision_at": [10, 100, 5000], "radius": 2},
+        "validation": {
+            "bits": 16,
+            "seeds": [0, 1],
+            "space": {"usdh": {"lr": [0.01, 0.03], "loss.semantic.weight": [3.0], "epochs": [1]}},
+        },
     }
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -83,7 +90,7 @@ def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch):
     feats = np.load(out / "features.npy")
     rots = np.load(out / "rotations.npy")
     rot_idx = np.load(out / "rotation_indices.npy")
-    subset = np.load(tmp_path / "data/splits/oxford17/retrieval/train_subset.npy")
+    subset = np.load(tmp_path / "data/splits/oxford17/retrieval/rotation_subset.npy")
     assert feats.shape == (1360, 1280) and feats.dtype == np.float32
     assert np.isfinite(feats).all()
     assert rots.shape == (34, 2, 1280)
@@ -125,11 +132,13 @@ def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch):
     itq = tmp_path / "models/retrieval/oxford17/retrieval/itq/16/0"
     fit = json.loads((itq / "fit.json").read_text())
     assert fit["n_train"] == 680 and fit["params"]["n_iter"] == 20
-    # the deep methods train on the seeded subset, with its rotated views, and log every epoch
+    # the deep methods train on the same images as the shallow ones (the rotation term on the
+    # seeded subset that has rotated views), and log every epoch
     for method, epochs in (("usdh", 3), ("deepbit", 6)):
         run = Run("retrieval", "oxford17", "retrieval", method, 16, 0, tmp_path)
         fit = json.loads(run.fit_record.read_text())
-        assert fit["n_train"] == 34 and fit["train_rows"] == "train_subset"
+        assert fit["n_train"] == 680 and fit["train_rows"] == "train"
+        assert fit["epochs"] == epochs and fit["steps"] == epochs * (680 // 8)
         log = run.train_log.read_text()
         assert len(log.splitlines()) == 1 + epochs
     assert "rotation" in log.splitlines()[0]
@@ -140,7 +149,7 @@ def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch):
     assert main(["finetune", "usdh", "16", "0"]) == 0
     ft = tmp_path / "models/finetune/oxford17/retrieval/usdh/16/0"
     record = json.loads((ft / "fit.json").read_text())
-    assert record["mode"] == "finetune" and record["epochs"] == 1 and record["n_train"] == 34
+    assert record["mode"] == "finetune" and record["epochs"] == 1 and record["n_train"] == 680
     assert record["trained_units"] and record["train_images_per_s"] > 0
     tail = torch.load(ft / "tail.pt", weights_only=True)
     pretrained = build_backbone("efficientnet_lite0", "imagenet").trainable_tail(1).state_dict()
@@ -151,12 +160,25 @@ def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch):
     fm = json.loads((tmp_path / "metrics/finetune/oxford17/retrieval/usdh/16/0.json").read_text())
     assert fm["mode"] == "finetune" and fm["mAP"] > 1 / 17
 
-    # choosing a setting on a validation split of the training pool, never on the queries
-    assert main(["validate", "usdh", "16", "0", "--set", "loss.semantic.weight=0.5"]) == 0
-    out = tmp_path / "reports/validation/oxford17/usdh/16/0_loss.semantic.weight=0.5.json"
-    val = json.loads(out.read_text())
-    assert val["params"]["loss"]["semantic"]["weight"] == 0.5 and 0 < val["val_mAP"] <= 1
-    assert val["n_val_query"] + val["n_val_database"] <= 680  # drawn from the training pool
+    # model selection on the validation split of the training pool, never on the queries: the
+    # coordinate search tries 2 settings x 2 seeds, logs the validation mAP of every epoch
+    assert main(["validate", "usdh"]) == 0
+    folder = tmp_path / "reports/validation/oxford17/retrieval/usdh"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["n_settings"] == 2 and len(summary["settings"]) == 2
+    assert summary["chosen_params"]["lr"] in (0.01, 0.03)
+    val = json.loads((folder / "0_1.json").read_text())
+    assert val["params"]["lr"] == 0.01 and 0 < val["val_mAP"] <= 1
+    assert (val["n_val_query"], val["n_val_database"], val["train_images"]) == (68, 612, 612)
+    assert len(val["val_mAP_per_epoch"]) == 1
+    assert val["val_mAP_per_epoch"][-1] == pytest.approx(val["val_mAP"], abs=1e-6)
+    assert "val_mAP" in (folder / "0_1_train_log.csv").read_text().splitlines()[0]
+    assert "## usdh" in (folder.parent / "README.md").read_text()
+    split = json.loads((tmp_path / "data/splits/oxford17/retrieval/split.json").read_text())
+    q = np.load(tmp_path / "data/splits/oxford17/retrieval/val_query.npy")
+    train = np.load(tmp_path / "data/splits/oxford17/retrieval/train.npy")
+    assert split["sizes"]["val_query"] == 68 and np.isin(q, train).all()
+    assert not np.isin(q, np.load(tmp_path / "data/splits/oxford17/retrieval/query.npy")).any()
 
 
 def test_unknown_dataset_is_one_clear_error(tmp_path, monkeypatch, capsys):
@@ -172,6 +194,8 @@ def test_method_not_in_the_experiment_is_refused(tmp_path, monkeypatch, capsys):
     write_params(tmp_path)
     assert main(["fit", "sh", "16", "0"]) == 2
     assert "experiment.methods" in capsys.readouterr().err
+    assert main(["fit", "itq", "16"]) == 2
+    assert "give both bits and seed, or neither" in capsys.readouterr().err
 
 
 def test_missing_params_file_names_the_fix(tmp_path, monkeypatch, capsys):

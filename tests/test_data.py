@@ -614,10 +614,32 @@ def test_train_subset() -> None:
     for k in plain:  # asking for a subset changes nothing else
         assert np.array_equal(plain[k], split[k])
     assert label_changes(ds.labels[sub]) > 0.8 * sub.size
-    with pytest.raises(DataError, match=r"train_subset=50001 .* 50000 training images"):
+    with pytest.raises(DataError, match=r"train_subset=50001 but there are 50000 training images"):
         make_split(ds, "deepbit", train_subset=50001)
     with pytest.raises(DataError, match="train_subset must be an integer"):
         make_split(ds, "deepbit", train_subset=0.5)
+
+
+def test_rotation_subset_and_validation_split() -> None:
+    ds = fx.synthetic_cifar()
+    plain = make_split(ds, "deepbit", seed=0)
+    split = make_split(ds, "deepbit", seed=0, rotation_subset=300, validation_queries=1000)
+    for k in plain:  # the extra parts change nothing else
+        assert np.array_equal(plain[k], split[k])
+    rot, vq, vdb = split["rotation_subset"], split["val_query"], split["val_database"]
+    assert rot.size == np.unique(rot).size == 300 and np.isin(rot, split["train"]).all()
+    # the validation split mirrors the protocol: queries and database from the training pool,
+    # together exactly the pool, disjoint, and nothing of the protocol's queries
+    assert vq.size == 1000 and vdb.size == split["train"].size - 1000
+    assert np.array_equal(np.sort(np.concatenate([vq, vdb])), np.sort(split["train"]))
+    assert not np.isin(vq, vdb).any() and not np.isin(vq, split["query"]).any()
+    # drawn from the training subset when there is one: every method trains on the same images
+    sub = make_split(ds, "deepbit", seed=0, train_subset=2000, rotation_subset=100,
+                     validation_queries=200)  # fmt: skip
+    assert np.isin(sub["rotation_subset"], sub["train_subset"]).all()
+    assert np.isin(sub["val_query"], sub["train_subset"]).all() and sub["val_database"].size == 1800
+    with pytest.raises(DataError, match="leaves no training image"):
+        make_split(ds, "deepbit", train_subset=10, validation_queries=10)
 
 
 def test_nuswide21_split() -> None:

@@ -4,7 +4,7 @@ The code a stage runs is computed from the code itself (tests/closure.py: the im
 command's module and of the hasher it fits), never from a hand list, so adding an import without
 adding the dependency to dvc.yaml fails here, naming the stage and the file. "Nothing much more":
 a listed code dependency must be run by at least one stage of its dvc.yaml entry (a matrix shares
-one deps list, so ``fit@lsh-*`` lists the deep methods' trainer too).
+one deps list, so ``fit@lsh`` lists the deep methods' trainer too).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def test_every_stage_lists_exactly_the_code_it_runs(stages):
     for s in expanded:
         by_template.setdefault(s.name.split("@")[0], set()).update(runs[s.name])
     names = {s.name.split("@")[0] for s in expanded}
-    assert {"prepare", "features", "fit", "encode", "evaluate", "ablate", "classify"} <= names
+    assert {"prepare", "features", "fit", "evaluate", "ablate", "diagnose", "classify"} <= names
     assert {"classify-features", "finetune", "report"} <= names
     problems = []
     for s in expanded:

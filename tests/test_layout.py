@@ -33,6 +33,11 @@ def test_every_kind_of_run_artifact_has_the_same_order_of_parts():
     assert run.model_dir == Path("models") / tail / "1"
     assert run.codes_dir == Path("codes") / tail / "1"
     assert run.metrics == Path("metrics") / tail / "1.json"
+    assert run.pr_curve == Path("plots/precision_recall") / tail / "1.csv"
+    assert run.p_at_n == Path("plots/precision_at_n") / tail / "1.csv"
+    for kind in layout.KINDS:  # a stage's output folder holds every run of its method
+        folder = layout.method_dir(kind, "ablations", "cifar10", "deepbit", "no_rotation")
+        assert run.model_dir.parent.parent.name == folder.name == "no_rotation"
     assert run.train_log == Path("models") / tail / "1/checkpoints/train_log.csv"
 
 
@@ -44,9 +49,10 @@ def test_find_runs_reads_back_what_the_layout_writes(tmp_path):
         layout.Run("ablations", "cifar10", "deepbit", "no_entropy", 32, 0, tmp_path),
     ]
     for run in written:
-        run.metrics.parent.mkdir(parents=True, exist_ok=True)
+        for path in (run.metrics, run.pr_curve):
+            path.parent.mkdir(parents=True, exist_ok=True)
         run.metrics.write_text("{}")
-        run.pr_curve.write_text("")  # curves beside a metrics file are not runs
+        run.pr_curve.write_text("")  # curves live in a tree of their own, not runs
     found = list(layout.find_runs("retrieval", root=tmp_path))
     assert sorted(found, key=str) == sorted(written[:3], key=str)
     assert list(layout.find_runs("ablations", root=tmp_path)) == written[3:]

@@ -232,4 +232,4 @@ def test_build_loss_errors_name_the_problem():
         build_loss({"quantization": {"weight": 1, "sigma": 3}})
     with pytest.raises(ValueError, match="entropy form"):
         build_loss({"entropy": {"weight": 1, "form": "gini"}})
-    assert set(TERMS) == {"semantic", "quantization", "entropy", "rotation"}
+    assert set(TERMS) == {"semantic", "quantization", "entropy", "rotation", "penalty"}

@@ -12,7 +12,7 @@ import yaml
 from usdh.classification import classify_codes
 from usdh.cli import main
 from usdh.fitting import merge_params
-from usdh.params import LOSS_TERMS, ParamsError, validate_params
+from usdh.params import LOSS_TERMS, ParamsError, load_params, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -42,7 +42,8 @@ def _with(path: str, value):
         ("experiment.seeds", [], "experiment.seeds' must be a non-empty list"),
         ("experiment.seeds", [0, 0], "twice"),
         ("experiment.dataset", "mnist", "experiment.dataset 'mnist' is not configured"),
-        ("ablations.variants", {"x": {"hinge": {"weight": 0}}}, "unknown loss term 'hinge'"),
+        ("ablations.variants", {"x": {"loss": {"hinge": {"weight": 1}}}}, "unknown loss term"),
+        ("ablations.variants", {"x": [1]}, "must map method parameters"),
         ("ablations.method", "itq_plus", "ablations.method"),
         ("classification.dataset", "caltech", "classification.dataset 'caltech'"),
         ("classification.bits", [10], "multiples of 8"),
@@ -95,3 +96,24 @@ def test_classify_codes_separates_what_is_separable_and_not_noise():
     assert set(result["val_accuracy"]) == {"0.01", "0.1", "1.0", "10.0"}
     shuffled = [(x, rng.permutation(y)) for x, y in parts]
     assert classify_codes(*(a for p in shuffled for a in p), seed=0)["accuracy"] < 0.45
+
+
+def test_every_deep_method_gets_the_same_selection_budget():
+    from usdh.registry import methods
+    from usdh.stages.validate import budget, check_space
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    spaces = params["validation"]["space"]
+    deep = [m for m in params["experiment"]["methods"] if methods()[m].deep]
+    assert sorted(spaces) == sorted(deep)
+    budgets = {m: budget(check_space(spaces[m])) for m in deep}
+    assert len(set(budgets.values())) == 1, budgets
+    # the same knobs for each: learning rate, one loss weight, head width, epochs
+    for m in deep:
+        keys = list(spaces[m])
+        assert keys[0] == "lr" and keys[2:] == ["hidden", "epochs"], (m, keys)
+    # every method's params.yaml values lie in its space (they are the search's winners)
+    for m in deep:
+        chosen = params["methods"][m]
+        assert chosen["lr"] in spaces[m]["lr"] and chosen["epochs"] in spaces[m]["epochs"]
+        assert chosen.get("hidden") in spaces[m]["hidden"]

@@ -1,13 +1,15 @@
 """`dvc repro` of the real dvc.yaml, end to end, on Oxford-17 with a reduced params.yaml.
 
 This is the pipeline CI can afford: the same stages and code as the default CIFAR-10 run, on 1,360
-images at 32 px, one code length, two seeds and short deep training. It checks the outputs a reader
-gets (results, ablations, classification, tables, figures, README), that a second `dvc repro`
-does nothing, and that changing one method's parameter touches only that method's stages.
+images at 32 px, all eight methods at one code length, two seeds and short deep training. It checks
+the outputs a reader gets (results, ablations, classification, tables, figures, README), that a
+second `dvc repro` does nothing, and that changing one method's parameter touches only that
+method's stages.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -31,25 +33,31 @@ def reduced_params() -> dict:
             "download": False,
             "protocols": ["retrieval", "classification"],
             "train_subset": None,
+            "rotation_subset": 200,
+            "validation_queries": None,
         }
     }
     params["features"].update(input_size=32, threads=1, rotation_angles=[-5, 5])
     params["experiment"].update(dataset="oxford17", protocol="retrieval", bits=[16], seeds=[0, 1])
-    for name in ("deepbit", "usdh"):
+    for name in ("deepbit", "usdh", "greedyhash", "bihalf"):
         params["methods"][name].update(DEEP)
     params["ablations"].update(
         bits=[16],
         seeds=[0],
         variants={
-            "no_rotation": {"rotation": {"weight": 0.0}},
+            "no_rotation": {"loss": {"rotation": {"weight": 0.0}}},
             "semantic_only": {
-                "quantization": {"weight": 0.0},
-                "entropy": {"weight": 0.0},
-                "rotation": {"weight": 0.0},
+                "loss": {
+                    "quantization": {"weight": 0.0},
+                    "entropy": {"weight": 0.0},
+                    "rotation": {"weight": 0.0},
+                }
             },
+            "bihalf_binarizer": {"binarizer": "bihalf"},
         },
     )
-    params["classification"].update(methods=["itq", "usdh"], bits=[16], seeds=[0])
+    params["diagnostics"].update(batch_size=64, batches=4)
+    params["classification"].update(methods=["itq", "usdh", "bihalf"], bits=[16], seeds=[0])
     params["evaluation"]["precision_at"] = [10, 100]
     return params
 
@@ -83,24 +91,40 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
     dvc(tmp_path, "repro")
 
     results = pd.read_csv(tmp_path / "reports" / "results.csv")
-    assert len(results) == 6 * 2  # methods x seeds at 16 bits
+    methods = {"lsh", "pcah", "itq", "sh", "deepbit", "usdh", "greedyhash", "bihalf"}
+    assert len(results) == len(methods) * 2  # methods x seeds at 16 bits
     assert {"dataset", "protocol", "method", "bits", "seed", "mAP", "mAP_tie_aware"} <= set(
         results.columns
     )
-    assert set(results["method"]) == {"lsh", "pcah", "itq", "sh", "deepbit", "usdh"}
+    assert set(results["method"]) == methods
     assert results["mAP"].between(0, 1).all() and (results["mAP"] > 1 / 17).all()
+    # equal footing: every method saw the same training images, and the report says how long
+    assert (results["train_images"] == 680).all() and (results["fit_seconds"] > 0).all()
     ablations = pd.read_csv(tmp_path / "reports" / "ablations.csv")
-    assert set(ablations["variant"]) == {"full", "no_rotation", "semantic_only"}
+    assert set(ablations["variant"]) == {"full", "no_rotation", "semantic_only", "bihalf_binarizer"}
     assert list(ablations.columns[:5]) == ["dataset", "variant", "bits", "seed", "mAP"]
     classification = pd.read_csv(tmp_path / "reports" / "classification.csv")
-    assert set(classification["method"]) == {"itq", "usdh"}
+    assert set(classification["method"]) == {"itq", "usdh", "bihalf"}
     assert classification["accuracy"].between(1 / 17, 1).all()
     readme = (tmp_path / "reports" / "README.md").read_text()
-    for heading in ("## Ablations", "## Classification on codes", "features (1280-d"):
+    for heading in (
+        "## Verdict: usdh against each method",
+        "## What each method trained on",
+        "## Why USDH lands where it lands",
+        "## Ablations",
+        "## Classification on codes",
+        "features (1280-d",
+    ):
         assert heading in readme
+    diagnosis = json.loads(
+        (tmp_path / "metrics/diagnostics/oxford17/retrieval/usdh_loss.json").read_text()
+    )
+    assert {r["seed"] for r in diagnosis["runs"]} == {0, 1}
+    assert set(diagnosis["runs"][0]["loss"]) == methods | {"usdh_relaxed"}
+    assert diagnosis["runs"][0]["loss"]["itq"]["quantization"] == 0.0  # binary codes
     figures = {p.name for p in (tmp_path / "reports" / "figures").iterdir()}
     assert {"ablations_oxford17.png", "training_oxford17_usdh.png"} <= figures
-    for name in ("main_map", "ablations", "classification"):
+    for name in ("main_map", "verdict", "training", "ablations", "classification"):
         assert (tmp_path / "reports" / "tables" / f"{name}.tex").is_file()
 
     # nothing changed: nothing runs
@@ -110,7 +134,7 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
     n_iter = params["methods"]["itq"]["n_iter"]
     params["methods"]["itq"]["n_iter"] = 7
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert stale_stages(tmp_path) == {"fit@itq-16-0", "fit@itq-16-1", "classify@itq-16-0"}
+    assert stale_stages(tmp_path) == {"fit@itq", "classify@itq"}
     params["methods"]["itq"]["n_iter"] = n_iter
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert stale_stages(tmp_path) == set()
@@ -126,12 +150,12 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
             path.write_text(original)
 
     everything = {
-        "prepare", "split", "features", "fit", "encode", "evaluate", "ablate", "classify",
+        "prepare", "split", "features", "fit", "evaluate", "ablate", "diagnose", "classify",
         "classify-features", "report",
     }  # fmt: skip
     assert touched("usdh/search.py") == {"evaluate", "ablate"}
-    assert touched("usdh/codes.py") == {"fit", "encode", "evaluate", "ablate", "classify"}
-    assert touched("usdh/hasher.py") == {"fit", "encode", "ablate", "classify"}
+    assert touched("usdh/codes.py") == {"fit", "evaluate", "ablate", "diagnose", "classify"}
+    assert touched("usdh/hasher.py") == {"fit", "ablate", "diagnose", "classify"}
     assert touched("usdh/report/build.py") == {"report"}
     assert touched("usdh/cli.py") == everything
     assert stale_stages(tmp_path) == set()

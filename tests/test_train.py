@@ -169,7 +169,7 @@ def test_deepbit_defaults_are_the_releases():
     assert loss["semantic"]["weight"] == 0
     assert (loss["quantization"]["weight"], loss["entropy"]["weight"]) == (1.0, 1.0)
     assert loss["rotation"]["weight"] == 0.001
-    assert [s.lr for s in cfg.stages] == [1e-3, 1e-4, 1e-4]
+    assert [s.lr for s in cfg.stages] == pytest.approx([1e-3, 1e-4, 1e-4])
     assert [s.weights.get("rotation") for s in cfg.stages] == [0.0, 0.0, None]
     assert (cfg.momentum, cfg.weight_decay, cfg.batch_size) == (0.9, 5e-4, 32)
     assert m.threshold == "mean" and m.activation == "relu"  # relu8_kevin after fc8
@@ -186,17 +186,24 @@ def test_deepbit_thresholds_at_the_mean_training_activation():
 
 
 def test_activations_are_modules_chosen_by_name():
-    assert list(ACTIVATIONS) == ["sigmoid", "relu"]
+    assert list(ACTIVATIONS) == ["sigmoid", "relu", "identity", "tanh"]
     z = torch.linspace(-3.0, 3.0, 13)
     assert torch.equal(build_activation("sigmoid")(z), torch.sigmoid(z))
     assert torch.equal(build_activation("relu")(z), torch.relu(z))
-    for bad in ("tanh", "Sigmoid", None, ["relu"]):
-        with pytest.raises(ValueError, match=r"activation must be one of \('sigmoid', 'relu'\)"):
+    assert torch.equal(build_activation("identity")(z), z)
+    assert torch.equal(build_activation("tanh")(z), torch.tanh(z))
+    # the signed form: its sign is the bit the encoder gives (h > midpoint)
+    for name in ACTIVATIONS:
+        act = build_activation(name)
+        h = act(z)
+        assert torch.equal(act.signed(h) > 0, h > act.midpoint)
+    for bad in ("softsign", "Sigmoid", None, ["relu"]):
+        with pytest.raises(ValueError, match=r"activation must be one of \('sigmoid', 'relu'"):
             build_activation(bad)
     with pytest.raises(ValueError, match="activation must be one of"):
-        HashHead(8, 8, activation="tanh")
+        HashHead(8, 8, activation="softsign")
     with pytest.raises(ValueError, match="activation must be one of"):
-        _config(activation="tanh")
+        _config(activation="softsign")
 
 
 def test_the_head_is_initialised_from_its_generator():
@@ -241,7 +248,13 @@ def test_ablation_without_rotation_needs_no_rotated_views():
         ({"loss": {"entropy": {"weight": -0.5}}}, "finite number >= 0"),
         ({"loss": {"hinge": {"weight": 1}}}, "unknown loss term 'hinge'"),
         ({"threshold": "median"}, "threshold must be one of"),
-        ({"activation": "tanh"}, "activation must be one of"),
+        ({"activation": "softsign"}, "activation must be one of"),
+        ({"binarizer": "median"}, "binarizer must be one of"),
+        ({"binarizer": "bihalf", "binarizer_options": {"gamma": -1}}, "gamma must be"),
+        ({"optimizer": "lbfgs"}, "optimizer must be one of"),
+        ({"init": "pca"}, "init must be one of"),
+        ({"init": "itq", "hidden": 32}, "needs hidden=None"),
+        ({"hidden": 0}, "hidden"),
         ({"stages": [{"epochs": 0}]}, "stage epochs"),
         ({"val_fraction": 1.0}, "val_fraction"),
     ],
@@ -254,7 +267,7 @@ def test_bad_settings_are_clear_errors(kwargs, match):
 
 def test_bad_inputs_are_clear_errors():
     x, rot, _ = clustered(60)
-    with pytest.raises(ValueError, match=r"rotations must have shape \(N, A, D\)"):
+    with pytest.raises(ValueError, match=r"rotations must have shape \(M, A, D\)"):
         usdh().fit(x, views=TrainingViews(rot[:, :, :5], ANGLES))
     with pytest.raises(ValueError, match="angles must list the 4"):
         usdh().fit(x, views=TrainingViews(rot, (5.0,)))

@@ -3,13 +3,17 @@
     python -m usdh prepare cifar10      # decode once into data/prepared/cifar10/
     python -m usdh split cifar10        # protocol index files into data/splits/cifar10/<protocol>/
     python -m usdh features cifar10     # backbone features into data/features/cifar10/<backbone>/
-    python -m usdh fit itq 32 0         # models/retrieval/<dataset>/<protocol>/itq/32/0/
-    python -m usdh encode itq 32 0      # codes/retrieval/<dataset>/<protocol>/itq/32/0/
-    python -m usdh evaluate itq 32 0    # metrics/retrieval/<dataset>/<protocol>/itq/32/0.json
-    python -m usdh ablate no_rotation 32 0   # USDH without one term: metrics/ablations/...
-    python -m usdh classify itq 32 0    # linear classifier on codes: metrics/classification/...
-    python -m usdh finetune usdh 32 0   # end to end with the backbone's last units (a GPU's job)
-    python -m usdh validate usdh 32 0 --set loss.semantic.weight=2   # mAP on a validation split
+    python -m usdh fit itq              # every bits x seed: models/ and codes/retrieval/.../itq/
+    python -m usdh fit itq 32 0         # one run: models/retrieval/<dataset>/<protocol>/itq/32/0/
+    python -m usdh encode itq           # re-encode from the saved models
+    python -m usdh evaluate itq         # metrics/retrieval/.../itq/<bits>/<seed>.json, plots/...
+    python -m usdh ablate no_rotation   # USDH without one term: metrics/ablations/...
+    python -m usdh classify itq         # linear classifier on codes: metrics/classification/...
+    python -m usdh finetune usdh        # end to end with the backbone's last units (a GPU's job)
+    python -m usdh diagnose             # USDH's loss on ITQ's codes and on its own
+    python -m usdh validate usdh        # the selection budget on the validation split
+
+The run commands take ``[bits seed]`` to run one code length and seed instead of all of them.
 
 Each command lives in its own module of :mod:`usdh.stages`, imported only when it runs: the light
 stages start fast, and a stage's code dependencies (``dvc.yaml``) are its module's imports.
@@ -35,14 +39,15 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "prepare": (("dataset",), "find (or download) a dataset and decode it once"),
     "split": (("dataset",), "write the seeded index files of every configured protocol"),
     "features": (("dataset",), "backbone features of every image and of rotated views"),
-    "fit": (("method", "bits", "seed"), "fit one method on the experiment's training rows"),
-    "encode": (("method", "bits", "seed"), "encode the protocol's queries and database"),
+    "fit": (("method", "bits", "seed"), "fit and encode a method on the experiment's rows"),
+    "encode": (("method", "bits", "seed"), "encode the protocol's queries and database again"),
     "evaluate": (("method", "bits", "seed"), "mAP, PR by radius and precision@N of saved codes"),
     "ablate": (("variant", "bits", "seed"), "the ablated method with one variant's overrides"),
     "classify": (("method", "bits", "seed"), "a linear classifier on one method's codes"),
     "classify-features": ((), "the same classifier on the real-valued features (reference)"),
     "finetune": (("method", "bits", "seed"), "train the backbone's last units with the head"),
-    "validate": (("method", "bits", "seed"), "score a setting on a validation split"),
+    "diagnose": ((), "the USDH loss on ITQ's codes and on USDH's own"),
+    "validate": (("method",), "the selection budget of a method on the validation split"),
     "report": ((), "tables, figures and reports/README.md from the metrics files"),
 }
 
@@ -50,9 +55,11 @@ _ARG_HELP = {
     "dataset": ("a dataset configured under 'datasets' in params.yaml", str),
     "method": ("a registered method listed in the command's params section", str),
     "variant": ("a variant listed in ablations.variants", str),
-    "bits": ("code length (a multiple of 8)", int),
-    "seed": ("the method's random seed", int),
+    "bits": ("code length (a multiple of 8); omitted: every one of the params section", int),
+    "seed": ("the method's random seed; omitted: every one of the params section", int),
 }
+#: positional arguments that may be left out (together): the run commands' bits and seed
+_OPTIONAL = ("bits", "seed")
 
 
 def stage_module(command: str) -> str:
@@ -72,15 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
         for arg in args:
             what, kind = _ARG_HELP[arg]
-            p.add_argument(arg, type=kind, help=what)
-    sub.choices["validate"].add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a method parameter, e.g. loss.semantic.construction=knn",
-    )
+            nargs = "?" if arg in _OPTIONAL else None
+            p.add_argument(arg, type=kind, help=what, nargs=nargs)
     return parser
 
 
@@ -94,12 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     positional = [getattr(args, a) for a in COMMANDS[args.command][0]]
-    extra = {"overrides": args.overrides} if args.command == "validate" else {}
+    if (getattr(args, "bits", None) is None) != (getattr(args, "seed", None) is None):
+        print(f"usdh {args.command}: error: give both bits and seed, or neither", file=sys.stderr)
+        return 2
     try:
         params = load_params(args.params)
         validate_params(params)
         module = importlib.import_module(stage_module(args.command))
-        module.run(params, *positional, **extra)
+        module.run(params, *positional)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         # our errors already say what is wrong and how to fix it: print them, not a traceback
         if args.verbose:

@@ -15,7 +15,7 @@ from usdh.io import atomic_path, save_json
 from usdh.layout import Run
 from usdh.metrics import evaluate_retrieval
 
-__all__ = ["evaluate_run", "validation_split"]
+__all__ = ["evaluate_run"]
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
@@ -60,24 +60,3 @@ def evaluate_run(
     metrics["precision_at_n"] = dict(zip(map(str, pn["n"]), pn["precision"], strict=True))
     save_json(run.metrics, metrics)
     return metrics
-
-
-def validation_split(
-    split: Mapping[str, np.ndarray], seed: int, n_query: int = 1000, n_database: int = 10000
-) -> dict[str, np.ndarray]:
-    """Queries and a database drawn from the training pool, outside the deep methods' subset.
-
-    Hyperparameters (a loss weight, the semantic construction) are chosen on this split, so the
-    protocol's queries are never looked at before the final evaluation. Training rows of the
-    shallow methods may fall in it, as training images fall in the database of the ``deepbit``
-    protocol itself.
-    """
-    pool = split["train"]
-    if "train_subset" in split:
-        pool = np.setdiff1d(pool, split["train_subset"])
-    if len(pool) < n_query + n_database:
-        n_query = max(1, len(pool) // 10)
-        n_database = len(pool) - n_query
-    rng = np.random.default_rng([seed, 0x5E1EC7])
-    drawn = rng.permutation(pool)
-    return {"query": drawn[:n_query], "database": drawn[n_query : n_query + n_database]}

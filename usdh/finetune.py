@@ -25,8 +25,9 @@ import torch
 from PIL import Image
 
 from usdh.backbones import Backbone
+from usdh.data import training_part
 from usdh.features import ImageSource, extract_features
-from usdh.fitting import Fitted, make_hasher, save_fitted, training_rows
+from usdh.fitting import Fitted, make_hasher, save_fitted
 from usdh.io import atomic_path, save_npy
 from usdh.layout import Run
 from usdh.method import USDH
@@ -70,7 +71,8 @@ def finetune_method(
     """Fine-tune ``backbone``'s last units and a deep method's head; save both and the codes.
 
     ``features`` are the pretrained backbone's cached features of every image (the semantic
-    term's targets); training uses the protocol's ``train_subset`` (else ``train``) rows.
+    term's targets); training uses the rows every method trains on
+    (:func:`usdh.data.training_rows`).
     """
     spec = get_method(name)
     if not spec.finetunable:
@@ -79,7 +81,8 @@ def finetune_method(
     if not isinstance(hasher, USDH):
         raise ValueError(f"fine-tuning trains a USDH-style head; {name!r} is not one")
     config: TrainConfig = hasher.train_config()
-    part, rows = training_rows(spec, split)
+    part = training_part(split)
+    rows = split[part]
     data = ImageBatches(
         _Rows(images, rows),
         features[rows],

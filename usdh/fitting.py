@@ -2,11 +2,12 @@
 finetune.
 
 A run's hasher is made from the registry (:mod:`usdh.registry`) and the method's params.yaml
-section merged with any overrides (:func:`merge_params`, recursive, everywhere); it trains on the
-rows :func:`training_rows` picks (shallow methods: the protocol's whole training pool; deep
-methods: its seeded ``train_subset`` when there is one) with the extra inputs it declares
-(:class:`usdh.hasher.TrainingViews`, checked to belong to exactly those rows); the fitted state and
-a record of the run (params, rows, seconds, environment) are saved where :mod:`usdh.layout` says.
+section merged with any overrides (:func:`merge_params`, recursive, everywhere); every method
+trains on the rows :func:`usdh.data.training_rows` picks (the protocol's training pool, or its
+seeded ``train_subset``: the same rows for all, shallow or deep) with the extra inputs it
+declares (:class:`usdh.hasher.TrainingViews`: the rotated views of those of its rows that have
+them); the fitted state and a record of the run (params, rows, seconds, environment) are saved
+where :mod:`usdh.layout` says.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from usdh.data import training_part
 from usdh.hasher import BaseHasher, TrainingViews
 from usdh.io import save_json
 from usdh.layout import Run
@@ -31,7 +33,6 @@ __all__ = [
     "merge_params",
     "save_fitted",
     "stored_views",
-    "training_rows",
     "views_from_features",
 ]
 
@@ -54,12 +55,6 @@ def make_hasher(
     return get_method(name).load()(n_bits=bits, random_state=seed, **dict(method_params or {}))
 
 
-def training_rows(spec: MethodSpec, split: Mapping[str, np.ndarray]) -> tuple[str, np.ndarray]:
-    """Which split part a method trains on, and its rows."""
-    part = "train_subset" if spec.deep and "train_subset" in split else "train"
-    return part, split[part]
-
-
 def stored_views(
     spec: MethodSpec,
     rows: np.ndarray,
@@ -67,16 +62,24 @@ def stored_views(
     rotation_indices: np.ndarray | None,
     angles: Any,
 ) -> TrainingViews | None:
-    """The views the features stage stored, for a method that declares it uses them, once checked
-    to be the views of exactly the rows it trains on."""
+    """The views the features stage stored of those ``rows`` that have them, for a method that
+    declares it uses them (``views.rows``: their positions in ``rows``)."""
     if "rotations" not in spec.views or rotations is None:
         return None
-    if rotation_indices is None or not np.array_equal(rotation_indices, rows):
+    if rotation_indices is None:
+        raise ValueError("the stored rotated views have no row indices; rerun the features stage")
+    stored = np.asarray(rotation_indices)
+    order = np.argsort(rows, kind="stable")
+    where = np.searchsorted(rows, stored, sorter=order)
+    where = np.minimum(where, len(rows) - 1)
+    hit = rows[order[where]] == stored
+    if not hit.any():
         raise ValueError(
-            "the stored rotated views are not those of the training rows this run trains on; "
-            "rerun the features stage after changing the split"
+            "none of the stored rotated views belongs to the rows this run trains on; rerun the "
+            "features stage after changing the split"
         )
-    return TrainingViews(np.asarray(rotations), tuple(float(a) for a in angles))
+    views = np.asarray(rotations)[hit] if not hit.all() else np.asarray(rotations)
+    return TrainingViews(views, tuple(float(a) for a in angles), order[where[hit]])
 
 
 def views_from_features(fs: Any) -> Callable[[MethodSpec, np.ndarray], TrainingViews | None]:
@@ -113,23 +116,38 @@ def fit_on_rows(
     method_params: Mapping[str, Any] | None = None,
     views: Callable[[MethodSpec, np.ndarray], TrainingViews | None] | None = None,
     run: Run | None = None,
+    monitor: Callable[[Any], float] | None = None,
 ) -> Fitted:
     """Fit method ``name`` on its training rows of ``split``.
 
     ``views(spec, rows)`` gives a deep method's extra inputs; with ``run``, a deep method keeps
-    a checkpoint in the run's folder and resumes from it.
+    a checkpoint in the run's folder and resumes from it; ``monitor`` (deep methods) is logged
+    after every epoch (see :meth:`usdh.method.USDH.fit`).
     """
     spec = get_method(name)
     hasher = make_hasher(name, bits, seed, method_params)
-    part, rows = training_rows(spec, split)
+    part = training_part(split)
+    rows = split[part]
     kwargs: dict[str, Any] = {}
     if spec.deep:
         kwargs["views"] = views(spec, rows) if views is not None else None
         if run is not None:
             kwargs.update(checkpoint_dir=run.checkpoints, resume=True)
+        if monitor is not None:
+            kwargs["monitor"] = monitor
     start = time.perf_counter()
     hasher.fit(features[rows], **kwargs)
     return Fitted(name, hasher, part, len(rows), time.perf_counter() - start)
+
+
+def _schedule(hasher: BaseHasher, n_train: int) -> dict[str, int]:
+    """A deep fit's epochs and SGD steps (from its training log), for the report."""
+    log = getattr(hasher, "log_", None)
+    batch = getattr(hasher, "batch_size", None)
+    if log is None or not batch:
+        return {}
+    per_epoch = n_train // batch if n_train > batch else 1
+    return {"epochs": len(log), "steps": len(log) * per_epoch}
 
 
 def save_fitted(
@@ -148,6 +166,7 @@ def save_fitted(
             "n_train": fitted.n_train,
             "train_rows": fitted.part,
             "fit_seconds": round(fitted.seconds, 3),
+            **_schedule(hasher, fitted.n_train),
             "environment": environment(device or getattr(hasher, "device_", None)),
             **(record or {}),
         },

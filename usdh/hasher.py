@@ -61,32 +61,43 @@ def check_features(
 class TrainingViews:
     """Extra training inputs of a deep fit, beside the features of its training rows.
 
-    ``rotations`` (N, A, D): row ``i`` holds the features of training row ``i`` rotated by each of
-    ``angles`` (A degrees, positive = counter-clockwise), as the features stage stores them.
+    ``rotations`` (M, A, D): row ``j`` holds the features of training row ``rows[j]`` (without
+    ``rows``: row ``j``, M = N) rotated by each of ``angles`` (A degrees, positive =
+    counter-clockwise), as the features stage stores them.
     """
 
     rotations: NDArray[np.floating] | None = None
     angles: tuple[float, ...] | None = None
+    rows: NDArray[np.int64] | None = None
 
     def checked(self, X: NDArray[np.floating]) -> TrainingViews:
         """These views, once checked to belong to the training features ``X`` (N, D)."""
         if self.rotations is None:
-            if self.angles is not None:
-                raise ValueError("angles given without rotations")
+            if self.angles is not None or self.rows is not None:
+                raise ValueError("angles or rows given without rotations")
             return self
         rot = np.asarray(self.rotations)
-        if rot.ndim != 3 or rot.shape[0] != X.shape[0] or rot.shape[2] != X.shape[1]:
+        rows = None if self.rows is None else np.asarray(self.rows)
+        m = X.shape[0] if rows is None else rows.shape[0]
+        if rot.ndim != 3 or rot.shape[0] != m or rot.shape[2] != X.shape[1]:
             raise ValueError(
-                f"rotations must have shape (N, A, D) = ({X.shape[0]}, A, {X.shape[1]}), one row "
-                f"of rotated views per row of X, got {rot.shape}"
+                f"rotations must have shape (M, A, D) = ({m}, A, {X.shape[1]}), one row of "
+                f"rotated views per rotated row of X, got {rot.shape}"
             )
+        if rows is not None and (
+            rows.ndim != 1
+            or rows.dtype.kind not in "iu"
+            or (rows.size and (rows.min() < 0 or rows.max() >= X.shape[0]))
+            or np.unique(rows).size != rows.size
+        ):
+            raise ValueError(f"rows must be distinct row indices of X (0..{X.shape[0] - 1})")
         check_features(rot.reshape(-1, rot.shape[2]), name="rotations")
         if self.angles is None or len(self.angles) != rot.shape[1]:
             raise ValueError(
                 f"angles must list the {rot.shape[1]} rotation angles (degrees) of the views, "
                 f"got {self.angles!r}"
             )
-        return TrainingViews(rot, tuple(float(a) for a in self.angles))
+        return TrainingViews(rot, tuple(float(a) for a in self.angles), rows)
 
 
 class BaseHasher:

@@ -8,8 +8,15 @@ parts for every kind and group::
     data/features/<dataset>/<backbone>/
     models/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>/      model.npz, fit.json, checkpoints/
     codes/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>/       query.npy, database.npy
-    metrics/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>.json  (+ _pr.csv, _pn.csv)
+    metrics/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>.json
+    plots/precision_recall/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>.csv
+    plots/precision_at_n/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>.csv
     metrics/classification/<dataset>/<protocol>/features.json      the features reference
+    metrics/diagnostics/<dataset>/<protocol>/<name>.json           analyses of fitted runs
+
+A pipeline stage runs every code length and seed of one method (or variant), so its outputs are the
+method's folders (:func:`method_dir`); metrics and each kind of curve have folders of their own, so
+DVC can declare each folder as metrics or as plots with one x and y.
 
 ``group`` says which experiment a run belongs to (:data:`GROUPS`); ``name`` is the method, or the
 ablation variant in the ``ablations`` group. The CLI, the fit path, fine-tuning and the report ask
@@ -28,22 +35,35 @@ __all__ = [
     "CODES",
     "DATA",
     "GROUPS",
+    "KINDS",
     "METRICS",
     "MODELS",
+    "PLOTS",
     "Run",
     "check_name",
+    "diagnostics_record",
     "features_dir",
     "features_reference",
     "find_runs",
+    "method_dir",
     "prepared_dir",
     "split_dir",
-    "validation_record",
+    "validation_dir",
 ]
 
 DATA = Path("data")
 MODELS = Path("models")
 CODES = Path("codes")
 METRICS = Path("metrics")
+PLOTS = Path("plots")
+#: run artifact kinds -> their top folder
+KINDS = {
+    "models": MODELS,
+    "codes": CODES,
+    "metrics": METRICS,
+    "precision_recall": PLOTS / "precision_recall",
+    "precision_at_n": PLOTS / "precision_at_n",
+}
 
 #: the experiments a run can belong to: the main retrieval table, the loss-term ablations, the
 #: linear classification on codes, and the fine-tuned (backbone + head) runs
@@ -84,11 +104,27 @@ def features_reference(dataset: str, protocol: str, root: Path = Path()) -> Path
     return root / METRICS / "classification" / dataset / protocol / "features.json"
 
 
-def validation_record(
-    dataset: str, method: str, bits: int, seed: int, tag: str, root: Path = Path()
+def validation_dir(dataset: str, protocol: str, method: str, root: Path = Path()) -> Path:
+    """The ``validate`` command's records of one method (committed: selection is evidence)."""
+    return root / "reports" / "validation" / dataset / protocol / check_name("method", method)
+
+
+def diagnostics_record(dataset: str, protocol: str, name: str, root: Path = Path()) -> Path:
+    """An analysis of fitted runs (the diagnose stage)."""
+    return root / METRICS / "diagnostics" / dataset / protocol / f"{check_name('name', name)}.json"
+
+
+def method_dir(
+    kind: str, group: str, dataset: str, protocol: str, name: str, root: Path = Path()
 ) -> Path:
-    """A ``validate`` command's score of one setting (committed: model selection is evidence)."""
-    return root / "reports" / "validation" / dataset / method / str(bits) / f"{seed}_{tag}.json"
+    """The folder of every run of one method (or variant) for one ``kind`` of :data:`KINDS`."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown artifact kind {kind!r}; the kinds are {tuple(KINDS)}")
+    if group not in GROUPS:
+        raise ValueError(f"unknown run group {group!r}; the groups are {GROUPS}")
+    for what, value in (("dataset", dataset), ("protocol", protocol), ("name", name)):
+        check_name(what, value)
+    return root / KINDS[kind] / group / dataset / protocol / name
 
 
 @dataclass(frozen=True)
@@ -109,13 +145,14 @@ class Run:
         for kind in ("dataset", "protocol", "name"):
             check_name(kind, getattr(self, kind))
 
-    @property
-    def _parts(self) -> Path:
-        return Path(self.group, self.dataset, self.protocol, self.name, str(self.bits))
+    def _in(self, kind: str) -> Path:
+        """This run's folder of code length ``bits`` in the ``kind`` tree."""
+        folder = method_dir(kind, self.group, self.dataset, self.protocol, self.name, self.root)
+        return folder / str(self.bits)
 
     @property
     def model_dir(self) -> Path:
-        return self.root / MODELS / self._parts / str(self.seed)
+        return self._in("models") / str(self.seed)
 
     @property
     def model(self) -> Path:
@@ -135,19 +172,19 @@ class Run:
 
     @property
     def codes_dir(self) -> Path:
-        return self.root / CODES / self._parts / str(self.seed)
+        return self._in("codes") / str(self.seed)
 
     @property
     def metrics(self) -> Path:
-        return self.root / METRICS / self._parts / f"{self.seed}.json"
+        return self._in("metrics") / f"{self.seed}.json"
 
     @property
     def pr_curve(self) -> Path:
-        return self.root / METRICS / self._parts / f"{self.seed}_pr.csv"
+        return self._in("precision_recall") / f"{self.seed}.csv"
 
     @property
     def p_at_n(self) -> Path:
-        return self.root / METRICS / self._parts / f"{self.seed}_pn.csv"
+        return self._in("precision_at_n") / f"{self.seed}.csv"
 
 
 def find_runs(group: str, kind: str = "metrics", root: Path = Path()) -> Iterator[Run]:

@@ -1,7 +1,8 @@
 """The loss terms of the deep hashers, one small module each, combined by weights from params.yaml.
 
-Every term maps relaxed codes ``h`` (B, K) in (0, 1) (plus, where it needs them, the backbone
-features of the batch, the relaxed codes of rotated views and the batch's row indices) to a scalar.
+Every term maps relaxed codes ``h`` (B, K) (plus, where it needs them, the binarizer's codes ``u``
+in {-1, +1} or their relaxed form, the backbone features of the batch, the relaxed codes of
+rotated views and the batch's row indices) to a scalar.
 :class:`CompositeLoss` sums the terms with their weights; a weight of 0 removes a term entirely (it
 is not even computed), which is how the ablations switch criteria off.
 
@@ -26,6 +27,7 @@ __all__ = [
     "CompositeLoss",
     "EntropyLoss",
     "LossTerm",
+    "PenaltyLoss",
     "QuantizationLoss",
     "RotationLoss",
     "SemanticLoss",
@@ -48,10 +50,12 @@ class LossTerm(nn.Module):
         self,
         h: torch.Tensor,
         *,
+        codes: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
         h_rot: torch.Tensor | None = None,
         angles: torch.Tensor | None = None,
         index: torch.Tensor | None = None,
+        rot_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         raise NotImplementedError
 
@@ -107,8 +111,9 @@ class RotationLoss(LossTerm):
     """``1/2 sum_k (h_k(x) - h_k(rot_a x))^2`` weighted by ``exp(-(a / sigma)^2 / 2)``.
 
     The mean runs over (image, angle) pairs, as DeepBit's ``TransformLoss`` averages over its
-    pairs. With ``sigma=5`` the weights of -10, -5, 5, 10 degrees are DeepBit's
-    ``exp(-(i - 3)^2 / 2)`` for i = 1, 2, 4, 5.
+    pairs; ``rot_mask`` picks the batch rows whose rotated views are stored (the features stage
+    may rotate a seeded subset of the training rows only). With ``sigma=5`` the weights of
+    -10, -5, 5, 10 degrees are DeepBit's ``exp(-(i - 3)^2 / 2)`` for i = 1, 2, 4, 5.
     """
 
     name = "rotation"
@@ -129,10 +134,15 @@ class RotationLoss(LossTerm):
         *,
         h_rot: torch.Tensor | None = None,
         angles: torch.Tensor | None = None,
+        rot_mask: torch.Tensor | None = None,
         **_: Any,
     ) -> torch.Tensor:
         if h_rot is None or angles is None:
             raise ValueError("the rotation term needs the codes of rotated views and their angles")
+        if rot_mask is not None:  # only the batch rows that have rotated views
+            h = h[rot_mask]
+            if h.shape[0] == 0:
+                return h_rot.sum() * 0.0
         if h_rot.ndim != 3 or h_rot.shape[0] != h.shape[0] or h_rot.shape[2] != h.shape[1]:
             raise ValueError(
                 f"rotated codes must have shape (B, A, K) = ({h.shape[0]}, A, {h.shape[1]}), "
@@ -144,7 +154,25 @@ class RotationLoss(LossTerm):
         return 0.5 * (dist * self.weights(angles)).mean()
 
 
+class PenaltyLoss(LossTerm):
+    """``mean |(|h| - 1)^p|`` over batch and bits: GreedyHash's pull of the linear outputs ``h``
+    towards +-1, where the sign loses nothing (Su et al. 2018; ``p = 3`` in its release). Meant
+    for the identity activation."""
+
+    name = "penalty"
+
+    def __init__(self, power: float = 3.0) -> None:
+        super().__init__()
+        if isinstance(power, bool) or not isinstance(power, int | float) or power <= 0:
+            raise ValueError(f"penalty power must be a number > 0, got {power!r}")
+        self.power = float(power)
+
+    def forward(self, h: torch.Tensor, **_: Any) -> torch.Tensor:
+        return (h.abs() - 1.0).pow(self.power).abs().mean()
+
+
 CONSTRUCTIONS = ("cosine", "knn", "ssdh")
+PAIRINGS = ("all", "halves")
 
 
 class SemanticLoss(LossTerm):
@@ -152,8 +180,11 @@ class SemanticLoss(LossTerm):
 
     ``construction``:
 
-    * ``"cosine"``: regression, ``mean_{i != j} (cos(u_i, u_j) - cos(f_i, f_j))^2`` with
-      ``u = 2h - 1`` within the batch.
+    * ``"cosine"``: regression, ``mean (cos(u_i, u_j) - cos(f_i, f_j))^2`` over the batch's pairs:
+      ``pairs="all"`` (every ``i != j``, ours) or ``"halves"`` (row ``i`` of the first half with
+      row ``i`` of the second, as the GreedyHash and BiHalf releases pair them). ``u`` are the
+      binarizer's codes (``2h - 1`` without a binarizer); GreedyHash and BiHalf regress their
+      binary codes' cosines this way, with ``center=False`` (raw cosines, as released).
     * ``"knn"``: a pseudo-label graph: ``i`` and ``j`` are similar when either is among the other's
       ``k`` nearest neighbours (cosine) in the whole training set, dissimilar otherwise.
     * ``"ssdh"``: SSDH's rule (Yang et al., IJCAI 2018): the cosine distances of sampled training
@@ -178,8 +209,11 @@ class SemanticLoss(LossTerm):
         alpha_l: float = 2.0,
         alpha_r: float = 2.0,
         n_pairs: int = 200_000,
+        pairs: str = "all",
     ) -> None:
         super().__init__()
+        if pairs not in PAIRINGS:
+            raise ValueError(f"semantic pairs must be one of {PAIRINGS}, got {pairs!r}")
         if construction not in CONSTRUCTIONS:
             raise ValueError(
                 f"unknown semantic construction {construction!r}; choose one of {CONSTRUCTIONS}"
@@ -197,7 +231,9 @@ class SemanticLoss(LossTerm):
         self.alpha_l = float(alpha_l)
         self.alpha_r = float(alpha_r)
         self.n_pairs = n_pairs
+        self.pairs = pairs
         self.register_buffer("mean", None)
+        self.register_buffer("units", None, persistent=False)
         self.register_buffer("neighbours", None)
         self.register_buffer("thresholds", None)
 
@@ -209,10 +245,18 @@ class SemanticLoss(LossTerm):
             f = f - self.mean
         return F.normalize(f, dim=1)
 
+    def _batch_units(self, features: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        """The batch's unit features: gathered from :meth:`prepare`'s when the rows are known."""
+        if self.units is not None and index is not None:
+            return self.units[index.to(self.units.device)]
+        return self._unit(features)
+
     def prepare(self, features: torch.Tensor, generator: torch.Generator) -> None:
         n = features.shape[0]
         self.mean = features.mean(dim=0) if self.center else None
         unit = self._unit(features)
+        # every row's unit feature, once: a batch then gathers its rows instead of normalising
+        self.units = unit if self.construction != "knn" else None
         if self.construction == "knn":
             if self.k >= n:
                 raise ValueError(f"semantic k={self.k} needs more than {self.k} training rows")
@@ -238,6 +282,7 @@ class SemanticLoss(LossTerm):
         self,
         h: torch.Tensor,
         *,
+        codes: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
         index: torch.Tensor | None = None,
         **_: Any,
@@ -246,14 +291,20 @@ class SemanticLoss(LossTerm):
             raise ValueError("the semantic term needs the backbone features of the batch")
         if features.shape[0] != h.shape[0]:
             raise ValueError(f"{features.shape[0]} feature rows for a batch of {h.shape[0]} codes")
-        u = 2.0 * h - 1.0
+        u = 2.0 * h - 1.0 if codes is None else codes
         b = h.shape[0]
-        off = ~torch.eye(b, dtype=torch.bool, device=h.device)
         if self.construction == "cosine":
-            f = self._unit(features)
-            target = f @ f.T
+            f = self._batch_units(features, index)
             code = F.normalize(u, dim=1)
-            return (code @ code.T - target)[off].pow(2).mean()
+            if self.pairs == "halves":
+                m = b // 2
+                if m == 0:
+                    raise ValueError("the halves pairing needs a batch of at least 2 rows")
+                target = (f[:m] * f[m : 2 * m]).sum(dim=1)
+                return ((code[:m] * code[m : 2 * m]).sum(dim=1) - target).pow(2).mean()
+            off = ~torch.eye(b, dtype=torch.bool, device=h.device)
+            return (code @ code.T - f @ f.T)[off].pow(2).mean()
+        off = ~torch.eye(b, dtype=torch.bool, device=h.device)
         if self.construction == "knn":
             if index is None or self.neighbours is None:
                 raise ValueError("the knn construction needs the batch's row indices and prepare()")
@@ -264,7 +315,7 @@ class SemanticLoss(LossTerm):
         else:
             if self.thresholds is None:
                 raise ValueError("the ssdh construction needs prepare() first")
-            f = self._unit(features)
+            f = self._batch_units(features, index)
             dist = 1.0 - f @ f.T
             similar = dist <= self.thresholds[0]
             dissimilar = dist >= self.thresholds[1]
@@ -303,7 +354,8 @@ def _pairwise_likelihood(
 
 #: term name -> class; params.yaml's ``loss`` section names these
 TERMS: dict[str, type[LossTerm]] = {
-    cls.name: cls for cls in (SemanticLoss, QuantizationLoss, EntropyLoss, RotationLoss)
+    cls.name: cls
+    for cls in (SemanticLoss, QuantizationLoss, EntropyLoss, RotationLoss, PenaltyLoss)
 }
 
 
@@ -332,18 +384,14 @@ class CompositeLoss(nn.Module):
             term.prepare(features, generator)
 
     def forward(
-        self,
-        h: torch.Tensor,
-        *,
-        features: torch.Tensor | None = None,
-        h_rot: torch.Tensor | None = None,
-        angles: torch.Tensor | None = None,
-        index: torch.Tensor | None = None,
+        self, h: torch.Tensor, **inputs: torch.Tensor | None
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``inputs``: the keyword inputs of :meth:`LossTerm.forward` (codes, features, h_rot,
+        angles, index, rot_mask), passed to every term."""
         total = h.new_zeros(())
         parts: dict[str, float] = {}
         for name, term in self.terms.items():
-            value = term(h, features=features, h_rot=h_rot, angles=angles, index=index)
+            value = term(h, **inputs)
             parts[name] = float(value.detach())
             total = total + self.weights[name] * value
         return total, parts

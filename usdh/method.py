@@ -7,12 +7,14 @@ ours or DeepBit's in ``docs/usdh.md``; nothing here is presented as the paper's 
 
 The class is the hasher face (:class:`usdh.hasher.BaseHasher`) over :func:`usdh.train.train` in
 head mode: ``fit`` trains on cached features (plus rotated views when the rotation term is on),
-``encode`` thresholds the relaxed codes. :class:`baselines.deepbit.DeepBit` is this class with
-DeepBit's terms, weights, stages and threshold as defaults.
+``encode`` thresholds the relaxed codes. :class:`baselines.deepbit.DeepBit`,
+:class:`baselines.greedyhash.GreedyHash` and :class:`baselines.bihalf.BiHalf` are this class with
+their terms, weights, head, binarizer and threshold as defaults: one trainer for all of them.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -24,11 +26,15 @@ from numpy.typing import ArrayLike, NDArray
 
 from usdh.hasher import BaseHasher, TrainingViews, check_features
 
-__all__ = ["THRESHOLDS", "USDH"]
+__all__ = ["INITS", "THRESHOLDS", "USDH", "with_defaults"]
 
-#: "half": b = 1[h > 0.5] (the sign of the logit); "mean": b = 1[h > mean of h over the training
-#: rows], per bit (DeepBit's evaluation)
+#: "half": b = 1[h > the activation's midpoint] (sigmoid: 0.5, the sign of the logit; identity:
+#: 0, the sign of h); "mean": b = 1[h > mean of h over the training rows], per bit (DeepBit's
+#: evaluation)
 THRESHOLDS = ("half", "mean")
+#: "random": the seeded Gaussian init; "itq": the linear head starts as ITQ's projection
+#: (PCA then ITQ's rotation, fitted on the same rows), scaled to unit-variance logits
+INITS = ("random", "itq")
 
 
 class USDH(BaseHasher):
@@ -39,21 +45,30 @@ class USDH(BaseHasher):
     * ``loss``: term -> options, merged term by term over ``DEFAULT_LOSS`` (so
       ``{"rotation": {"weight": 0}}`` switches one term off and keeps the rest). Terms: semantic,
       quantization, entropy, rotation (``usdh.losses``). ``None``: ``DEFAULT_LOSS``.
-    * ``stages``: a list of ``{"epochs", "lr", "weights"}`` (missing epochs / lr come from
-      ``epochs`` / ``lr``; ``weights`` override the loss weights for that stage). ``None``: the
-      class's ``DEFAULT_STAGES`` (USDH: one stage).
+    * ``stages``: a list of ``{"epochs", "lr" or "lr_factor", "weights"}`` (missing epochs / lr
+      come from ``epochs`` / ``lr``; ``lr_factor`` scales ``lr``; ``weights`` override the loss
+      weights for that stage). ``None``: the class's ``DEFAULT_STAGES`` (USDH: one stage).
     * ``epochs``, ``lr``, ``batch_size``, ``momentum``, ``weight_decay``: SGD. Momentum 0.9,
       weight decay 5e-4 and batch 32 are DeepBit's release; lr 1e-2 was chosen on the validation
       split (DeepBit's 1e-3 leaves the head under-trained after 50 epochs).
     * ``val_fraction``, ``patience``: seeded validation rows held out of training; a stage stops
       after ``patience`` epochs without a lower validation loss and keeps its best epoch.
-    * ``threshold``: ``"half"`` (b = 1[h > 0.5]) or ``"mean"`` (per-bit mean of h over the
-      training rows).
-    * ``activation``: ``"sigmoid"`` (h in (0, 1)) or ``"relu"`` (DeepBit's released network).
+    * ``threshold``: ``"half"`` (b = 1[h > the activation's midpoint]) or ``"mean"`` (per-bit
+      mean of h over the training rows).
+    * ``activation``: ``"sigmoid"`` (h in (0, 1)), ``"relu"`` (DeepBit's released network),
+      ``"identity"`` (GreedyHash, BiHalf) or ``"tanh"``.
+    * ``hidden``: units of one hidden ReLU layer before the hash layer (an analogue of a
+      trainable fc7); ``None``: the linear head.
+    * ``binarizer``, ``binarizer_options``: what turns relaxed codes into the codes the loss
+      compares during training (``usdh.train.model.BINARIZERS``: none, sign, bihalf).
+    * ``optimizer``: ``"sgd"`` (with ``momentum``) or ``"adam"``.
+    * ``init``: ``"random"`` or ``"itq"`` (:data:`INITS`; a diagnostic: does USDH's objective
+      keep ITQ's codes when it starts from them?).
     * ``device`` (``"auto"``: CUDA when present), ``threads`` (pin CPU threads for bitwise
       repeatability across machines), ``progress`` (tqdm bar): where and how, not what, it learns.
 
-    Learned state: ``weight_`` (n_bits, D), ``bias_`` (n_bits,), ``threshold_`` (n_bits,),
+    Learned state: ``weight_`` (n_bits, D or H), ``bias_`` (n_bits,), ``hidden_weight_`` (H, D)
+    and ``hidden_bias_`` (H,) (H = 0 without a hidden layer), ``threshold_`` (n_bits,),
     ``log_`` (epochs, columns) with ``log_columns_`` (the training log: per-term train and
     validation losses), ``best_epochs_`` (the epoch each stage kept) and ``config_`` (the resolved
     training configuration as JSON). ``device_`` says where it trained (not saved).
@@ -62,6 +77,8 @@ class USDH(BaseHasher):
     _state: ClassVar[tuple[str, ...]] = (
         "weight_",
         "bias_",
+        "hidden_weight_",
+        "hidden_bias_",
         "threshold_",
         "log_",
         "log_columns_",
@@ -95,6 +112,11 @@ class USDH(BaseHasher):
         patience: int | None = 10,
         threshold: str = "half",
         activation: str = "sigmoid",
+        hidden: int | None = None,
+        binarizer: str = "none",
+        binarizer_options: Mapping[str, Any] | None = None,
+        optimizer: str = "sgd",
+        init: str = "random",
         device: str = "auto",
         threads: int | None = None,
         progress: bool = True,
@@ -111,6 +133,11 @@ class USDH(BaseHasher):
         self.patience = patience
         self.threshold = threshold
         self.activation = activation
+        self.hidden = hidden
+        self.binarizer = binarizer
+        self.binarizer_options = binarizer_options
+        self.optimizer = optimizer
+        self.init = init
         self.device = device
         self.threads = threads
         self.progress = progress
@@ -143,9 +170,17 @@ class USDH(BaseHasher):
         for s in stages:
             if not isinstance(s, Mapping):
                 raise ValueError(f"a stage must be a mapping {{epochs, lr, weights}}, got {s!r}")
-            resolved.append({"epochs": self.epochs, "lr": self.lr, **s})
+            stage = {"epochs": self.epochs, "lr": self.lr, **s}
+            factor = stage.pop("lr_factor", None)
+            if factor is not None:  # a stage's learning rate relative to ``lr``
+                stage["lr"] = self.lr * factor
+            resolved.append(stage)
         if self.threshold not in THRESHOLDS:
             raise ValueError(f"threshold must be one of {THRESHOLDS}, got {self.threshold!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.init == "itq" and self.hidden:
+            raise ValueError("init='itq' sets a linear head; it needs hidden=None")
         return TrainConfig(
             loss=self.loss_config(),
             stages=resolved,
@@ -156,6 +191,10 @@ class USDH(BaseHasher):
             patience=self.patience,
             seed=int(self.random_state),
             activation=self.activation,
+            hidden=self.hidden,
+            binarizer=self.binarizer,
+            binarizer_options=dict(self.binarizer_options or {}),
+            optimizer=self.optimizer,
             device=self.device,
             threads=self.threads,
             progress=self.progress,
@@ -170,20 +209,69 @@ class USDH(BaseHasher):
         views: TrainingViews | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
         resume: bool = False,
+        monitor: Callable[[Callable[[NDArray[np.floating]], NDArray[np.uint8]]], float]
+        | None = None,
     ) -> Self:
-        """Train on features ``X`` (N, D); ``views.rotations`` (N, A, D) are X's rows rotated by
+        """Train on features ``X`` (N, D); ``views.rotations`` are rows of X rotated by
         ``views.angles``, needed when the rotation term is on. ``checkpoint_dir`` keeps a
-        checkpoint and ``train_log.csv`` per epoch; ``resume`` continues from it."""
-        from usdh.train import FeatureBatches, train
+        checkpoint and ``train_log.csv`` per epoch; ``resume`` continues from it.
+        ``monitor(encode)`` is called after every epoch with the epoch's encoder (features to
+        packed codes) and its value is logged as ``val_mAP`` (the validation command passes the
+        validation mAP, the quantity hyperparameters are chosen on)."""
+        from usdh.train import FeatureBatches, Monitor, train
 
         arr = self._check_fit_input(X)
         config = self.train_config()
         views = (views or TrainingViews()).checked(arr)
-        data = FeatureBatches(arr, views.rotations, views.angles)
-        result = train(data, self.n_bits, config, checkpoint_dir=checkpoint_dir, resume=resume)
+        data = FeatureBatches(arr, views.rotations, views.angles, views.rows)
+        watch = None
+        if monitor is not None:
+            watch = Monitor(("val_mAP",), lambda model: {"val_mAP": monitor(self._encoder(model))})
+        init = self._itq_init(arr) if self.init == "itq" else None
+        result = train(
+            data,
+            self.n_bits,
+            config,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            monitor=watch,
+            init=init,
+        )
         self.set_trained(result, config, lambda: arr)
         self.n_features_in_ = arr.shape[1]
         return self
+
+    def _itq_init(self, X: NDArray[np.floating]) -> dict[str, Any]:
+        """The linear head as ITQ's projection ``(x - mean) P R`` fitted on ``X`` (same bits and
+        seed), scaled so the training logits have unit standard deviation."""
+        import torch
+
+        from baselines.itq import ITQ
+
+        itq = ITQ(n_bits=self.n_bits, random_state=self.random_state).fit(X)
+        W = itq.components_ @ itq.rotation_  # (D, K)
+        scale = 1.0 / max(float(itq._project(X).std()), 1e-12)
+        weight = torch.from_numpy(np.ascontiguousarray((W * scale).T)).float()
+        bias = torch.from_numpy(-(itq.mean_ @ W) * scale).float()
+        return {"linear.weight": weight, "linear.bias": bias}
+
+    def _encoder(self, model: Any) -> Callable[[NDArray[np.floating]], NDArray[np.uint8]]:
+        """Features -> packed codes through a model being trained (threshold: the midpoint)."""
+        import torch
+
+        from usdh.codes import pack_bits
+
+        midpoint = model.head.activation_fn.midpoint
+        device = next(model.parameters()).device
+
+        def encode(features: NDArray[np.floating]) -> NDArray[np.uint8]:
+            out = []
+            for chunk in np.array_split(features, max(1, len(features) // 8192)):
+                x = torch.as_tensor(np.asarray(chunk, dtype=np.float32), device=device)
+                out.append((model.head(x) - midpoint).cpu().numpy())
+            return pack_bits(np.concatenate(out))
+
+        return encode
 
     def set_trained(
         self, result: Any, config: Any, train_features: Callable[[], NDArray[np.floating]]
@@ -191,10 +279,17 @@ class USDH(BaseHasher):
         """Take the learned state from a :class:`usdh.train.TrainResult` (``fit`` and the
         finetune stage share this). ``train_features()`` gives the training rows' features, read
         only for the ``"mean"`` threshold."""
-        linear = result.head.linear
-        self.weight_ = linear.weight.detach().cpu().numpy().copy()
-        self.bias_ = linear.bias.detach().cpu().numpy().copy()
-        self.threshold_ = np.full(self.n_bits, 0.5)
+        head = result.head
+        self.weight_ = head.linear.weight.detach().cpu().numpy().copy()
+        self.bias_ = head.linear.bias.detach().cpu().numpy().copy()
+        if head.hidden is not None:
+            self.hidden_weight_ = head.hidden.weight.detach().cpu().numpy().copy()
+            self.hidden_bias_ = head.hidden.bias.detach().cpu().numpy().copy()
+        else:
+            d = self.weight_.shape[1]
+            self.hidden_weight_ = np.zeros((0, d), dtype=self.weight_.dtype)
+            self.hidden_bias_ = np.zeros(0, dtype=self.weight_.dtype)
+        self.threshold_ = np.full(self.n_bits, float(head.activation_fn.midpoint))
         if self.threshold == "mean":
             self.threshold_ = self._relaxed(train_features()).mean(axis=0)
         self.log_ = result.log_array()
@@ -205,21 +300,26 @@ class USDH(BaseHasher):
 
     # -- encode ------------------------------------------------------------------------------------
     def _relaxed(self, X: NDArray[np.floating]) -> NDArray[np.float64]:
-        """The trained head's forward pass, ``activation(X W^T + b)``, on the CPU in float64: the
-        head's own linear map and activation module (:func:`usdh.train.model.build_activation`),
-        so there is one definition of each activation."""
+        """The trained head's forward pass, ``activation(relu(X W1^T + b1) W^T + b)`` (without
+        the hidden layer: ``activation(X W^T + b)``), on the CPU in float64, with the head's own
+        activation module (:func:`usdh.train.model.build_activation`), so there is one definition
+        of each activation."""
         import torch
         import torch.nn.functional as F
 
         from usdh.train.model import build_activation
 
+        def t(a: NDArray[Any]) -> torch.Tensor:
+            return torch.from_numpy(np.asarray(a, dtype=np.float64))
+
         # F.linear is what nn.Linear computes; building an nn.Linear would also draw an unused
         # initialisation from torch's global generator
         activation = build_activation(self.activation)
-        weight = torch.from_numpy(self.weight_.astype(np.float64))
-        bias = torch.from_numpy(self.bias_.astype(np.float64))
         with torch.no_grad():
-            h = activation(F.linear(torch.from_numpy(np.array(X, dtype=np.float64)), weight, bias))
+            x = t(X)
+            if len(self.hidden_bias_):
+                x = torch.relu(F.linear(x, t(self.hidden_weight_), t(self.hidden_bias_)))
+            h = activation(F.linear(x, t(self.weight_), t(self.bias_)))
         return h.numpy()
 
     def relaxed(self, X: ArrayLike) -> NDArray[np.float64]:
@@ -239,3 +339,36 @@ class USDH(BaseHasher):
         columns = [str(c) for c in self.log_columns_]
         rows = [dict(zip(columns, map(float, r), strict=True)) for r in self.log_]
         write_log_csv(Path(path), columns, rows)
+
+
+def with_defaults(**defaults: Any) -> Callable[[type[USDH]], type[USDH]]:
+    """Class decorator: the class's inherited ``__init__`` with other default values.
+
+    A method that is USDH's trainer with other defaults (DeepBit, GreedyHash, BiHalf) states only
+    what differs; ``get_params`` and ``save``/``load`` see the new defaults through the signature.
+    """
+
+    def wrap(cls: type[USDH]) -> type[USDH]:
+        base_init = cls.__init__
+        sig = inspect.signature(base_init)
+        unknown = sorted(set(defaults) - set(sig.parameters))
+        if unknown:
+            raise TypeError(f"{cls.__name__}: no parameter(s) {unknown} to set defaults for")
+        new_sig = sig.replace(
+            parameters=[
+                p.replace(default=defaults[p.name]) if p.name in defaults else p
+                for p in sig.parameters.values()
+            ]
+        )
+
+        def __init__(self: USDH, *args: Any, **kwargs: Any) -> None:
+            bound = new_sig.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            base_init(*bound.args, **bound.kwargs)
+
+        __init__.__signature__ = new_sig  # type: ignore[attr-defined]
+        __init__.__doc__ = base_init.__doc__
+        cls.__init__ = __init__  # type: ignore[method-assign]
+        return cls
+
+    return wrap

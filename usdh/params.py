@@ -12,7 +12,7 @@ __all__ = ["LOSS_TERMS", "ParamsError", "load_params", "section", "validate_para
 
 #: the loss terms an ablation variant may override: the names of ``usdh.losses.TERMS``, kept here
 #: so that checking params.yaml never imports torch (tests/test_params.py checks the two agree)
-LOSS_TERMS = ("semantic", "quantization", "entropy", "rotation")
+LOSS_TERMS = ("semantic", "quantization", "entropy", "rotation", "penalty")
 
 
 class ParamsError(ValueError):
@@ -68,9 +68,9 @@ def validate_params(params: dict[str, Any]) -> None:
 
     Checked: the experiment's dataset is configured, its methods are known, bits are positive
     multiples of 8, seeds a non-empty list of non-negative integers, the ablation variants name
-    known loss terms, fine-tuned methods are deep ones of the experiment, the classification
-    dataset is configured. (Whether a dataset's files exist is checked by ``prepare``, with its
-    own message.)
+    known loss terms in their ``loss`` overrides, fine-tuned methods are deep ones of the
+    experiment, the classification dataset is configured. (Whether a dataset's files exist is
+    checked by ``prepare``, with its own message.)
     """
     from usdh.layout import check_name
     from usdh.registry import methods
@@ -106,8 +106,14 @@ def validate_params(params: dict[str, Any]) -> None:
             except ValueError as exc:
                 _fail(str(exc))
             if not isinstance(override, dict):
-                _fail(f"ablation variant {name!r} must map loss terms to options, got {override!r}")
-            for term in override:
+                _fail(
+                    f"ablation variant {name!r} must map method parameters to values (e.g. "
+                    f"{{loss: {{rotation: {{weight: 0}}}}}}), got {override!r}"
+                )
+            loss = override.get("loss", {})
+            if not isinstance(loss, dict):
+                _fail(f"ablation variant {name!r}: 'loss' must map loss terms to options")
+            for term in loss:
                 if term not in LOSS_TERMS:
                     _fail(
                         f"ablation variant {name!r} names unknown loss term {term!r}; "

@@ -50,8 +50,8 @@ VIEWS = ("rotations",)
 class MethodSpec:
     """A method's name, its hasher class (``module:Class``) and what it is.
 
-    * ``deep``: trained by the deep trainer (``fit`` takes ``views``, ``checkpoint_dir`` and
-      ``resume``); deep methods train on the protocol's ``train_subset`` when it has one.
+    * ``deep``: trained by the deep trainer (``fit`` takes ``views``, ``checkpoint_dir``,
+      ``resume`` and ``monitor``).
     * ``finetunable``: can train the backbone's last units with its head (the finetune stage).
     * ``views``: which of :data:`VIEWS` its ``fit`` may use.
     """
@@ -99,6 +99,8 @@ BUILTIN: tuple[MethodSpec, ...] = (
     MethodSpec("sh", "baselines.sh:SH"),
     MethodSpec("deepbit", "baselines.deepbit:DeepBit", True, True, ("rotations",)),
     MethodSpec("usdh", "usdh.method:USDH", True, True, ("rotations",)),
+    MethodSpec("greedyhash", "baselines.greedyhash:GreedyHash", True, True),
+    MethodSpec("bihalf", "baselines.bihalf:BiHalf", True, True),
 )
 
 

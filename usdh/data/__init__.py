@@ -36,6 +36,8 @@ from usdh.data.protocols import (
     load_split,
     make_split,
     save_split,
+    training_part,
+    training_rows,
 )
 
 __all__ = [
@@ -73,4 +75,6 @@ __all__ = [
     "read_nuswide",
     "read_oxford17",
     "save_split",
+    "training_part",
+    "training_rows",
 ]

@@ -10,8 +10,16 @@
   correct answers and inflate index-order mAP (see ``usdh.metrics``).
 * **Query and database disjoint** in every retrieval protocol.
 * ``train_subset=m`` adds ``train_subset``: ``m`` images drawn from ``train`` without looking at
-  labels, from a generator of its own (``default_rng([seed, 1])``), so asking for it changes no
-  other array. Deep methods on the CPU train on it.
+  labels, from a generator of its own (``default_rng([seed, 2])``), so asking for it changes no
+  other array. Every method then trains on it.
+* ``rotation_subset=m`` adds ``rotation_subset``: ``m`` of the training images (``train_subset``
+  if drawn, else ``train``; ``default_rng([seed, 1])``) whose rotated views the features stage
+  computes (four backbone passes per image: the rotation term draws on a subset, every other term
+  sees all training images).
+* ``validation_queries=m`` adds the model-selection split that mirrors the protocol: ``val_query``,
+  ``m`` training images (``default_rng([seed, 3])``, labels unused in the draw), and
+  ``val_database``, the other training images, which the validation fits also train on; the
+  protocol's own queries are never part of it.
 
 Protocols (``PROTOCOLS[name]`` holds ``dataset``, ``topk``, ``description``, ``parts`` and the
 default parameters, which ``make_split`` accepts as keyword arguments):
@@ -63,11 +71,18 @@ __all__ = [
     "load_split",
     "make_split",
     "save_split",
+    "training_part",
+    "training_rows",
 ]
 
 SPLIT_FORMAT = "usdh-split/1"
 SPLIT_FILE = "split.json"
-_SUBSET_STREAM = 1  # default_rng([seed, 1]) draws train_subset
+# the streams of the seeded label-free draws: rotation_subset keeps stream 1, which drew the deep
+# methods' 5,000-image train_subset whose rotated views the features stage has always stored, so
+# the same images keep their rotated views; train_subset (now for every method) moved to stream 2
+_ROTATION_STREAM = 1  # default_rng([seed, 1]) draws rotation_subset
+_SUBSET_STREAM = 2  # default_rng([seed, 2]) draws train_subset
+_VALIDATION_STREAM = 3  # default_rng([seed, 3]) draws val_query
 
 Parts = dict[str, NDArray[np.int64]]
 Builder = Callable[[ImageDataset, np.random.Generator, dict[str, Any], str], Parts]
@@ -413,13 +428,16 @@ def make_split(
     protocol: str | None = None,
     seed: int = 0,
     train_subset: int | None = None,
+    rotation_subset: int | None = None,
+    validation_queries: int | None = None,
     **params: Any,
 ) -> Split:
     """Draw the ``protocol`` split of ``ds`` with ``seed`` (see the module doc for each protocol).
 
     ``protocol`` defaults to the dataset's (``DEFAULT_PROTOCOLS``); ``params`` override the
-    protocol's defaults (e.g. ``n_query_per_class=10`` for a small copy); ``train_subset`` adds a
-    label-free random subset of ``train`` of that size.
+    protocol's defaults (e.g. ``n_query_per_class=10`` for a small copy); ``train_subset``,
+    ``rotation_subset`` and ``validation_queries`` add the seeded, label-free parts the module doc
+    describes.
     """
     proto = get_protocol(protocol if protocol is not None else default_protocol(ds.name))
     if proto.dataset is not None and proto.dataset != ds.name:
@@ -440,17 +458,23 @@ def make_split(
     merged = {**proto.defaults, **merged}
     parts = proto.build(ds, np.random.default_rng(seed), merged, proto.name)
     parts = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in parts.items()}
+    pool = parts["train"]
     if train_subset is not None:
-        if isinstance(train_subset, bool) or not isinstance(train_subset, int | np.integer):
-            raise DataError(f"train_subset must be an integer, got {train_subset!r}")
-        pool = parts["train"]
-        if not 1 <= train_subset <= pool.size:
+        parts["train_subset"] = _draw(pool, train_subset, "train_subset", seed, _SUBSET_STREAM)
+        pool = parts["train_subset"]
+    if rotation_subset is not None:
+        parts["rotation_subset"] = _draw(
+            pool, rotation_subset, "rotation_subset", seed, _ROTATION_STREAM
+        )
+    if validation_queries is not None:
+        drawn = _draw(pool, validation_queries, "validation_queries", seed, _VALIDATION_STREAM)
+        if drawn.size == pool.size:
             raise DataError(
-                f"train_subset={train_subset} but protocol {proto.name!r} has {pool.size} "
-                f"training images; choose 1..{pool.size}"
+                f"validation_queries={validation_queries} leaves no training image for the "
+                f"validation database; choose fewer than {pool.size}"
             )
-        sub_rng = np.random.default_rng([seed, _SUBSET_STREAM])
-        parts["train_subset"] = sub_rng.choice(pool, size=int(train_subset), replace=False)
+        parts["val_query"] = drawn
+        parts["val_database"] = pool[~np.isin(pool, drawn)]
     return Split(
         parts,
         protocol=proto.name,
@@ -462,6 +486,28 @@ def make_split(
         source=ds.source,
         labels_sha256=labels_fingerprint(ds),
     )
+
+
+def training_part(split: Mapping[str, NDArray[np.int64]]) -> str:
+    """The split part every method trains on: ``train_subset`` when drawn, else ``train``."""
+    return "train_subset" if "train_subset" in split else "train"
+
+
+def training_rows(split: Mapping[str, NDArray[np.int64]]) -> NDArray[np.int64]:
+    """The rows every method trains on (:func:`training_part`)."""
+    return split[training_part(split)]
+
+
+def _draw(pool: NDArray[np.int64], m: Any, name: str, seed: int, stream: int) -> NDArray[np.int64]:
+    """``m`` of ``pool`` without replacement, from the generator ``default_rng([seed, stream])``."""
+    if isinstance(m, bool) or not isinstance(m, int | np.integer):
+        raise DataError(f"{name} must be an integer, got {m!r}")
+    if not 1 <= m <= pool.size:
+        raise DataError(
+            f"{name}={m} but there are {pool.size} training images; choose 1..{pool.size}"
+        )
+    rng = np.random.default_rng([seed, stream])
+    return np.ascontiguousarray(rng.choice(pool, size=int(m), replace=False), dtype=np.int64)
 
 
 # -- storage ---------------------------------------------------------------------------------

@@ -51,7 +51,11 @@ COLUMNS = [
     "precision_r2",
     "n_query",
     "n_db",
+    "train_images",
+    "fit_seconds",
 ]
+#: what a fit record (models/.../fit.json) adds to a run's row
+FIT_COLUMNS = {"n_train": "train_images", "fit_seconds": "fit_seconds"}
 
 
 def _run_records(root: str | Path, group: str) -> list[dict[str, Any]]:
@@ -83,7 +87,11 @@ def collect_results(root: str | Path) -> pd.DataFrame:
     """One row per retrieval run's metrics (dataset x protocol x method x bits x seed), plus
     precision@N columns."""
     rows = []
-    for m in _run_records(root, "retrieval"):
+    for run in find_runs("retrieval", root=Path(root)):
+        m = json.loads(run.metrics.read_text())
+        if run.fit_record.is_file():
+            fit = json.loads(run.fit_record.read_text())
+            m.update({ours: fit.get(theirs) for theirs, ours in FIT_COLUMNS.items()})
         row = {c: m.get(c) for c in COLUMNS}
         for n, p in (m.get("precision_at_n") or {}).items():
             row[f"P@{n}"] = p
@@ -222,6 +230,148 @@ def _mean_curves(runs: Sequence[Run]) -> tuple[pd.DataFrame | None, pd.DataFrame
     pr = pd.concat(prs).groupby("radius").mean().reset_index() if prs else None
     pn = pd.concat(pns).groupby("n").mean().reset_index() if pns else None
     return pr, pn
+
+
+# -- what each method trained on, and the verdict -------------------------------------------------
+def training_table(root: Path, df: pd.DataFrame) -> pd.DataFrame:
+    """Per method: training images, epochs, SGD steps and batch size (deep methods), fit seconds
+    (mean over its runs), from the fit records."""
+    rows = []
+    for run in find_runs("retrieval", kind="models", root=root):
+        if not run.fit_record.is_file():
+            continue
+        fit = json.loads(run.fit_record.read_text())
+        params = fit.get("params") or {}
+        rows.append(
+            {
+                "method": run.name,
+                "bits": run.bits,
+                "train_images": fit.get("n_train"),
+                "epochs": fit.get("epochs"),
+                "steps": fit.get("steps"),
+                "batch_size": params.get("batch_size"),
+                "lr": params.get("lr"),
+                "hidden": params.get("hidden"),
+                "fit_seconds": fit.get("fit_seconds"),
+            }
+        )
+    if not rows:
+        return pd.DataFrame()
+    t = pd.DataFrame(rows)
+    out = []
+    for method, g in t.groupby("method", sort=False):
+        deep = g["epochs"].notna().any()
+        out.append(
+            {
+                "method": method,
+                "train images": ", ".join(str(int(v)) for v in sorted(g["train_images"].unique())),
+                "epochs": _int_range(g["epochs"]) if deep else "-",
+                "SGD steps": _int_range(g["steps"]) if deep else "-",
+                "batch": _int_range(g["batch_size"]) if deep else "-",
+                "lr": ", ".join(f"{v:g}" for v in sorted(g["lr"].dropna().unique())) or "-",
+                "hidden": "-" if not deep else (str(g["hidden"].iloc[0] or "none")),
+                "fit s (16 / 32 / 64 bits)": " / ".join(
+                    f"{g[g['bits'] == b]['fit_seconds'].mean():.1f}"
+                    for b in sorted(g["bits"].unique())
+                ),
+            }
+        )
+    table = pd.DataFrame(out)
+    table["_rank"] = _method_rank(table["method"])
+    return table.sort_values("_rank").drop(columns="_rank")
+
+
+def _int_range(values: pd.Series) -> str:
+    v = sorted({int(x) for x in values.dropna()})
+    if not v:
+        return "-"
+    return str(v[0]) if v[0] == v[-1] else f"{v[0]}-{v[-1]}"
+
+
+#: the verdict's metrics: tie-aware mAP figures do not depend on how the database is stored
+VERDICT_METRICS = {
+    "mAP_tie_aware": "mAP at the cut-off (tie-aware)",
+    "mAP_all_tie_aware": "mAP over the database (tie-aware)",
+    "precision_r2": "precision within Hamming radius 2",
+}
+
+
+def verdict_table(df: pd.DataFrame, target: str = "usdh", level: float = 0.95) -> pd.DataFrame:
+    """``target`` against every other method, per metric and code length: both means +- std over
+    seeds, the difference with a Welch ``level`` interval over seeds, and the word it decides
+    ("wins" when the interval lies above 0, "loses" below, else "no difference")."""
+    from scipy import stats
+
+    rows = []
+    mine_all = df[df["method"] == target]
+    for metric, label in VERDICT_METRICS.items():
+        for other in [m for m in df["method"].drop_duplicates() if m != target]:
+            for bits in sorted(df["bits"].unique()):
+                a = mine_all[mine_all["bits"] == bits][metric].dropna().to_numpy() * 100
+                b = df[(df["method"] == other) & (df["bits"] == bits)][metric].dropna()
+                b = b.to_numpy() * 100
+                if len(a) == 0 or len(b) == 0:
+                    continue
+                diff = float(a.mean() - b.mean())
+                va = a.var(ddof=1) / len(a) if len(a) > 1 else 0.0
+                vb = b.var(ddof=1) / len(b) if len(b) > 1 else 0.0
+                se = float(np.sqrt(va + vb))
+                if se > 0:
+                    dof = (va + vb) ** 2 / sum(
+                        v**2 / (n - 1) for v, n in ((va, len(a)), (vb, len(b))) if n > 1 and v > 0
+                    )
+                    half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
+                else:
+                    half = 0.0
+                lo, hi = diff - half, diff + half
+                word = "wins" if lo > 0 else "loses" if hi < 0 else "no difference"
+                rows.append(
+                    {
+                        "metric": label,
+                        "bits": int(bits),
+                        "vs": other,
+                        target: f"{a.mean():.2f} ± {a.std(ddof=1) if len(a) > 1 else 0:.2f}",
+                        "opponent": f"{b.mean():.2f} ± {b.std(ddof=1) if len(b) > 1 else 0:.2f}",
+                        "difference [95% CI]": f"{diff:+.2f} [{lo:+.2f}, {hi:+.2f}]",
+                        "verdict": f"{target} {word}",
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _verdict_grid(verdict: pd.DataFrame) -> pd.DataFrame:
+    """The verdict as (metric, opponent) rows and one column per code length."""
+    v = verdict.assign(
+        cell=verdict["difference [95% CI]"] + " " + verdict["verdict"].str.split().str[-1]
+    )
+    v["cell"] = [
+        f"{d} {w.split(' ', 1)[1]}"
+        for d, w in zip(verdict["difference [95% CI]"], verdict["verdict"], strict=True)
+    ]
+    grid = v.pivot_table(
+        index=["metric", "vs"], columns="bits", values="cell", aggfunc="first", sort=False
+    )
+    grid.columns = [f"{b} bits" for b in grid.columns]
+    return grid.reset_index()
+
+
+def diagnostics_table(root: Path) -> pd.DataFrame:
+    """The diagnose stage's record: the target method's loss on each method's codes, per code
+    length, mean over seeds (lower = the objective prefers those codes)."""
+    rows = []
+    for path in sorted((root / "metrics" / "diagnostics").glob("*/*/*_loss.json")):
+        rec = json.loads(path.read_text())
+        for r in rec["runs"]:
+            for method, terms in r["loss"].items():
+                rows.append({"bits": r["bits"], "seed": r["seed"], "codes of": method, **terms})
+    if not rows:
+        return pd.DataFrame()
+    d = pd.DataFrame(rows)
+    value_cols = [c for c in d.columns if c not in ("bits", "seed", "codes of")]
+    mean = d.groupby(["codes of", "bits"], sort=False)[value_cols].mean().reset_index()
+    mean = mean.pivot_table(index="codes of", columns="bits", values="total", sort=False)
+    mean.columns = [f"{b} bits" for b in mean.columns]
+    return mean.reset_index().map(lambda v: f"{v:.4f}" if isinstance(v, float) else v)
 
 
 # -- ablations -------------------------------------------------------------------------------------
@@ -383,6 +533,15 @@ def build_report(
         "main_map_all": main_table(df, "mAP_all"),
         "reported_vs_reproduced": reported_vs_reproduced(df),
     }
+    training = training_table(root, df)
+    if len(training):
+        tables["training"] = training
+    verdict = verdict_table(df, context.get("target", "usdh"))
+    if len(verdict):
+        tables["verdict"] = verdict
+    diagnostics = diagnostics_table(root)
+    if len(diagnostics):
+        tables["diagnostics"] = diagnostics
     figures = write_figures(df, root, reports_root / "figures")
     ablations = collect_ablations(root, df, context.get("ablated", "usdh"))
     # both CSVs are always written (with just a header when there is nothing), so the stage's
@@ -416,7 +575,8 @@ def render_readme(
     context: dict[str, Any],
     tie_gap: float,
 ) -> str:
-    """The report a reader opens first: setup, main tables, figures, reported vs reproduced."""
+    """The report a reader opens first: setup, verdict, training, main tables, figures, reported
+    vs reproduced."""
     seeds = sorted(int(s) for s in df["seed"].unique())
     sources = ", ".join(sorted(str(s) for s in df["source"].dropna().unique()))
     lines = [
@@ -437,6 +597,36 @@ def render_readme(
         "gives the exact expected value over all orders of tied items. Largest gap between the two "
         f"over all rows: {tie_gap * 100:.2f} points of mAP.",
         "",
+    ]
+    if "verdict" in tables:
+        target = context.get("target", "usdh")
+        lines += [
+            f"## Verdict: {target} against each method",
+            "",
+            f"Difference {target} minus the other method in points (%), with a 95% Welch interval "
+            'over the seeds\' means; "wins"/"loses" when the interval excludes 0, else "no '
+            'difference". The mAP figures are the tie-aware ones (independent of how the '
+            "database is stored). Per-seed means ± std are in `tables/verdict.md`.",
+            "",
+            _verdict_grid(tables["verdict"]).to_markdown(index=False, disable_numparse=True),
+            "",
+        ]
+    if "training" in tables:
+        lines += [
+            "## What each method trained on, and for how long",
+            "",
+            "Every method fits on the same training images. Deep methods: a hash head on the "
+            "frozen features, trained by the one trainer for the epochs shown (DeepBit: three "
+            "stages of that many epochs each) at the batch size shown; learning rate, main loss "
+            "weight, epochs and head width were chosen with the same budget for each deep method "
+            "on a validation split that mirrors the test protocol "
+            "([validation/README.md](validation/README.md)). Fit seconds are wall-clock on the "
+            "machine above, mean over seeds.",
+            "",
+            tables["training"].to_markdown(index=False, disable_numparse=True),
+            "",
+        ]
+    lines += [
         "## mAP at the protocol's cut-off (%)",
         "",
         tables["main_map"].to_markdown(index=False, disable_numparse=True),
@@ -481,6 +671,18 @@ def render_readme(
             "test; the last row is the same classifier on the real-valued features.",
             "",
             tables["classification"].to_markdown(index=False, disable_numparse=True),
+            "",
+        ]
+    if "diagnostics" in tables:
+        lines += [
+            "## Why USDH lands where it lands: its loss on every method's codes",
+            "",
+            "The USDH objective (as configured for the main runs) evaluated on each method's "
+            "binary codes of the same seeded batches of training images, mean over seeds "
+            "(`usdh_relaxed`: USDH's own relaxed codes, as trained). Lower is what the objective "
+            'prefers; see docs/usdh.md, section "Why USDH lands where it lands".',
+            "",
+            tables["diagnostics"].to_markdown(index=False, disable_numparse=True),
             "",
         ]
     if context.get("timings"):

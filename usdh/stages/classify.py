@@ -1,5 +1,6 @@
-"""``python -m usdh classify <method> <bits> <seed>``: a linear classifier on a method's codes
-(the classification section's dataset: train -> C on val -> test accuracy)."""
+"""``python -m usdh classify <method> [bits seed]``: a linear classifier on a method's codes (the
+classification section's dataset: train -> C on val -> test accuracy), for every code length and
+seed (or the one given)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from usdh.classification import PARTS, classify_codes
 from usdh.codes import unpack_bits
-from usdh.data import load_prepared, load_split
-from usdh.features import load_features
-from usdh.fitting import fit_on_rows, save_fitted, views_from_features
+from usdh.data import load_prepared
 from usdh.io import save_json
-from usdh.stages.common import RunContext, method_params, run_context
+from usdh.stages.common import RunContext, grid, method_outputs, run_context
+from usdh.stages.runs import fitted_runs
 
 log = logging.getLogger("usdh")
 
@@ -26,37 +24,39 @@ def _context(params: dict[str, Any], method: str, bits: int, seed: int) -> RunCo
     )
 
 
-def outputs(params: dict[str, Any], method: str, bits: int, seed: int) -> list[Path]:
+def outputs(
+    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
+) -> list[Path]:
+    if bits is None or seed is None:
+        return method_outputs(_context(params, method, 0, 0), ("models", "metrics"))
     run = _context(params, method, bits, seed).run
     return [run.model_dir, run.metrics]
 
 
-def run(params: dict[str, Any], method: str, bits: int, seed: int) -> None:
-    """A linear classifier on one method's codes (train -> C on val -> test accuracy)."""
-    ctx = _context(params, method, bits, seed)
-    ds = load_prepared(ctx.prepared_dir)
-    split = load_split(ctx.split_dir, ds)
-    fs = load_features(ctx.features_dir, mmap_mode="r")
-    features = np.asarray(fs.features)
-    fitted = fit_on_rows(
-        method,
-        bits,
-        seed,
-        features,
-        split,
-        method_params=method_params(params, method),
-        views=views_from_features(fs),
-        run=ctx.run,
-    )
-    save_fitted(ctx.run, fitted, ctx.record)
-    codes = {p: unpack_bits(fitted.hasher.encode(features[split[p]])) for p in PARTS}
-    y = ds.labels
-    result = classify_codes(*(a for p in PARTS for a in (codes[p], y[split[p]])), seed)
-    record = {
-        **ctx.record,
-        "source": ds.source,
-        **result,
-        **{f"n_{p}": len(split[p]) for p in PARTS},
-    }
-    save_json(ctx.run.metrics, record)
-    log.info("classify %s %d bits seed %d: accuracy %.4f", method, bits, seed, result["accuracy"])
+def run(
+    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
+) -> None:
+    """A linear classifier on each of the method's codes (train -> C on val -> test accuracy)."""
+    contexts = [
+        _context(params, method, b, s) for b, s in grid(params, "classification", bits, seed)
+    ]
+    ds = load_prepared(contexts[0].prepared_dir)
+    for ctx, fitted, data in fitted_runs(params, contexts):
+        split = data.split
+        codes = {p: unpack_bits(fitted.hasher.encode(data.features[split[p]])) for p in PARTS}
+        y = ds.labels
+        result = classify_codes(*(a for p in PARTS for a in (codes[p], y[split[p]])), ctx.run.seed)
+        record = {
+            **ctx.record,
+            "source": ds.source,
+            **result,
+            **{f"n_{p}": len(split[p]) for p in PARTS},
+        }
+        save_json(ctx.run.metrics, record)
+        log.info(
+            "classify %s %d bits seed %d: accuracy %.4f",
+            method,
+            ctx.run.bits,
+            ctx.run.seed,
+            result["accuracy"],
+        )

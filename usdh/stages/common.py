@@ -10,7 +10,14 @@ from typing import Any
 from usdh import layout
 from usdh.params import ParamsError, section
 
-__all__ = ["RunContext", "dataset_params", "method_params", "run_context"]
+__all__ = [
+    "RunContext",
+    "dataset_params",
+    "grid",
+    "method_outputs",
+    "method_params",
+    "run_context",
+]
 
 
 def dataset_params(params: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -64,7 +71,7 @@ def run_context(
     """The run of ``method`` in the ``experiment`` section (``experiment`` or ``classification``);
     ``name`` (an ablation variant) replaces the method in the run's paths."""
     exp = section(params, experiment)
-    if method not in exp["methods"] and group != "ablations":
+    if name is None and method not in exp["methods"]:
         raise ParamsError(
             f"method {method!r} is not in {experiment}.methods ({', '.join(exp['methods'])})"
         )
@@ -80,3 +87,21 @@ def run_context(
         "seed": seed,
     }
     return RunContext(run, method, backbone, record)
+
+
+def grid(
+    params: Mapping[str, Any], where: str, bits: int | None = None, seed: int | None = None
+) -> list[tuple[int, int]]:
+    """The (bits, seed) runs of section ``where``: all of them, or the one asked for."""
+    sec = section(params, where)
+    return [
+        (b, s)
+        for b in ([bits] if bits is not None else sec["bits"])
+        for s in ([seed] if seed is not None else sec["seeds"])
+    ]
+
+
+def method_outputs(ctx: RunContext, kinds: tuple[str, ...]) -> list[Path]:
+    """The folders of ``kinds`` that hold every run of the context's method (or variant)."""
+    r = ctx.run
+    return [layout.method_dir(k, r.group, r.dataset, r.protocol, r.name) for k in kinds]

@@ -1,4 +1,6 @@
-"""``python -m usdh encode <method> <bits> <seed>``: queries and database as packed codes."""
+"""``python -m usdh encode <method> [bits seed]``: queries and database as packed codes, again,
+from saved models (the fit stage encodes when it fits; this re-encodes, e.g. after a change of
+the code format)."""
 
 from __future__ import annotations
 
@@ -14,12 +16,16 @@ from usdh.features import load_features
 from usdh.io import save_npy
 from usdh.layout import Run
 from usdh.registry import method_class
-from usdh.stages.common import run_context
+from usdh.stages.common import grid, method_outputs, run_context
 
 log = logging.getLogger("usdh")
 
 
-def outputs(params: dict[str, Any], method: str, bits: int, seed: int) -> list[Path]:
+def outputs(
+    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
+) -> list[Path]:
+    if bits is None or seed is None:
+        return method_outputs(run_context(params, method, 0, 0), ("codes",))
     return [run_context(params, method, bits, seed).run.codes_dir]
 
 
@@ -37,11 +43,21 @@ def encode_run(
     return rates
 
 
-def run(params: dict[str, Any], method: str, bits: int, seed: int) -> None:
-    """Encode the protocol's queries and database with the fitted hasher."""
-    ctx = run_context(params, method, bits, seed)
-    fs = load_features(ctx.features_dir, mmap_mode="r")
-    rates = encode_run(method, ctx.run, np.asarray(fs.features), load_split(ctx.split_dir))
-    log.info(
-        "encoded %s/%d/%d: %.0f database codes/s", method, bits, seed, rates["database_codes_per_s"]
-    )
+def run(
+    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
+) -> None:
+    """Encode the protocol's queries and database with each fitted hasher of the method."""
+    contexts = [
+        run_context(params, method, b, s) for b, s in grid(params, "experiment", bits, seed)
+    ]
+    fs = load_features(contexts[0].features_dir, mmap_mode="r")
+    features, split = np.asarray(fs.features), load_split(contexts[0].split_dir)
+    for ctx in contexts:
+        rates = encode_run(method, ctx.run, features, split)
+        log.info(
+            "encoded %s/%d/%d: %.0f database codes/s",
+            method,
+            ctx.run.bits,
+            ctx.run.seed,
+            rates["database_codes_per_s"],
+        )

@@ -1,4 +1,5 @@
-"""``python -m usdh evaluate <method> <bits> <seed>``: every retrieval metric of saved codes."""
+"""``python -m usdh evaluate <method> [bits seed]``: every retrieval metric of a method's saved
+codes, for every code length and seed (or the one given)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,20 @@ from typing import Any
 from usdh.data import PROTOCOLS, load_prepared, load_split
 from usdh.evaluation import evaluate_run
 from usdh.params import section
-from usdh.stages.common import RunContext, run_context
+from usdh.stages.common import RunContext, grid, method_outputs, run_context
 
 log = logging.getLogger("usdh")
 
 
-def outputs(params: dict[str, Any], method: str, bits: int, seed: int) -> list[Path]:
+#: what scoring a run writes: its metrics and its two curves
+KINDS = ("metrics", "precision_recall", "precision_at_n")
+
+
+def outputs(
+    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
+) -> list[Path]:
+    if bits is None or seed is None:
+        return method_outputs(run_context(params, method, 0, 0), KINDS)
     run = run_context(params, method, bits, seed).run
     return [run.metrics, run.pr_curve, run.p_at_n]
 
@@ -34,16 +43,21 @@ def evaluate_context(params: dict[str, Any], ctx: RunContext, **record: Any) -> 
     )
 
 
-def run(params: dict[str, Any], method: str, bits: int, seed: int) -> None:
-    """mAP (protocol cut-off and all, both tie rules), PR by radius, precision@N."""
-    m = evaluate_context(params, run_context(params, method, bits, seed))
+def log_metrics(what: str, m: dict[str, Any]) -> None:
     log.info(
-        "%s %d bits seed %d: mAP@%s %.4f (tie-aware %.4f), mAP@all %.4f",
-        method,
-        bits,
-        seed,
+        "%s: mAP@%s %.4f (tie-aware %.4f), mAP@all %.4f",
+        what,
         m["topk"],
         m["mAP"],
         m["mAP_tie_aware"],
         m["mAP_all"],
     )
+
+
+def run(
+    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
+) -> None:
+    """mAP (protocol cut-off and all, both tie rules), PR by radius, precision@N."""
+    for b, s in grid(params, "experiment", bits, seed):
+        m = evaluate_context(params, run_context(params, method, b, s))
+        log_metrics(f"{method} {b} bits seed {s}", m)

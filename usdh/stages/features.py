@@ -1,5 +1,5 @@
 """``python -m usdh features <dataset>``: backbone features of every image, and of rotated views
-of the main protocol's training rows."""
+of the main protocol's rotation subset."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from usdh import layout
 from usdh.backbones import Backbone, build_backbone
-from usdh.data import load_prepared, load_split
+from usdh.data import load_prepared, load_split, training_rows
 from usdh.features import extract_features, feature_provenance, save_features
 from usdh.params import section
 from usdh.stages.common import dataset_params
@@ -32,14 +32,17 @@ def pipeline_backbone(params: dict[str, Any]) -> Backbone:
 
 
 def run(params: dict[str, Any], dataset: str) -> None:
-    """Backbone features of every image, and of rotated views of the training subset."""
+    """Backbone features of every image, and of rotated views of the rotation subset (default:
+    every training image)."""
     cfg = dataset_params(params, dataset)
     fp = section(params, "features")
     seed = int(section(params, "split_seed"))
     ds = load_prepared(layout.prepared_dir(dataset))
     main_protocol = cfg["protocols"][0]
     split = load_split(layout.split_dir(dataset, main_protocol), ds)
-    rot_idx = split["train_subset"] if "train_subset" in split else split["train"]
+    rot_idx = training_rows(split)
+    if "rotation_subset" in split:
+        rot_idx = split["rotation_subset"]
     backbone = pipeline_backbone(params)
     common = {
         "input_size": fp["input_size"],

@@ -1,5 +1,6 @@
-"""``python -m usdh finetune <method> <bits> <seed>``: a deep method trained with the backbone's
-last units on images, every image then re-encoded through them (a GPU's job)."""
+"""``python -m usdh finetune <method> [bits seed]``: a deep method trained with the backbone's
+last units on images, every image then re-encoded through them (a GPU's job), for every code
+length and seed of the finetune section (or the one given)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from usdh.features import load_features
 from usdh.finetune import finetune_method
 from usdh.fitting import merge_params
 from usdh.params import section
-from usdh.stages.common import RunContext, method_params, run_context
-from usdh.stages.evaluate import evaluate_context
+from usdh.stages.common import RunContext, grid, method_outputs, method_params, run_context
+from usdh.stages.evaluate import KINDS as SCORES
+from usdh.stages.evaluate import evaluate_context, log_metrics
 from usdh.stages.features import pipeline_backbone
 
 log = logging.getLogger("usdh")
@@ -33,34 +35,42 @@ def finetune_params(params: dict[str, Any], method: str) -> dict[str, Any]:
     )
 
 
-def outputs(params: dict[str, Any], method: str, bits: int, seed: int) -> list[Path]:
+def outputs(
+    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
+) -> list[Path]:
+    if bits is None or seed is None:
+        return method_outputs(_context(params, method, 0, 0), ("models", "codes", *SCORES))
     run = _context(params, method, bits, seed).run
     return [run.model_dir, run.codes_dir, run.metrics, run.pr_curve, run.p_at_n]
 
 
-def run(params: dict[str, Any], method: str, bits: int, seed: int) -> None:
+def run(
+    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
+) -> None:
     """Fine-tune a deep method with the backbone's last units on images, then encode and score."""
     cfg = section(params, "finetune")
-    ctx = _context(params, method, bits, seed)
     fp = section(params, "features")
-    ds = load_prepared(ctx.prepared_dir)
-    fs = load_features(ctx.features_dir, mmap_mode="r")
-    finetune_method(
-        method,
-        bits,
-        seed,
-        ds,
-        np.asarray(fs.features),
-        load_split(ctx.split_dir),
-        pipeline_backbone(params),
-        ctx.run,
-        method_params=finetune_params(params, method),
-        n_trainable=int(cfg.get("n_trainable", 1)),
-        input_size=cfg.get("input_size") or fp["input_size"],
-        angles=fp["rotation_angles"] or None,
-        rotation_mode=fp["rotation_mode"],
-        batch_size=fp["batch_size"],
-        record=ctx.record,
-    )
-    m = evaluate_context(params, ctx, mode="finetune")
-    log.info("finetuned %s %d bits seed %d: mAP %.4f", method, bits, seed, m["mAP"])
+    contexts = [_context(params, method, b, s) for b, s in grid(params, "finetune", bits, seed)]
+    ds = load_prepared(contexts[0].prepared_dir)
+    fs = load_features(contexts[0].features_dir, mmap_mode="r")
+    split = load_split(contexts[0].split_dir)
+    for ctx in contexts:
+        finetune_method(
+            method,
+            ctx.run.bits,
+            ctx.run.seed,
+            ds,
+            np.asarray(fs.features),
+            split,
+            pipeline_backbone(params),
+            ctx.run,
+            method_params=finetune_params(params, method),
+            n_trainable=int(cfg.get("n_trainable", 1)),
+            input_size=cfg.get("input_size") or fp["input_size"],
+            angles=fp["rotation_angles"] or None,
+            rotation_mode=fp["rotation_mode"],
+            batch_size=fp["batch_size"],
+            record=ctx.record,
+        )
+        m = evaluate_context(params, ctx, mode="finetune")
+        log_metrics(f"finetuned {method} {ctx.run.bits} bits seed {ctx.run.seed}", m)

@@ -1,4 +1,5 @@
-"""``python -m usdh fit <method> <bits> <seed>``: fit one method on the experiment's rows."""
+"""``python -m usdh fit <method> [bits seed]``: fit a method on the experiment's training rows and
+encode the protocol's queries and database, for every code length and seed (or the one given)."""
 
 from __future__ import annotations
 
@@ -6,31 +7,39 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from usdh.data import load_split
-from usdh.features import load_features
-from usdh.fitting import fit_on_rows, save_fitted, views_from_features
-from usdh.stages.common import method_params, run_context
+from usdh.stages.common import grid, method_outputs, run_context
+from usdh.stages.encode import encode_run
+from usdh.stages.runs import fitted_runs
 
 log = logging.getLogger("usdh")
 
-
-def outputs(params: dict[str, Any], method: str, bits: int, seed: int) -> list[Path]:
-    return [run_context(params, method, bits, seed).run.model_dir]
+KINDS = ("models", "codes")
 
 
-def run(params: dict[str, Any], method: str, bits: int, seed: int) -> None:
-    """Fit one method at one code length and seed on the experiment's training rows."""
-    ctx = run_context(params, method, bits, seed)
-    fs = load_features(ctx.features_dir, mmap_mode="r")
-    fitted = fit_on_rows(
-        method,
-        bits,
-        seed,
-        fs.features,
-        load_split(ctx.split_dir),
-        method_params=method_params(params, method),
-        views=views_from_features(fs),
-        run=ctx.run,
-    )
-    save_fitted(ctx.run, fitted, ctx.record)
-    log.info("fitted %s -> %s", fitted.hasher, ctx.run.model)
+def outputs(
+    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
+) -> list[Path]:
+    if bits is None or seed is None:
+        return method_outputs(run_context(params, method, 0, 0), KINDS)
+    r = run_context(params, method, bits, seed).run
+    return [r.model_dir, r.codes_dir]
+
+
+def run(
+    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
+) -> None:
+    """Fit and encode every (bits, seed) run of one method (or the one asked for)."""
+    contexts = [
+        run_context(params, method, b, s) for b, s in grid(params, "experiment", bits, seed)
+    ]
+    for ctx, fitted, data in fitted_runs(params, contexts):
+        rates = encode_run(method, ctx.run, data.features, data.split)
+        log.info(
+            "fitted %s %d bits seed %d in %.1f s on %d rows; %.0f database codes/s",
+            method,
+            ctx.run.bits,
+            ctx.run.seed,
+            fitted.seconds,
+            fitted.n_train,
+            rates["database_codes_per_s"],
+        )

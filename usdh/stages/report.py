@@ -33,6 +33,8 @@ def run(params: dict[str, Any]) -> None:
         "device": f"{fp['device']} on {env['machine']} with {env['cpu_count']} CPUs",
     }
     context["ablated"] = (params.get("ablations") or {}).get("method", "usdh")
+    # the method the verdict judges against every other one
+    context["target"] = (params.get("diagnostics") or {}).get("method", "usdh")
     timings = REPORTS / "timings.md"
     if timings.exists():
         context["timings"] = timings.read_text().strip()

@@ -24,7 +24,14 @@ def run(params: dict[str, Any], dataset: str) -> None:
     seed = int(section(params, "split_seed"))
     ds = load_prepared(layout.prepared_dir(dataset))
     for protocol in cfg["protocols"]:
-        split = make_split(ds, protocol, seed=seed, train_subset=cfg.get("train_subset"))
+        split = make_split(
+            ds,
+            protocol,
+            seed=seed,
+            train_subset=cfg.get("train_subset"),
+            rotation_subset=cfg.get("rotation_subset"),
+            validation_queries=cfg.get("validation_queries"),
+        )
         save_split(split, layout.split_dir(dataset, protocol))
         sizes = ", ".join(f"{k} {len(v)}" for k, v in split.items())
         log.info("split %s/%s (seed %d): %s", dataset, protocol, seed, sizes)

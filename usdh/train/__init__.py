@@ -1,7 +1,9 @@
-"""The one trainer of the deep hashers (USDH, DeepBit): stages, SGD, validation, checkpoints, logs.
+"""The one trainer of the deep hashers (USDH, DeepBit, GreedyHash, BiHalf): stages, SGD or Adam,
+validation, checkpoints, logs.
 
-A deep hasher here is a hash head (linear ``D -> K``, then sigmoid or ReLU) on a backbone,
-trained by minimising a :class:`usdh.losses.CompositeLoss` of relaxed codes ``h`` in (0, 1). There
+A deep hasher here is a hash head (linear ``D -> K``, or one hidden layer first, then an
+activation, then a binarizer) on a backbone, trained by minimising a
+:class:`usdh.losses.CompositeLoss` of relaxed codes ``h`` and the binarizer's codes ``u``. There
 is one training loop and two ways of turning a batch of row indices into what the loss needs,
 ``(h, features, h_rot)``:
 
@@ -39,11 +41,12 @@ from ``usdh.train``; the names below are its public API.
 from usdh.train.batches import FeatureBatches, ImageBatches
 from usdh.train.checkpoint import CHECKPOINT_FILE, LOG_FILE, write_log_csv
 from usdh.train.config import Stage, TrainConfig, TrainResult
-from usdh.train.loop import NonFiniteLossError, train
-from usdh.train.model import ACTIVATIONS, INIT_STD, HashHead, HashModel
+from usdh.train.loop import Monitor, NonFiniteLossError, train
+from usdh.train.model import ACTIVATIONS, BINARIZERS, INIT_STD, HashHead, HashModel
 
 __all__ = [
     "ACTIVATIONS",
+    "BINARIZERS",
     "CHECKPOINT_FILE",
     "INIT_STD",
     "LOG_FILE",
@@ -51,6 +54,7 @@ __all__ = [
     "HashHead",
     "HashModel",
     "ImageBatches",
+    "Monitor",
     "NonFiniteLossError",
     "Stage",
     "TrainConfig",

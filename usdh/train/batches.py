@@ -29,12 +29,14 @@ __all__ = ["Batch", "Batches", "FeatureBatches", "ImageBatches"]
 
 @dataclass
 class Batch:
-    """Model inputs for one batch: ``x`` (B, ...), rotated views ``x_rot`` (B * A, ...) or None,
-    and the semantic term's features (B, D)."""
+    """Model inputs for one batch: ``x`` (B, ...), rotated views ``x_rot`` (B' * A, ...) or None,
+    the semantic term's features (B, D), and ``rot_mask`` (B,): which rows the B' rotated views
+    belong to (None: every row)."""
 
     x: torch.Tensor
     x_rot: torch.Tensor | None
     features: torch.Tensor
+    rot_mask: torch.Tensor | None = None
 
 
 def _as_float32(name: str, array: ArrayLike, ndim: int) -> torch.Tensor:
@@ -46,10 +48,12 @@ def _as_float32(name: str, array: ArrayLike, ndim: int) -> torch.Tensor:
 
 
 class FeatureBatches:
-    """Head mode: cached backbone features ``(N, D)`` and, optionally, rotated views ``(N, A, D)``.
+    """Head mode: cached backbone features ``(N, D)`` and, optionally, rotated views ``(M, A, D)``.
 
-    Row ``i`` of ``rotations`` holds the features of image ``i`` rotated by each of ``angles``
-    (degrees, positive = counter-clockwise, as the features stage makes them).
+    Row ``j`` of ``rotations`` holds the features of row ``rotation_rows[j]`` (default: row ``j``,
+    M = N) rotated by each of ``angles`` (degrees, positive = counter-clockwise, as the features
+    stage makes them). With a subset, the rotation term of a batch sees the batch's rows that are
+    in it, and every other term sees the whole batch.
     """
 
     mode = "head"
@@ -59,17 +63,37 @@ class FeatureBatches:
         features: ArrayLike,
         rotations: ArrayLike | None = None,
         angles: Iterable[float] | None = None,
+        rotation_rows: ArrayLike | None = None,
     ) -> None:
         self.features = _as_float32("features", features, 2)
         self.rotations: torch.Tensor | None = None
         self.angles: tuple[float, ...] | None = None
+        self.rotation_rows: torch.Tensor | None = None
+        self._rot_pos: torch.Tensor | None = None
         if rotations is not None:
             rot = _as_float32("rotations", rotations, 3)
-            if rot.shape[0] != self.features.shape[0] or rot.shape[2] != self.features.shape[1]:
+            n = self.features.shape[0]
+            m = n if rotation_rows is None else len(np.asarray(rotation_rows))
+            if rot.shape[0] != m or rot.shape[2] != self.features.shape[1]:
                 raise ValueError(
-                    f"rotations must have shape (N, A, D) = ({self.features.shape[0]}, A, "
-                    f"{self.features.shape[1]}) to match the features, got {tuple(rot.shape)}"
+                    f"rotations must have shape (M, A, D) = ({m}, A, {self.features.shape[1]}), "
+                    f"one row per rotated row, got {tuple(rot.shape)}"
                 )
+            if rotation_rows is not None:
+                rows = np.asarray(rotation_rows)
+                if (
+                    rows.ndim != 1
+                    or rows.dtype.kind not in "iu"
+                    or (rows.size and (rows.min() < 0 or rows.max() >= n))
+                    or np.unique(rows).size != rows.size
+                ):
+                    raise ValueError(
+                        f"rotation_rows must be distinct row indices in 0..{n - 1}, got {rows!r}"
+                    )
+                self.rotation_rows = torch.as_tensor(rows, dtype=torch.int64)
+                pos = torch.full((n,), -1, dtype=torch.int64)
+                pos[self.rotation_rows] = torch.arange(len(rows))
+                self._rot_pos = pos
             if angles is None:
                 raise ValueError("rotations given without their angles (degrees, one per view)")
             self.rotations = rot
@@ -95,20 +119,29 @@ class FeatureBatches:
         self.features = self.features.to(device)
         if self.rotations is not None:
             self.rotations = self.rotations.to(device)
+        if self._rot_pos is not None:
+            self._rot_pos = self._rot_pos.to(device)
 
     def batch(self, idx: torch.Tensor, rotations: bool) -> Batch:
         idx = idx.to(self.features.device)
         x = self.features[idx]
-        x_rot = None
+        x_rot, mask = None, None
         if rotations:
             assert self.rotations is not None
-            x_rot = self.rotations[idx].reshape(-1, self.features.shape[1])
-        return Batch(x, x_rot, x)
+            rows = idx
+            if self._rot_pos is not None:
+                pos = self._rot_pos[idx]
+                mask = pos >= 0
+                rows = pos[mask]
+            x_rot = self.rotations[rows].reshape(-1, self.features.shape[1])
+        return Batch(x, x_rot, x, mask)
 
     def fingerprint(self) -> dict[str, Any]:
         digest = hashlib.sha256(self.features.cpu().numpy().tobytes())
         if self.rotations is not None:
             digest.update(self.rotations.cpu().numpy().tobytes())
+        if self.rotation_rows is not None:
+            digest.update(self.rotation_rows.numpy().tobytes())
         return {
             "mode": self.mode,
             "shape": list(self.features.shape),

@@ -73,9 +73,25 @@ class Progress:
         )
 
 
-def run_fingerprint(config: TrainConfig, data: Batches, n_bits: int) -> str:
-    """SHA-256 of what decides the weights: the configuration, the data and the number of bits."""
-    record = {"config": config.fingerprint(), "data": data.fingerprint(), "n_bits": n_bits}
+def run_fingerprint(
+    config: TrainConfig,
+    data: Batches,
+    n_bits: int,
+    init: Mapping[str, torch.Tensor] | None = None,
+) -> str:
+    """SHA-256 of what decides the weights: the configuration, the data, the number of bits and
+    any initial tensors."""
+    record: dict[str, Any] = {
+        "config": config.fingerprint(),
+        "data": data.fingerprint(),
+        "n_bits": n_bits,
+    }
+    if init is not None:
+        digest = hashlib.sha256()
+        for name in sorted(init):
+            digest.update(name.encode())
+            digest.update(init[name].detach().cpu().numpy().tobytes())
+        record["init"] = digest.hexdigest()
     text = json.dumps(record, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 

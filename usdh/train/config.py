@@ -19,9 +19,12 @@ import torch
 from numpy.typing import NDArray
 
 from usdh.checks import check_positive_int
-from usdh.train.model import HashHead, HashModel, build_activation
+from usdh.train.model import HashHead, HashModel, build_activation, build_binarizer
 
-__all__ = ["Stage", "TrainConfig", "TrainResult"]
+__all__ = ["OPTIMIZERS", "Stage", "TrainConfig", "TrainResult"]
+
+#: "sgd": SGD with momentum (DeepBit's solver); "adam": Adam (betas 0.9, 0.999)
+OPTIMIZERS = ("sgd", "adam")
 
 
 def _number(name: str, value: Any, *, low: float, low_open: bool = False) -> float:
@@ -77,11 +80,13 @@ class TrainConfig:
     """Everything that decides the trained weights (plus device, threads and the progress bar).
 
     ``loss``: the base config of :func:`usdh.losses.build_loss` (term -> {"weight": w, ...});
-    ``stages``: run in order, each with its own learning rate and weight overrides. SGD with
-    ``momentum`` and ``weight_decay``; ``batch_size`` rows per step (the last partial batch of an
-    epoch is dropped when there is more than one batch, since batch statistics of a handful of rows
-    are noise). ``val_fraction`` of the rows (seeded) are held out for validation; ``patience``
-    epochs without improvement end a stage early (``None``: never).
+    ``stages``: run in order, each with its own learning rate and weight overrides. ``optimizer``
+    (:data:`OPTIMIZERS`) with ``momentum`` (SGD) and ``weight_decay``; ``batch_size`` rows per step
+    (the last partial batch of an epoch is dropped when there is more than one batch, since batch
+    statistics of a handful of rows are noise). ``val_fraction`` of the rows (seeded) are held out
+    for validation; ``patience`` epochs without improvement end a stage early (``None``: never).
+    The head: ``hidden`` units of one hidden layer (``None``: linear), ``activation``, and the
+    ``binarizer`` (with ``binarizer_options``) whose codes the loss terms compare.
     """
 
     loss: Mapping[str, Mapping[str, Any]]
@@ -93,6 +98,10 @@ class TrainConfig:
     patience: int | None = None
     seed: int = 0
     activation: str = "sigmoid"
+    hidden: int | None = None
+    binarizer: str = "none"
+    binarizer_options: Mapping[str, Any] = field(default_factory=dict)
+    optimizer: str = "sgd"
     device: str = "auto"
     threads: int | None = None
     progress: bool = False
@@ -111,6 +120,12 @@ class TrainConfig:
             check_positive_int("patience", self.patience)
         check_positive_int("seed", self.seed, 0)
         build_activation(self.activation)  # a ValueError naming the activations, if unknown
+        object.__setattr__(self, "binarizer_options", dict(self.binarizer_options or {}))
+        build_binarizer(self.binarizer, self.binarizer_options)
+        if self.hidden is not None:
+            check_positive_int("hidden", self.hidden)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
 
     def stage_loss_config(self, index: int) -> dict[str, dict[str, Any]]:
         """The loss config of stage ``index``: the base config with the stage's weights."""
@@ -130,6 +145,7 @@ class TrainConfig:
         for key in ("device", "threads", "progress"):
             out.pop(key)
         out["loss"] = {k: dict(v) for k, v in self.loss.items()}
+        out["binarizer_options"] = dict(self.binarizer_options)
         out["stages"] = [
             {"epochs": s.epochs, "lr": s.lr, "weights": dict(s.weights)} for s in self.stages
         ]

@@ -36,9 +36,21 @@ from usdh.train.checkpoint import (
 from usdh.train.config import TrainConfig, TrainResult
 from usdh.train.model import HashHead, HashModel
 
-__all__ = ["NonFiniteLossError", "train"]
+__all__ = ["Monitor", "NonFiniteLossError", "train"]
 
 Callback = Callable[[dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """Extra log columns computed from the model after every epoch (e.g. validation mAP).
+
+    ``fn(model)`` returns a value for each of ``columns``; it runs without gradients, in eval
+    mode, and draws no random numbers, so it changes nothing about the training it watches.
+    """
+
+    columns: tuple[str, ...]
+    fn: Callable[[HashModel], Mapping[str, float]]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -62,6 +74,7 @@ class _Run:
     fingerprint: str
     checkpoint_dir: Path | None
     callback: Callback | None
+    monitor: Monitor | None
 
 
 @dataclass
@@ -82,6 +95,8 @@ def train(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     callback: Callback | None = None,
+    monitor: Monitor | None = None,
+    init: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train a hash head (and, in finetune mode, the backbone's tail) through ``config.stages``.
 
@@ -90,7 +105,9 @@ def train(
     (atomically) after every epoch; ``resume=True`` continues from the checkpoint when it was made
     by the same configuration and data (otherwise it warns and starts afresh) and returns at once
     if that run had finished. ``callback(row)`` is called with each epoch's log row after its
-    checkpoint is written (an exception from it interrupts training, as a crash would).
+    checkpoint is written (an exception from it interrupts training, as a crash would);
+    ``monitor`` adds columns to every row. ``init`` replaces the head's initial tensors (e.g. a
+    projection learnt by another method; they are part of the checkpoint's fingerprint).
     Raises :class:`NonFiniteLossError` naming the stage, epoch, batch and term when a loss goes
     NaN or infinite.
     """
@@ -100,11 +117,13 @@ def train(
     device = resolve_device(config.device)
     loss_fns = _stage_losses(config, data)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fingerprint = run_fingerprint(config, data, n_bits)
+    fingerprint = run_fingerprint(config, data, n_bits, init)
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
 
     with torch.random.fork_rng(devices=cuda_devices), torch_determinism(config.threads):
-        run = _start(data, n_bits, config, loss_fns, device, fingerprint, folder, callback)
+        run = _start(data, n_bits, config, loss_fns, device, fingerprint, folder, callback, monitor)
+        if init is not None:
+            _initialise(run.model, init)
         resumed = _resume(run) if resume and folder is not None else None
         state = resumed or _State()
         resumed_at = None if resumed is None else resumed.prog.epoch
@@ -137,13 +156,28 @@ def _stage_losses(config: TrainConfig, data: Batches) -> list[CompositeLoss]:
     return loss_fns
 
 
-def _log_columns(loss_fns: list[CompositeLoss]) -> list[str]:
-    """The log's columns: every term active in some stage, in order of first appearance."""
+def _log_columns(loss_fns: list[CompositeLoss], monitor: Monitor | None) -> list[str]:
+    """The log's columns: every term active in some stage, in order of first appearance, then
+    the monitor's."""
     terms: list[str] = []
     for fn in loss_fns:
         terms.extend(t for t in fn.active if t not in terms)
     columns = ["epoch", "stage", "lr", "total", *terms, "val_total"]
-    return columns + [f"val_{t}" for t in terms] + ["seconds"]
+    extra = list(monitor.columns) if monitor is not None else []
+    return columns + [f"val_{t}" for t in terms] + extra + ["seconds"]
+
+
+def _initialise(model: HashModel, init: Mapping[str, torch.Tensor]) -> None:
+    """Copy ``init`` (head tensors by name, e.g. ``linear.weight``) into the head."""
+    state = model.head.state_dict()
+    for name, value in init.items():
+        if name not in state or tuple(state[name].shape) != tuple(value.shape):
+            raise ValueError(
+                f"init tensor {name!r} of shape {tuple(value.shape)} does not fit the head "
+                f"({', '.join(f'{k} {tuple(v.shape)}' for k, v in state.items())})"
+            )
+        state[name] = value.to(state[name].dtype)
+    model.head.load_state_dict(state)
 
 
 def _start(
@@ -155,6 +189,7 @@ def _start(
     fingerprint: str,
     checkpoint_dir: Path | None,
     callback: Callback | None,
+    monitor: Monitor | None = None,
 ) -> _Run:
     """Seed, build the model, move everything to ``device``, prepare the losses, split the rows.
 
@@ -163,7 +198,15 @@ def _start(
     """
     seed_everything(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    head = HashHead(data.in_features, n_bits, gen, config.activation)
+    head = HashHead(
+        data.in_features,
+        n_bits,
+        gen,
+        config.activation,
+        hidden=config.hidden,
+        binarizer=config.binarizer,
+        binarizer_options=config.binarizer_options,
+    )
     model = data.build_model(head).to(device)
     data.to(device)
     for fn in loss_fns:
@@ -182,10 +225,11 @@ def _start(
         angles=angles,
         train_idx=train_idx,
         val_idx=val_idx,
-        columns=_log_columns(loss_fns),
+        columns=_log_columns(loss_fns, monitor),
         fingerprint=fingerprint,
         checkpoint_dir=checkpoint_dir,
         callback=callback,
+        monitor=monitor,
     )
 
 
@@ -236,12 +280,7 @@ def _run_stage(run: _Run, state: _State, bar: tqdm) -> None:
     """The rest of the current stage: a fresh SGD optimiser (or the checkpoint's), then epochs,
     a checkpoint and the callback after each, until the stage ends."""
     stage = run.config.stages[state.prog.stage]
-    optimizer = torch.optim.SGD(
-        run.model.trainable_parameters(),
-        lr=stage.lr,
-        momentum=run.config.momentum,
-        weight_decay=run.config.weight_decay,
-    )
+    optimizer = _optimizer(run, stage.lr)
     if state.opt_state is not None:
         optimizer.load_state_dict(state.opt_state)
     done = False
@@ -262,6 +301,16 @@ def _run_stage(run: _Run, state: _State, bar: tqdm) -> None:
             )
         if run.callback is not None:
             run.callback(row)
+
+
+def _optimizer(run: _Run, lr: float) -> torch.optim.Optimizer:
+    """A fresh optimiser of the configured kind for one stage."""
+    params, config = run.model.trainable_parameters(), run.config
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
 
 
 def _epoch(
@@ -285,6 +334,10 @@ def _epoch(
     )
     row.update({f"val_{k}": v for k, v in val_rows})
     _check_weights(run.model, where, stage.lr)
+    if run.monitor is not None:
+        run.model.eval()
+        with torch.no_grad():
+            row.update({k: float(v) for k, v in run.monitor.fn(run.model).items()})
     row["seconds"] = round(time.perf_counter() - start, 4)
     prog.log.append(row)
     prog.epoch += 1
@@ -366,18 +419,28 @@ def _loss_of(
     idx: torch.Tensor,
     angles: torch.Tensor | None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The one place a batch becomes ``(h, features, h_rot)`` and a loss."""
+    """The one place a batch becomes ``(h, u, features, h_rot)`` and a loss."""
     need_rot = "rotations" in loss_fn.needs
     b = data.batch(idx, need_rot)
     x = b.x if b.x_rot is None else torch.cat([b.x, b.x_rot])
     out = model(x)
     n = b.x.shape[0]
     h = out[:n]
-    h_rot = out[n:].reshape(n, -1, out.shape[1]) if need_rot else None
+    h_rot = None
+    if need_rot:
+        n_rot = n if b.rot_mask is None else int(b.rot_mask.sum())
+        n_views = len(angles) if angles is not None else 0
+        h_rot = out[n:].reshape(n_rot, n_views, out.shape[1])
     features = b.features if "features" in loss_fn.needs else None
     index = idx if "index" in loss_fn.needs else None
     return loss_fn(
-        h, features=features, h_rot=h_rot, angles=angles if need_rot else None, index=index
+        h,
+        codes=model.head.codes(h),
+        features=features,
+        h_rot=h_rot,
+        angles=angles if need_rot else None,
+        index=index,
+        rot_mask=b.rot_mask,
     )
 
 

@@ -1,0 +1,59 @@
+"""Fit time of the deep methods at the size of the default pipeline: a 50,000-image head fit at
+64 bits, with each method's params.yaml settings (epochs, batch, head), beside ITQ on the same rows.
+
+Setting: 50,000 rows of 1280-d features (EfficientNet-Lite0's width, CIFAR-10's training pool),
+rotated views (4 angles) for a 5,000-row subset as the features stage stores them, one round per
+method (a fit is seconds, not microseconds). The budget the pipeline is held to is 30 s per deep
+fit on the 2-core machine (``extra_info["budget_s"]``); ``extra_info`` also records the epochs and
+SGD steps, so a reader sees what the seconds bought. ITQ is the shallow reference: the cost of a
+good code without training a network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from usdh.hasher import TrainingViews
+from usdh.registry import methods
+
+N, DIM, N_ROT, BITS = 50_000, 1280, 5_000, 64
+ANGLES = (-10.0, -5.0, 5.0, 10.0)
+PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(10, DIM)).astype(np.float32)
+    x = np.maximum(centers[rng.integers(0, 10, N)] + rng.normal(size=(N, DIM)), 0)
+    x = x.astype(np.float32)
+    rows = rng.choice(N, N_ROT, replace=False)
+    rot = np.maximum(x[rows, None, :] + 0.1 * rng.normal(size=(N_ROT, len(ANGLES), DIM)), 0)
+    return x, TrainingViews(rot.astype(np.float32), ANGLES, rows)
+
+
+@pytest.mark.parametrize("method", ["itq", *(m for m, s in methods().items() if s.deep)])
+def test_fit_50k_at_64_bits(benchmark, data, method):
+    benchmark.group = "fit-50k-64b"
+    x, views = data
+    spec = methods()[method]
+    params = dict((PARAMS["methods"].get(method) or {}))
+    kwargs = {"views": views if "rotations" in spec.views else None} if spec.deep else {}
+    if spec.deep:
+        params["progress"] = False
+
+    def fit():
+        return spec.load()(n_bits=BITS, random_state=0, **params).fit(x, **kwargs)
+
+    hasher = benchmark.pedantic(fit, rounds=1, iterations=1)
+    assert hasher.encode(x[:10]).shape == (10, BITS // 8)
+    if spec.deep:
+        batch = hasher.batch_size
+        benchmark.extra_info.update(
+            epochs=len(hasher.log_), steps=len(hasher.log_) * (N // batch), batch=batch
+        )
+        benchmark.extra_info["budget_s"] = 30

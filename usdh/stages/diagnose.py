@@ -1,0 +1,137 @@
+"""``python -m usdh diagnose``: the objective of one deep method (``diagnostics.method``, USDH)
+evaluated on the binary codes of every method of the experiment.
+
+If ITQ's codes score a lower USDH loss than USDH's own codes, USDH's optimiser fails to reach what
+its objective rewards; if they score higher while ITQ wins at mAP, the objective does not reward
+what mAP rewards. Every method's codes of the same seeded batches of training rows are scored with
+the loss configuration saved in the USDH run of the same bits and seed (the relaxed codes ``h``
+are the binary codes, so the quantisation term is 0 for every method and the rest compare
+like with like). USDH's own relaxed codes are scored too (``usdh_relaxed``), as trained.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from usdh import layout
+from usdh.codes import unpack_bits
+from usdh.data import load_split, training_rows
+from usdh.features import load_features
+from usdh.fitting import views_from_features
+from usdh.io import save_json
+from usdh.losses import CompositeLoss, build_loss
+from usdh.params import ParamsError, section
+from usdh.registry import get_method, method_class
+from usdh.stages.common import grid, run_context
+
+log = logging.getLogger("usdh")
+
+
+def outputs(params: dict[str, Any]) -> list[Path]:
+    exp = section(params, "experiment")
+    target = section(params, "diagnostics", "method")
+    return [layout.diagnostics_record(exp["dataset"], exp["protocol"], f"{target}_loss")]
+
+
+def _score(
+    loss_fn: CompositeLoss,
+    h: np.ndarray,
+    x: np.ndarray,
+    h_rot: np.ndarray | None,
+    rot_pos: np.ndarray | None,
+    angles: torch.Tensor | None,
+    batches: list[np.ndarray],
+) -> dict[str, float]:
+    """Mean loss (total and per term) over ``batches`` (positions into ``h`` and ``x``)."""
+    sums: dict[str, float] = {}
+    for b in batches:
+        hb = torch.from_numpy(h[b]).float()
+        mask, hr = None, None
+        if h_rot is not None and rot_pos is not None:
+            pos = rot_pos[b]
+            mask = torch.from_numpy(pos >= 0)
+            hr = torch.from_numpy(h_rot[pos[pos >= 0]]).float()
+        with torch.no_grad():
+            total, parts = loss_fn(
+                hb,
+                codes=2.0 * hb - 1.0,
+                features=torch.from_numpy(x[b]).float(),
+                h_rot=hr,
+                angles=angles if hr is not None else None,
+                rot_mask=mask,
+            )
+        for k, v in {"total": float(total), **parts}.items():
+            sums[k] = sums.get(k, 0.0) + v / len(batches)
+    return sums
+
+
+def run(params: dict[str, Any]) -> None:
+    """Score every method's training codes with the target method's loss; one JSON record."""
+    cfg = section(params, "diagnostics")
+    target = cfg["method"]
+    exp = section(params, "experiment")
+    if target not in exp["methods"]:
+        raise ParamsError(f"diagnostics.method {target!r} must be one of experiment.methods")
+    ctx0 = run_context(params, target, 0, 0)
+    fs = load_features(ctx0.features_dir, mmap_mode="r")
+    split = load_split(ctx0.split_dir)
+    pool = training_rows(split)
+    rng = np.random.default_rng(int(section(params, "split_seed")))
+    batch, n_batches = int(cfg["batch_size"]), int(cfg["batches"])
+    rows = np.sort(rng.choice(pool, size=min(len(pool), batch * n_batches), replace=False))
+    order = rng.permutation(len(rows))
+    batches = [order[i : i + batch] for i in range(0, len(order) - batch + 1, batch)]
+    x = np.asarray(fs.features[rows], dtype=np.float32)
+    views = views_from_features(fs)(get_method(target), rows)
+    rot_pos, angles = None, None
+    if views is not None:
+        rot_pos = np.full(len(rows), -1)
+        rot_pos[views.rows] = np.arange(len(views.rows))
+        angles = torch.tensor(views.angles, dtype=torch.float32)
+    train_x = torch.from_numpy(np.asarray(fs.features[pool], dtype=np.float32))
+    results = []
+    for bits, seed in grid(params, "experiment"):
+        usdh = method_class(target).load(run_context(params, target, bits, seed).run.model)
+        loss_fn = build_loss(usdh.loss_config())
+        loss_fn.prepare(train_x, torch.Generator().manual_seed(seed))
+        scores: dict[str, Any] = {}
+        for method in exp["methods"]:
+            hasher = method_class(method).load(run_context(params, method, bits, seed).run.model)
+            h = unpack_bits(hasher.encode(x)).astype(np.float32)
+            h_rot = None
+            if views is not None:
+                flat = views.rotations.reshape(-1, views.rotations.shape[2])
+                h_rot = unpack_bits(hasher.encode(flat)).astype(np.float32)
+                h_rot = h_rot.reshape(len(views.rows), -1, bits)
+            scores[method] = _score(loss_fn, h, x, h_rot, rot_pos, angles, batches)
+        relaxed = usdh.relaxed(x).astype(np.float32)
+        h_rot = None
+        if views is not None:
+            flat = views.rotations.reshape(-1, views.rotations.shape[2])
+            h_rot = usdh.relaxed(flat).astype(np.float32).reshape(len(views.rows), -1, bits)
+        scores[f"{target}_relaxed"] = _score(loss_fn, relaxed, x, h_rot, rot_pos, angles, batches)
+        results.append({"bits": bits, "seed": seed, "loss": scores})
+        log.info(
+            "%d bits seed %d: %s loss on %s",
+            bits,
+            seed,
+            target,
+            ", ".join(f"{m} {s['total']:.4f}" for m, s in scores.items()),
+        )
+    save_json(
+        outputs(params)[0],
+        {
+            "method": target,
+            "dataset": exp["dataset"],
+            "protocol": exp["protocol"],
+            "rows": len(rows),
+            "batch_size": batch,
+            "batches": len(batches),
+            "runs": results,
+        },
+    )
