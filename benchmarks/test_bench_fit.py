@@ -41,7 +41,7 @@ def test_fit_50k_at_64_bits(benchmark, data, method):
     benchmark.group = "fit-50k-64b"
     x, views = data
     spec = methods()[method]
-    params = dict((PARAMS["methods"].get(method) or {}))
+    params = dict(PARAMS["methods"].get(method) or {})
     kwargs = {"views": views if "rotations" in spec.views else None} if spec.deep else {}
     if spec.deep:
         params["progress"] = False

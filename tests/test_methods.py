@@ -73,7 +73,7 @@ def test_bihalf_splits_every_bit_in_half_as_the_brute_force_does(columns):
     assert np.array_equal(u, _bihalf_reference(s))
     assert ((u == 1).sum(axis=0) == s.shape[0] // 2).all()
     if s.shape[0] % 2 == 0:  # an even batch: exactly the rows above the column's median
-        median = np.median(s, axis=0)
+        median = np.median(s.astype(np.float64), axis=0)  # exact midpoint of two float32s
         assert np.array_equal(u == 1, s > median)
 
 
