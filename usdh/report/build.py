@@ -350,6 +350,12 @@ def verdict_table(df: pd.DataFrame, target: str = "usdh", level: float = 0.95) -
     return pd.DataFrame(rows)
 
 
+def _validation_links(df: pd.DataFrame) -> list[str]:
+    """Links to the selection records of each dataset and protocol of the results."""
+    pairs = df[["dataset", "protocol"]].drop_duplicates().itertuples(index=False)
+    return [f"[validation/{d}/{p}/README.md](validation/{d}/{p}/README.md)" for d, p in pairs]
+
+
 def _verdict_grid(verdict: pd.DataFrame) -> pd.DataFrame:
     """The verdict as (metric, opponent) rows and one column per code length."""
     v = verdict.assign(
@@ -631,7 +637,7 @@ def render_readme(
             "stages of that many epochs each) at the batch size shown; learning rate, main loss "
             "weight, epochs and head width were chosen with the same budget for each deep method "
             "on a validation split that mirrors the test protocol "
-            "([validation/README.md](validation/README.md)). Fit seconds are wall-clock on the "
+            f"({', '.join(_validation_links(df))}). Fit seconds are wall-clock on the "
             "machine above, mean over seeds.",
             "",
             tables["training"].to_markdown(index=False, disable_numparse=True),
