@@ -24,24 +24,43 @@ __all__ = [
 ]
 
 #: mAP@1000 in % on CIFAR-10 (10,000 queries, 50,000 database, which is also the training set)
-#: at 16 / 32 / 64 bits, with where each row is published (None: not reported at that length).
-#: USDH's own numbers are not available here.
-REPORTED_CIFAR10: dict[str, tuple[tuple[float | None, float | None, float | None], str]] = {
-    "lsh": ((12.55, 13.76, 15.07), "DeepBit README (hand-crafted features)"),
-    "sh": ((12.95, 14.09, 13.89), "DeepBit README (hand-crafted features)"),
-    "pcah": ((12.91, 12.60, 12.10), "DeepBit README (hand-crafted features)"),
-    "itq": ((15.67, 16.20, 16.64), "DeepBit README (hand-crafted features)"),
-    "deepbit": ((19.43, 24.86, 27.73), "DeepBit README (VGG-16, fine-tuned)"),
-    "greedyhash": (
+#: at 16 / 32 / 64 bits: (method, row label, values, where published). None: not reported at that
+#: length. USDH's own numbers are not available here. DeepBit's README
+#: (github.com/kevinlin311tw/cvpr16-deepbit) lists two rows of its own, dated, and the baselines
+#: without saying which features they hashed; its release trains only the hash layer on VGG-16
+#: (every VGG layer has lr_mult 0 in examples/deepbit-cifar10-32/vgg_train32_stage1.prototxt).
+_DEEPBIT_README = "DeepBit README (features not stated)"
+REPORTED_CIFAR10: tuple[tuple[str, str, tuple[float | None, ...], str], ...] = (
+    ("lsh", "lsh", (12.55, 13.76, 15.07), _DEEPBIT_README),
+    ("pcah", "pcah", (12.91, 12.60, 12.10), _DEEPBIT_README),
+    ("itq", "itq", (15.67, 16.20, 16.64), _DEEPBIT_README),
+    ("sh", "sh", (12.95, 14.09, 13.89), _DEEPBIT_README),
+    (
+        "deepbit",
+        "deepbit (Nov. 2015)",
+        (19.43, 24.86, 27.73),
+        "DeepBit README (hash layer trained on frozen VGG-16, 224 px)",
+    ),
+    (
+        "deepbit",
+        "deepbit (Apr. 2016)",
+        (20.53, 25.44, 29.49),
+        "DeepBit README (hash layer trained on frozen VGG-16, 224 px)",
+    ),
+    (
+        "greedyhash",
+        "greedyhash",
         (41.0, 46.7, 47.6),
         "DeepHash-pytorch, Unsupervised_GreedyHash.py (frozen VGG-16 fc7; best epoch on the test "
         "queries)",
     ),
-    "bihalf": (
+    (
+        "bihalf",
+        "bihalf",
         (None, None, 59.3),
         "DeepHash-pytorch, Unsupervised_BiHalf.py (frozen VGG-16 fc7; epoch 40)",
     ),
-}
+)
 REPORTED_BITS = (16, 32, 64)
 
 #: columns of results.csv, in order (the curves stay in their CSV files)
@@ -141,16 +160,63 @@ def reported_vs_reproduced(df: pd.DataFrame) -> pd.DataFrame:
     """DeepBit's listed CIFAR-10 mAP@1000 beside ours (mean over seeds), in %."""
     ours = summarise(df[(df["dataset"] == "cifar10") & (df["protocol"] == "deepbit")])
     rows = []
+    reported = {m: [r for r in REPORTED_CIFAR10 if r[0] == m] for m in methods()}
     for method in methods():
-        values, source = REPORTED_CIFAR10.get(method, ((None, None, None), "not available"))
-        row: dict[str, Any] = {"method": method}
-        for i, bits in enumerate(REPORTED_BITS):
-            row[f"reported {bits}"] = f"{values[i]:.2f}" if values[i] is not None else "n/a"
-            hit = ours[(ours["method"] == method) & (ours["bits"] == bits)]
-            row[f"ours {bits}"] = f"{hit['mean'].iloc[0] * 100:.2f}" if len(hit) else "-"
-        row["reported in"] = source
-        rows.append(row)
+        for _, label, values, source in reported[method] or [
+            (method, method, (None,) * len(REPORTED_BITS), "not available")
+        ]:
+            row: dict[str, Any] = {"method": label}
+            for i, bits in enumerate(REPORTED_BITS):
+                row[f"reported {bits}"] = f"{values[i]:.2f}" if values[i] is not None else "n/a"
+                hit = ours[(ours["method"] == method) & (ours["bits"] == bits)]
+                row[f"ours {bits}"] = f"{hit['mean'].iloc[0] * 100:.2f}" if len(hit) else "-"
+            row["reported in"] = source
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def order_changes(df: pd.DataFrame) -> list[str]:
+    """Pairs of methods reported in the same publication (the latest row of a method) whose
+    order at some length differs from ours (mean over seeds), as sentences; rows of different
+    publications used different features and protocols, so their order is not compared."""
+    ours = summarise(df[(df["dataset"] == "cifar10") & (df["protocol"] == "deepbit")])
+    latest = {m: v for m, _, v, _ in REPORTED_CIFAR10}  # a later row replaces an earlier one
+    where = {m: src.split(" (")[0] for m, _, _, src in REPORTED_CIFAR10}
+    names = [m for m in methods() if m in latest]
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if where[a] != where[b]:
+                continue
+            flips = []
+            for k, bits in enumerate(REPORTED_BITS):
+                ra, rb = latest[a][k], latest[b][k]
+                oa = ours[(ours["method"] == a) & (ours["bits"] == bits)]["mean"]
+                ob = ours[(ours["method"] == b) & (ours["bits"] == bits)]["mean"]
+                if ra is None or rb is None or oa.empty or ob.empty:
+                    continue
+                if (ra > rb) != (float(oa.iloc[0]) > float(ob.iloc[0])):
+                    flips.append(bits)
+            if flips:
+                k = REPORTED_BITS.index(flips[0])
+                hi, lo = (a, b) if latest[a][k] > latest[b][k] else (b, a)
+                out.append(
+                    f"{hi} is reported above {lo} but scores below it here at "
+                    f"{', '.join(map(str, flips))} bits"
+                )
+    return out
+
+
+def below_reported(df: pd.DataFrame) -> list[str]:
+    """Reported rows that our run of the method does not exceed, at each such length."""
+    ours = summarise(df[(df["dataset"] == "cifar10") & (df["protocol"] == "deepbit")])
+    out = []
+    for method, label, values, _ in REPORTED_CIFAR10:
+        for k, bits in enumerate(REPORTED_BITS):
+            hit = ours[(ours["method"] == method) & (ours["bits"] == bits)]["mean"]
+            if values[k] is not None and not hit.empty and float(hit.iloc[0]) * 100 <= values[k]:
+                out.append(f"{label} at {bits} bits")
+    return out
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -197,9 +263,9 @@ def write_figures(df: pd.DataFrame, root: Path, out_dir: Path) -> list[Path]:
         topk = part["topk"].iloc[0]
         ax.set_xlabel("bits")
         ax.set_ylabel(f"mAP@{topk if topk else 'all'} (%)")
-        ax.set_title(f"{dataset} ({protocol})")
+        ax.set_title(_display_name(part))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         path = out_dir / f"map_vs_bits_{dataset}_{protocol}.png"
         _savefig(fig, path)
         written.append(path)
@@ -221,14 +287,22 @@ def write_figures(df: pd.DataFrame, root: Path, out_dir: Path) -> list[Path]:
                 ylabel="precision",
                 title=f"PR by Hamming radius, {bits_value} bits",
             )
+            fig.suptitle(_display_name(part), fontsize=9)
             ax_pn.set(xlabel="N", ylabel="precision@N", title=f"precision@N, {bits_value} bits")
             for ax in (ax_pr, ax_pn):
                 ax.grid(alpha=0.3)
-                ax.legend(fontsize=8)
+            ax_pn.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
             path = out_dir / f"curves_{dataset}_{protocol}_{bits_value}bits.png"
             _savefig(fig, path)
             written.append(path)
     return written
+
+
+def _display_name(part: pd.DataFrame) -> str:
+    """A protocol as readers name it: the dataset and how many queries against how large a
+    database (the protocol's own name, such as "deepbit", reads like a method)."""
+    row = part.iloc[0]
+    return f"{row['dataset']}: {int(row['n_query']):,} queries / {int(row['n_db']):,} database"
 
 
 def _mean_curves(runs: Sequence[Run]) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
@@ -452,8 +526,8 @@ def ablation_figure(df: pd.DataFrame, out_dir: Path) -> list[Path]:
                 label=f"{b} bits",
             )
         ax.set_xticks(x, variants, rotation=30, ha="right")
-        ax.set_ylabel("mAP (%)")
-        ax.set_title(f"USDH loss-term ablations, {dataset}")
+        ax.set_ylabel("mAP at the protocol's cut-off (%)")
+        ax.set_title(f"USDH variants (ablations), {dataset}")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
         path = out_dir / f"ablations_{dataset}.png"
@@ -492,6 +566,28 @@ def classification_table(df: pd.DataFrame, refs: dict[str, Any]) -> pd.DataFrame
     return table
 
 
+def classification_summary(df: pd.DataFrame, refs: dict[str, Any], target: str) -> str:
+    """What the classification numbers show, in words: the best method and where ``target``
+    ranks at each code length (by mean accuracy over seeds), and the real-valued reference."""
+    s = _mean_std(df, ["dataset", "method", "bits"], "accuracy")
+    parts = []
+    for (dataset, bits), g in s.groupby(["dataset", "bits"], sort=True):
+        name = f"{dataset}, " if s["dataset"].nunique() > 1 else ""
+        g = g.sort_values("mean", ascending=False).reset_index(drop=True)
+        best = g.iloc[0]
+        rank = g.index[g["method"] == target]
+        where = f"{target} ranks {int(rank[0]) + 1} of {len(g)}" if len(rank) else ""
+        parts.append(
+            f"{name}at {bits} bits {best['method']} is best ({best['mean'] * 100:.1f} %)"
+            + (f" and {where} ({g.loc[rank[0], 'mean'] * 100:.1f} %)" if where else "")
+        )
+    ref = "; ".join(
+        f"the real-valued {r.get('dim')}-d features reach {r['accuracy'] * 100:.1f} %"
+        for r in refs.values()
+    )
+    return "In these numbers, " + "; ".join(parts) + (f"; {ref}." if ref else ".")
+
+
 # -- training curves -------------------------------------------------------------------------------
 def training_figures(root: Path, out_dir: Path) -> list[Path]:
     """Per deep method: each term's training loss and the validation total, per epoch, of the
@@ -519,8 +615,9 @@ def training_figures(root: Path, out_dir: Path) -> list[Path]:
             for term in terms:
                 ax.plot(log["epoch"], log[term], label=term)
             ax.plot(log["epoch"], log["total"], color="black", label="total")
-            if "val_total" in log:
+            if "val_total" in log and log["val_total"].notna().any():
                 ax.plot(log["epoch"], log["val_total"], "k--", label="validation total")
+            ax.xaxis.get_major_locator().set_params(integer=True)
             for e in log["epoch"][log["stage"].diff().fillna(0) > 0]:
                 ax.axvline(e - 0.5, color="grey", lw=0.8, ls=":")
             ax.set(xlabel="epoch", title=f"{method}, {b} bits, seed {seed}")
@@ -573,6 +670,12 @@ def build_report(
         classification.to_csv(tmp, index=False, float_format="%.6f")
     if len(classification):
         tables["classification"] = classification_table(classification, refs)
+        context = {
+            **context,
+            "classification_summary": classification_summary(
+                classification, refs, context.get("target", "usdh")
+            ),
+        }
     figures += training_figures(root, reports_root / "figures")
     write_tables(tables, reports_root / "tables")
     tie_gap = float(np.max(np.abs(df["mAP"] - df["mAP_tie_aware"])))
@@ -662,10 +765,19 @@ def render_readme(
         "in the last column. USDH's own numbers are not available here, so none are shown. Our "
         "setting differs: the images are the lossy JPEG copy of CIFAR-10, and every method here "
         f"hashes {context.get('backbone')} features at {context.get('input_size')} px, whereas "
-        "the shallow rows used hand-crafted features, DeepBit fine-tuned VGG-16 at 224 px, and the "
-        "GreedyHash and BiHalf rows trained a hash layer on frozen VGG-16 fc7 (a random split of "
-        "the 60,000 images; GreedyHash's figure is its best epoch on the test queries, so "
-        "optimistic). The comparison shows the direction of effects, not equal numbers.",
+        "DeepBit's README does not say which features its shallow rows hashed, DeepBit trained "
+        "only a hash layer on a frozen VGG-16 at 224 px (its release sets lr_mult 0 on every VGG "
+        "layer), and the GreedyHash and BiHalf rows trained a hash layer on frozen VGG-16 fc7 (a "
+        "random split of the 60,000 images; GreedyHash's figure is its best epoch on the test "
+        "queries, so optimistic). So only these statements are made: "
+        + (
+            "every reported row is exceeded here"
+            if not below_reported(df)
+            else "the reported rows exceeded here are all but " + "; ".join(below_reported(df))
+        )
+        + ". Within the DeepBit README's table, the order of two methods changes where "
+        + ("; ".join(order_changes(df)) or "nowhere")
+        + ", and holds for every other pair.",
         "",
         tables["reported_vs_reproduced"].to_markdown(index=False, disable_numparse=True),
         "",
@@ -691,7 +803,8 @@ def render_readme(
             "",
             "A multinomial logistic regression on each method's codes (bits standardised), its "
             "regularisation chosen on the validation images, refitted on train + val, scored on "
-            "test; the last row is the same classifier on the real-valued features.",
+            "test; the last row is the same classifier on the real-valued features. "
+            + context.get("classification_summary", ""),
             "",
             tables["classification"].to_markdown(index=False, disable_numparse=True),
             "",
@@ -711,8 +824,36 @@ def render_readme(
     if context.get("timings"):
         lines += ["## What it cost", "", str(context["timings"]), ""]
     lines += ["## Figures", ""]
+    seeds_text = ", ".join(map(str, seeds))
     for fig in figures:
         rel = fig.relative_to(reports_root)
         lines.append(f"![{fig.stem}]({rel.as_posix()})")
         lines.append("")
+        lines.append(_caption(fig.stem, seeds_text))
+        lines.append("")
     return "\n".join(lines)
+
+
+def _caption(stem: str, seeds: str) -> str:
+    """What a figure shows, error bars and lines included, by its kind (its file name)."""
+    if stem.startswith("map_vs_bits"):
+        return (
+            f"mAP at the protocol's cut-off (index-order ties) against code length; points are "
+            f"means over seeds {seeds}, error bars the sample std over them (0 for the "
+            f"deterministic PCAH and SH)."
+        )
+    if stem.startswith("curves"):
+        return (
+            f"Left: precision and recall of Hamming-radius lookup, one point per radius 0..B (a "
+            f"query that retrieves nothing within a radius counts as precision 0). Right: "
+            f"precision@N. Both averaged over queries, then over seeds {seeds}."
+        )
+    if stem.startswith("ablations"):
+        return f"USDH variants: bars are means over seeds {seeds}, error bars the sample std."
+    if stem.startswith("training"):
+        return (
+            "Per-epoch training losses of the lowest seed (named in each panel): every term "
+            "unweighted, the total weighted; dotted vertical lines mark the start of a new "
+            "training stage (DeepBit's three stages)."
+        )
+    return ""
