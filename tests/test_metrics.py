@@ -112,6 +112,26 @@ def test_evaluate_retrieval_agrees_with_the_single_metrics(case, data):
     np.testing.assert_allclose(
         out["precision_at_n"]["precision"], M.precision_at_n(q, db, ql, dl, ns)
     )
+    # each query's figures: the per-query functions, and their means are the scalars
+    pq = out["per_query"]
+    np.testing.assert_allclose(pq["ap"], M.average_precisions(q, db, ql, dl, topk=topk))
+    np.testing.assert_allclose(
+        pq["ap_all_tie_aware"], M.average_precisions(q, db, ql, dl, ties="average")
+    )
+    assert pq["precision_r2"].mean() == pytest.approx(out["precision_r2"])
+    assert pq["precision_r2"].mean() == pytest.approx(M.precision_within_radius(q, db, ql, dl, 2))
+    # brute force: the items within distance 2 of each query
+    qb, dbb = np.unpackbits(q, axis=1), np.unpackbits(db, axis=1)
+    dist = (qb[:, None, :] != dbb[None, :, :]).sum(axis=2)
+    ql_, dl_ = np.asarray(ql), np.asarray(dl)
+    rel = ql_[:, None] == dl_[None, :] if ql_.ndim == 1 else (ql_ @ dl_.T) > 0
+    found = (dist <= 2).any(axis=1)
+    assert np.array_equal(pq["found_r2"], found)
+    assert out["empty_r2"] == pytest.approx(1 - found.mean())
+    n_rel = rel.sum(axis=1)
+    recall = np.where(n_rel > 0, (rel & (dist <= 2)).sum(axis=1) / np.maximum(n_rel, 1), 0.0)
+    np.testing.assert_allclose(pq["recall_r2"], recall)
+    assert out["recall_r2"] == pytest.approx(recall.mean())
 
 
 def test_class_sorted_database_inflates_index_tie_map_but_not_tie_aware():

@@ -10,6 +10,7 @@ from usdh.evaluation import evaluate_run
 from usdh.io import save_npy
 from usdh.layout import Run
 from usdh.report import build_report, collect_results, summarise
+from usdh.report.build import paired_bootstrap
 
 
 def _fake_run(root, method, bits, seed, rng, labels, split):
@@ -129,3 +130,16 @@ def test_ablations_and_classification_in_the_report(tmp_path):
     cls = (out / "tables" / "classification.md").read_text()
     assert "60.00 ± 14.14" in cls and "features (1280-d, real-valued)" in cls and "90.00" in cls
     assert (out / "figures" / "ablations_cifar10.png").stat().st_size > 1000
+
+
+def test_paired_bootstrap_matches_a_direct_resampling_of_queries():
+    rng = np.random.default_rng(0)
+    diff = rng.normal(0.5, 2.0, 400)
+    mean, lo, hi = paired_bootstrap(diff, seed=1, n_resamples=4000)
+    direct = np.random.default_rng(2)
+    means = np.array([diff[direct.integers(0, 400, 400)].mean() for _ in range(4000)])
+    d_lo, d_hi = np.percentile(means, [2.5, 97.5])
+    assert mean == pytest.approx(diff.mean())
+    assert lo == pytest.approx(d_lo, abs=0.03) and hi == pytest.approx(d_hi, abs=0.03)
+    assert paired_bootstrap(diff, seed=1, n_resamples=4000) == (mean, lo, hi)  # seeded
+    assert paired_bootstrap(np.full(10, 0.3)) == pytest.approx((0.3, 0.3, 0.3))

@@ -1,4 +1,5 @@
-"""Scoring saved codes: every retrieval metric, written as JSON plus CSV curves for dvc plots."""
+"""Scoring saved codes: every retrieval metric, written as JSON plus CSV curves for dvc plots, and
+each query's figures (``queries/...npz``) for query-by-query comparisons."""
 
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ def evaluate_run(
     )
     pr = result.pop("pr_curve")
     pn = result.pop("precision_at_n")
+    per_query = result.pop("per_query")
+    run.per_query.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run.per_query) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, query=np.asarray(split["query"]), **per_query)
     _write_csv(
         run.pr_curve,
         ["radius", "precision", "recall"],

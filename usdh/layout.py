@@ -11,6 +11,7 @@ parts for every kind and group::
     metrics/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>.json
     plots/precision_recall/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>.csv
     plots/precision_at_n/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>.csv
+    queries/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>.npz     per-query AP and lookup
     metrics/classification/<dataset>/<protocol>/features.json      the features reference
     metrics/diagnostics/<dataset>/<protocol>/<name>.json           analyses of fitted runs
 
@@ -39,6 +40,7 @@ __all__ = [
     "METRICS",
     "MODELS",
     "PLOTS",
+    "QUERIES",
     "Run",
     "check_name",
     "diagnostics_record",
@@ -56,6 +58,7 @@ MODELS = Path("models")
 CODES = Path("codes")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
+QUERIES = Path("queries")
 #: run artifact kinds -> their top folder
 KINDS = {
     "models": MODELS,
@@ -63,6 +66,7 @@ KINDS = {
     "metrics": METRICS,
     "precision_recall": PLOTS / "precision_recall",
     "precision_at_n": PLOTS / "precision_at_n",
+    "queries": QUERIES,
 }
 
 #: the experiments a run can belong to: the main retrieval table, the loss-term ablations, the
@@ -185,6 +189,10 @@ class Run:
     @property
     def p_at_n(self) -> Path:
         return self._in("precision_at_n") / f"{self.seed}.csv"
+
+    @property
+    def per_query(self) -> Path:
+        return self._in("queries") / f"{self.seed}.npz"
 
 
 def find_runs(group: str, kind: str = "metrics", root: Path = Path()) -> Iterator[Run]:

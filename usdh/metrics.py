@@ -295,7 +295,10 @@ def evaluate_retrieval(
     """Every metric the reports need, from one pass over the database per query.
 
     Returns mAP at ``topk`` and over the whole database, each with index and tie-aware ties,
-    precision within ``radius``, the PR curve by radius, and precision@N (both tie rules).
+    precision and recall within ``radius`` and the share of queries whose lookup within it finds
+    nothing (``empty_r<radius>``), the PR curve by radius, precision@N (both tie rules), and
+    ``per_query``: each query's APs and lookup figures (arrays of ``n_query``), so methods can be
+    compared query by query.
     """
     data = _Prepared(query_codes, db_codes, query_labels, db_labels)
     if data.n_query == 0:
@@ -309,6 +312,7 @@ def evaluate_retrieval(
     ap_index = _ap_index(prec_sum[:, :2], hits[:, :2])
     ap_ties = _ap_from_counts(n_all, n_rel, cutoffs[:2])
     precision, recall = _pr_from_counts(n_all, n_rel)
+    q_precision, q_recall, q_found = _lookup(n_all, n_rel, radius)
     return {
         "topk": int(k),
         "mAP": float(ap_index[:, 0].mean()),
@@ -316,6 +320,8 @@ def evaluate_retrieval(
         "mAP_all": float(ap_index[:, 1].mean()),
         "mAP_all_tie_aware": float(ap_ties[:, 1].mean()),
         f"precision_r{radius}": float(precision[radius]),
+        f"recall_r{radius}": float(recall[radius]),
+        f"empty_r{radius}": float(1.0 - q_found.mean()),
         "pr_curve": {
             "radius": list(range(data.n_bits + 1)),
             "precision": precision.tolist(),
@@ -329,4 +335,26 @@ def evaluate_retrieval(
         "n_query": data.n_query,
         "n_db": data.n_db,
         "n_bits": data.n_bits,
+        "per_query": {
+            "ap": ap_index[:, 0],
+            "ap_tie_aware": ap_ties[:, 0],
+            "ap_all": ap_index[:, 1],
+            "ap_all_tie_aware": ap_ties[:, 1],
+            f"precision_r{radius}": q_precision,
+            f"recall_r{radius}": q_recall,
+            f"found_r{radius}": q_found,
+        },
     }
+
+
+def _lookup(
+    n_all: NDArray[np.int64], n_rel: NDArray[np.int64], radius: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+    """Per query: precision and recall of the lookup within ``radius`` (precision 0 when it finds
+    nothing, as in ``precision_recall_curve``) and whether it found anything."""
+    retrieved = n_all[:, : radius + 1].sum(axis=1)
+    hits = n_rel[:, : radius + 1].sum(axis=1)
+    total = n_rel.sum(axis=1)
+    precision = np.where(retrieved > 0, hits / np.maximum(retrieved, 1), 0.0)
+    recall = np.where(total > 0, hits / np.maximum(total, 1), 0.0)
+    return precision, recall, retrieved > 0

@@ -78,6 +78,8 @@ COLUMNS = [
     "mAP_all",
     "mAP_all_tie_aware",
     "precision_r2",
+    "recall_r2",
+    "empty_r2",
     "n_query",
     "n_db",
     "train_images",
@@ -373,42 +375,72 @@ def _int_range(values: pd.Series) -> str:
     return str(v[0]) if v[0] == v[-1] else f"{v[0]}-{v[-1]}"
 
 
-#: the verdict's metrics: tie-aware mAP figures do not depend on how the database is stored
-VERDICT_METRICS = {
-    "mAP_tie_aware": "mAP at the cut-off (tie-aware)",
-    "mAP_all_tie_aware": "mAP over the database (tie-aware)",
-    "precision_r2": "precision within Hamming radius 2",
-}
+#: the verdict's metrics: (results.csv column, per-query array, label); the tie-aware mAP figures
+#: do not depend on how the database is stored
+VERDICT_METRICS = (
+    ("mAP_tie_aware", "ap_tie_aware", "mAP at the cut-off (tie-aware)"),
+    ("mAP_all_tie_aware", "ap_all_tie_aware", "mAP over the database (tie-aware)"),
+    ("precision_r2", "precision_r2", "precision within Hamming radius 2"),
+)
 
 
-def verdict_table(df: pd.DataFrame, target: str = "usdh", level: float = 0.95) -> pd.DataFrame:
-    """``target`` against every other method, per metric and code length: both means +- std over
-    seeds, the difference with a Welch ``level`` interval over seeds, and the word it decides
-    ("wins" when the interval lies above 0, "loses" below, else "no difference")."""
+def paired_bootstrap(
+    diff: np.ndarray, level: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of per-query differences and its percentile bootstrap interval (queries resampled
+    with replacement, the two methods' values of a query kept together: a paired bootstrap)."""
     from scipy import stats
 
+    diff = np.asarray(diff, dtype=np.float64)
+    if np.ptp(diff) == 0:  # every query differs by the same amount: no uncertainty
+        return float(diff.mean()), float(diff[0]), float(diff[0])
+    res = stats.bootstrap(
+        (diff,),
+        np.mean,
+        confidence_level=level,
+        n_resamples=n_resamples,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+        batch=100,
+    )
+    ci = res.confidence_interval
+    return float(diff.mean()), float(ci.low), float(ci.high)
+
+
+def _per_query(root: Path, df: pd.DataFrame, method: str, bits: int, key: str) -> np.ndarray:
+    """A method's per-query values at one code length, averaged over its seeds."""
+    rows = df[(df["method"] == method) & (df["bits"] == bits)]
+    arrays, queries = [], None
+    for r in rows.itertuples():
+        run = Run("retrieval", r.dataset, r.protocol, method, bits, int(r.seed), root)
+        with np.load(run.per_query) as data:
+            arrays.append(data[key])
+            if queries is not None and not np.array_equal(queries, data["query"]):
+                raise ValueError(f"{run.per_query}: the queries differ between seeds")
+            queries = data["query"]
+    return np.mean(arrays, axis=0)
+
+
+def verdict_table(
+    root: Path, df: pd.DataFrame, target: str = "usdh", level: float = 0.95, seed: int = 0
+) -> pd.DataFrame:
+    """``target`` against every other method, per metric and code length: both methods' mean ±
+    std over seeds, the mean per-query difference (seeds averaged per query) with a 95% paired
+    bootstrap interval over queries, and the word the interval decides ("wins" when it lies
+    above 0, "loses" below, else "no difference")."""
     rows = []
-    mine_all = df[df["method"] == target]
-    for metric, label in VERDICT_METRICS.items():
+    if target not in set(df["method"]):
+        return pd.DataFrame()
+    for column, key, label in VERDICT_METRICS:
         for other in [m for m in df["method"].drop_duplicates() if m != target]:
             for bits in sorted(df["bits"].unique()):
-                a = mine_all[mine_all["bits"] == bits][metric].dropna().to_numpy() * 100
-                b = df[(df["method"] == other) & (df["bits"] == bits)][metric].dropna()
-                b = b.to_numpy() * 100
+                a = df[(df["method"] == target) & (df["bits"] == bits)][column].dropna() * 100
+                b = df[(df["method"] == other) & (df["bits"] == bits)][column].dropna() * 100
                 if len(a) == 0 or len(b) == 0:
                     continue
-                diff = float(a.mean() - b.mean())
-                va = a.var(ddof=1) / len(a) if len(a) > 1 else 0.0
-                vb = b.var(ddof=1) / len(b) if len(b) > 1 else 0.0
-                se = float(np.sqrt(va + vb))
-                if se > 0:
-                    dof = (va + vb) ** 2 / sum(
-                        v**2 / (n - 1) for v, n in ((va, len(a)), (vb, len(b))) if n > 1 and v > 0
-                    )
-                    half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
-                else:
-                    half = 0.0
-                lo, hi = diff - half, diff + half
+                qa = _per_query(root, df, target, int(bits), key)
+                qb = _per_query(root, df, other, int(bits), key)
+                diff, lo, hi = paired_bootstrap((qa - qb) * 100, level, seed=seed)
                 word = "wins" if lo > 0 else "loses" if hi < 0 else "no difference"
                 rows.append(
                     {
@@ -422,6 +454,31 @@ def verdict_table(df: pd.DataFrame, target: str = "usdh", level: float = 0.95) -
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def lookup_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Hash lookup within Hamming radius 2: precision, recall and the share of queries that
+    retrieve nothing, per method and code length (mean ± std over seeds, %)."""
+    out = []
+    for column, name in (
+        ("precision_r2", "precision"),
+        ("recall_r2", "recall"),
+        ("empty_r2", "empty lookups"),
+    ):
+        if column not in df or df[column].isna().all():
+            continue
+        s = summarise(df, column)
+        s["cell"] = [
+            _fmt(m, sd, c) for m, sd, c in zip(s["mean"], s["std"], s["count"], strict=True)
+        ]
+        t = _by_bits(s, ["method"], sort=False)
+        t.insert(1, "figure", name)
+        out.append(t)
+    if not out:
+        return pd.DataFrame()
+    table = pd.concat(out, ignore_index=True)
+    table["_rank"] = _method_rank(table["method"])
+    return table.sort_values(["_rank"], kind="stable").drop(columns="_rank")
 
 
 def _validation_links(df: pd.DataFrame) -> list[str]:
@@ -650,9 +707,12 @@ def build_report(
     training = training_table(root, df)
     if len(training):
         tables["training"] = training
-    verdict = verdict_table(df, context.get("target", "usdh"))
+    verdict = verdict_table(root, df, context.get("target", "usdh"))
     if len(verdict):
         tables["verdict"] = verdict
+    lookup = lookup_table(df)
+    if len(lookup):
+        tables["hash_lookup"] = lookup
     diagnostics = diagnostics_table(root)
     if len(diagnostics):
         tables["diagnostics"] = diagnostics
@@ -723,10 +783,13 @@ def render_readme(
         lines += [
             f"## Verdict: {target} against each method",
             "",
-            f"Difference {target} minus the other method in points (%), with a 95% Welch interval "
-            'over the seeds\' means; "wins"/"loses" when the interval excludes 0, else "no '
-            'difference". The mAP figures are the tie-aware ones (independent of how the '
-            "database is stored). Per-seed means ± std are in `tables/verdict.md`.",
+            f"Mean difference {target} minus the other method over the test queries, in points "
+            "(%), each query's value averaged over the seeds first, with a 95% paired bootstrap "
+            "interval over queries (percentile, 2,000 resamples, seeded); 'wins'/'loses' when the "
+            "interval excludes 0, else 'no difference'. The mAP figures are the tie-aware ones "
+            "(independent of how the database is stored). The interval says how sure the "
+            "difference is for these queries and these trained models; the spread over seeds is "
+            "beside it, as mean ± std, in `tables/verdict.md`.",
             "",
             _verdict_grid(tables["verdict"]).to_markdown(index=False, disable_numparse=True),
             "",
@@ -807,6 +870,18 @@ def render_readme(
             + context.get("classification_summary", ""),
             "",
             tables["classification"].to_markdown(index=False, disable_numparse=True),
+            "",
+        ]
+    if "hash_lookup" in tables:
+        lines += [
+            "## Hash lookup within Hamming radius 2 (%)",
+            "",
+            "Every database item within distance 2 of the query is returned: precision and recall "
+            "of that set, averaged over queries (a lookup that returns nothing counts as "
+            "precision 0), and the share of queries whose lookup returns nothing. Mean ± std over "
+            "seeds.",
+            "",
+            tables["hash_lookup"].to_markdown(index=False, disable_numparse=True),
             "",
         ]
     if "diagnostics" in tables:

@@ -15,8 +15,8 @@ from usdh.stages.common import RunContext, grid, method_outputs, run_context
 log = logging.getLogger("usdh")
 
 
-#: what scoring a run writes: its metrics and its two curves
-KINDS = ("metrics", "precision_recall", "precision_at_n")
+#: what scoring a run writes: its metrics, its two curves and its per-query figures
+KINDS = ("metrics", "precision_recall", "precision_at_n", "queries")
 
 
 def outputs(
@@ -25,7 +25,7 @@ def outputs(
     if bits is None or seed is None:
         return method_outputs(run_context(params, method, 0, 0), KINDS)
     run = run_context(params, method, bits, seed).run
-    return [run.metrics, run.pr_curve, run.p_at_n]
+    return [run.metrics, run.pr_curve, run.p_at_n, run.per_query]
 
 
 def evaluate_context(params: dict[str, Any], ctx: RunContext, **record: Any) -> dict[str, Any]:
