@@ -407,18 +407,20 @@ def paired_bootstrap(
     return float(diff.mean()), float(ci.low), float(ci.high)
 
 
-def _per_query(root: Path, df: pd.DataFrame, method: str, bits: int, key: str) -> np.ndarray:
-    """A method's per-query values at one code length, averaged over its seeds."""
+def _per_query(root: Path, df: pd.DataFrame, method: str, bits: int) -> dict[str, np.ndarray]:
+    """A method's per-query arrays at one code length, each averaged over its seeds."""
     rows = df[(df["method"] == method) & (df["bits"] == bits)]
-    arrays, queries = [], None
+    arrays: dict[str, list[np.ndarray]] = {}
+    queries = None
     for r in rows.itertuples():
         run = Run("retrieval", r.dataset, r.protocol, method, bits, int(r.seed), root)
         with np.load(run.per_query) as data:
-            arrays.append(data[key])
             if queries is not None and not np.array_equal(queries, data["query"]):
                 raise ValueError(f"{run.per_query}: the queries differ between seeds")
             queries = data["query"]
-    return np.mean(arrays, axis=0)
+            for key in data.files:
+                arrays.setdefault(key, []).append(data[key])
+    return {key: np.mean(values, axis=0) for key, values in arrays.items() if key != "query"}
 
 
 def verdict_table(
@@ -431,6 +433,13 @@ def verdict_table(
     rows = []
     if target not in set(df["method"]):
         return pd.DataFrame()
+    loaded: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+
+    def per_query(method: str, bits: int) -> dict[str, np.ndarray]:
+        if (method, bits) not in loaded:  # each run's file is read once, not once per metric
+            loaded[method, bits] = _per_query(root, df, method, bits)
+        return loaded[method, bits]
+
     for column, key, label in VERDICT_METRICS:
         for other in [m for m in df["method"].drop_duplicates() if m != target]:
             for bits in sorted(df["bits"].unique()):
@@ -438,8 +447,8 @@ def verdict_table(
                 b = df[(df["method"] == other) & (df["bits"] == bits)][column].dropna() * 100
                 if len(a) == 0 or len(b) == 0:
                     continue
-                qa = _per_query(root, df, target, int(bits), key)
-                qb = _per_query(root, df, other, int(bits), key)
+                qa = per_query(target, int(bits))[key]
+                qb = per_query(other, int(bits))[key]
                 diff, lo, hi = paired_bootstrap((qa - qb) * 100, level, seed=seed)
                 word = "wins" if lo > 0 else "loses" if hi < 0 else "no difference"
                 rows.append(
@@ -747,6 +756,12 @@ def build_report(
     return summary
 
 
+def _section(heading: str, table: pd.DataFrame, intro: str | None = None) -> list[str]:
+    """A README section: heading, an optional paragraph, the table in Markdown."""
+    text = [intro, ""] if intro is not None else []
+    return [heading, "", *text, table.to_markdown(index=False, disable_numparse=True), ""]
+
+
 def render_readme(
     df: pd.DataFrame,
     tables: dict[str, pd.DataFrame],
@@ -780,9 +795,9 @@ def render_readme(
     ]
     if "verdict" in tables:
         target = context.get("target", "usdh")
-        lines += [
+        lines += _section(
             f"## Verdict: {target} against each method",
-            "",
+            _verdict_grid(tables["verdict"]),
             f"Mean difference {target} minus the other method over the test queries, in points "
             "(%), each query's value averaged over the seeds first, with a 95% paired bootstrap "
             "interval over queries (percentile, 2,000 resamples, seeded); 'wins'/'loses' when the "
@@ -790,14 +805,11 @@ def render_readme(
             "(independent of how the database is stored). The interval says how sure the "
             "difference is for these queries and these trained models; the spread over seeds is "
             "beside it, as mean ± std, in `tables/verdict.md`.",
-            "",
-            _verdict_grid(tables["verdict"]).to_markdown(index=False, disable_numparse=True),
-            "",
-        ]
+        )
     if "training" in tables:
-        lines += [
+        lines += _section(
             "## What each method trained on, and for how long",
-            "",
+            tables["training"],
             "Every method fits on the same training images. Deep methods: a hash head on the "
             "frozen features, trained by the one trainer for the epochs shown (DeepBit: three "
             "stages of that many epochs each) at the batch size shown; learning rate, main loss "
@@ -805,25 +817,14 @@ def render_readme(
             "on a validation split that mirrors the test protocol "
             f"({', '.join(_validation_links(df))}). Fit seconds are wall-clock on the "
             "machine above, mean over seeds.",
-            "",
-            tables["training"].to_markdown(index=False, disable_numparse=True),
-            "",
-        ]
-    lines += [
-        "## mAP at the protocol's cut-off (%)",
-        "",
-        tables["main_map"].to_markdown(index=False, disable_numparse=True),
-        "",
-        "## The same, tie-aware (%)",
-        "",
-        tables["main_map_tie_aware"].to_markdown(index=False, disable_numparse=True),
-        "",
-        "## mAP over the whole database (%)",
-        "",
-        tables["main_map_all"].to_markdown(index=False, disable_numparse=True),
-        "",
+        )
+    lines += _section("## mAP at the protocol's cut-off (%)", tables["main_map"])
+    lines += _section("## The same, tie-aware (%)", tables["main_map_tie_aware"])
+    lines += _section("## mAP over the whole database (%)", tables["main_map_all"])
+    below = below_reported(df)
+    lines += _section(
         "## Reported vs reproduced: CIFAR-10, mAP@1000 (%)",
-        "",
+        tables["reported_vs_reproduced"],
         "Every reported row uses 10,000 queries against a 50,000-image database; its source is "
         "in the last column. USDH's own numbers are not available here, so none are shown. Our "
         "setting differs: the images are the lossy JPEG copy of CIFAR-10, and every method here "
@@ -835,20 +836,17 @@ def render_readme(
         "queries, so optimistic). So only these statements are made: "
         + (
             "every reported row is exceeded here"
-            if not below_reported(df)
-            else "the reported rows exceeded here are all but " + "; ".join(below_reported(df))
+            if not below
+            else "the reported rows exceeded here are all but " + "; ".join(below)
         )
         + ". Within the DeepBit README's table, the order of two methods changes where "
         + ("; ".join(order_changes(df)) or "nowhere")
         + ", and holds for every other pair.",
-        "",
-        tables["reported_vs_reproduced"].to_markdown(index=False, disable_numparse=True),
-        "",
-    ]
+    )
     if "ablations" in tables:
-        lines += [
+        lines += _section(
             "## Ablations: USDH without each criterion (mAP %, change from the full objective)",
-            "",
+            tables["ablations"],
             "`full` is the main table's USDH; `no_<term>` switches one term off (weight 0), "
             "`semantic_only` keeps the semantic term alone, `semantic_weight_<w>` changes its "
             "weight (the default is chosen on a validation split, docs/usdh.md), "
@@ -856,46 +854,34 @@ def render_readme(
             "its relaxed codes, `init_itq` starts the linear head from ITQ's projection. Same "
             "seeds and training images; the change is not a verdict (no interval), and no "
             "variant was chosen on these test-query numbers.",
-            "",
-            tables["ablations"].to_markdown(index=False, disable_numparse=True),
-            "",
-        ]
+        )
     if "classification" in tables:
-        lines += [
+        lines += _section(
             "## Classification on codes: test accuracy (%)",
-            "",
+            tables["classification"],
             "A multinomial logistic regression on each method's codes (bits standardised), its "
             "regularisation chosen on the validation images, refitted on train + val, scored on "
             "test; the last row is the same classifier on the real-valued features. "
             + context.get("classification_summary", ""),
-            "",
-            tables["classification"].to_markdown(index=False, disable_numparse=True),
-            "",
-        ]
+        )
     if "hash_lookup" in tables:
-        lines += [
+        lines += _section(
             "## Hash lookup within Hamming radius 2 (%)",
-            "",
+            tables["hash_lookup"],
             "Every database item within distance 2 of the query is returned: precision and recall "
             "of that set, averaged over queries (a lookup that returns nothing counts as "
             "precision 0), and the share of queries whose lookup returns nothing. Mean ± std over "
             "seeds.",
-            "",
-            tables["hash_lookup"].to_markdown(index=False, disable_numparse=True),
-            "",
-        ]
+        )
     if "diagnostics" in tables:
-        lines += [
+        lines += _section(
             "## Why USDH lands where it lands: its loss on every method's codes",
-            "",
+            tables["diagnostics"],
             "The USDH objective (as configured for the main runs) evaluated on each method's "
             "binary codes of the same seeded batches of training images, mean over seeds "
             "(`usdh_relaxed`: USDH's own relaxed codes, as trained). Lower is what the objective "
             'prefers; see docs/usdh.md, section "Why USDH lands where it lands".',
-            "",
-            tables["diagnostics"].to_markdown(index=False, disable_numparse=True),
-            "",
-        ]
+        )
     if context.get("timings"):
         lines += ["## What it cost", "", str(context["timings"]), ""]
     lines += ["## Figures", ""]

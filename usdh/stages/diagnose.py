@@ -12,6 +12,7 @@ like with like). USDH's own relaxed codes are scored too (``usdh_relaxed``), as 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from usdh.losses import CompositeLoss, build_loss
 from usdh.params import ParamsError, section
 from usdh.registry import get_method, method_class
 from usdh.stages.common import grid, run_context
+from usdh.train import FeatureBatches
 
 log = logging.getLogger("usdh")
 
@@ -40,30 +42,30 @@ def outputs(params: dict[str, Any]) -> list[Path]:
 
 def _score(
     loss_fn: CompositeLoss,
-    h: np.ndarray,
-    x: np.ndarray,
-    h_rot: np.ndarray | None,
-    rot_pos: np.ndarray | None,
-    angles: torch.Tensor | None,
-    batches: list[np.ndarray],
+    code: Callable[[np.ndarray], np.ndarray],
+    data: FeatureBatches,
+    batches: list[torch.Tensor],
 ) -> dict[str, float]:
-    """Mean loss (total and per term) over ``batches`` (positions into ``h`` and ``x``)."""
+    """Mean loss (total and per term) over ``batches`` of ``data``'s rows, the relaxed codes of
+    every view being ``code(features)``; the rotated views of a batch are those of its rows that
+    have them, as in training (:meth:`usdh.train.FeatureBatches.batch`)."""
+    angles = torch.tensor(data.angles, dtype=torch.float32) if data.angles else None
     sums: dict[str, float] = {}
-    for b in batches:
-        hb = torch.from_numpy(h[b]).float()
-        mask, hr = None, None
-        if h_rot is not None and rot_pos is not None:
-            pos = rot_pos[b]
-            mask = torch.from_numpy(pos >= 0)
-            hr = torch.from_numpy(h_rot[pos[pos >= 0]]).float()
+    for idx in batches:
+        b = data.batch(idx, data.has_rotations)
+        h = torch.from_numpy(np.asarray(code(b.x.numpy()), dtype=np.float32))
+        h_rot = None
+        if b.x_rot is not None and angles is not None:
+            h_rot = torch.from_numpy(np.asarray(code(b.x_rot.numpy()), dtype=np.float32))
+            h_rot = h_rot.reshape(-1, len(angles), h.shape[1])
         with torch.no_grad():
             total, parts = loss_fn(
-                hb,
-                codes=2.0 * hb - 1.0,
-                features=torch.from_numpy(x[b]).float(),
-                h_rot=hr,
-                angles=angles if hr is not None else None,
-                rot_mask=mask,
+                h,
+                codes=2.0 * h - 1.0,
+                features=b.features,
+                h_rot=h_rot,
+                angles=angles if h_rot is not None else None,
+                rot_mask=b.rot_mask,
             )
         for k, v in {"total": float(total), **parts}.items():
             sums[k] = sums.get(k, 0.0) + v / len(batches)
@@ -84,15 +86,15 @@ def run(params: dict[str, Any]) -> None:
     rng = np.random.default_rng(int(section(params, "split_seed")))
     batch, n_batches = int(cfg["batch_size"]), int(cfg["batches"])
     rows = np.sort(rng.choice(pool, size=min(len(pool), batch * n_batches), replace=False))
-    order = rng.permutation(len(rows))
+    order = torch.from_numpy(rng.permutation(len(rows)))
     batches = [order[i : i + batch] for i in range(0, len(order) - batch + 1, batch)]
     x = np.asarray(fs.features[rows], dtype=np.float32)
     views = views_from_features(fs)(get_method(target), rows)
-    rot_pos, angles = None, None
-    if views is not None:
-        rot_pos = np.full(len(rows), -1)
-        rot_pos[views.rows] = np.arange(len(views.rows))
-        angles = torch.tensor(views.angles, dtype=torch.float32)
+    data = (
+        FeatureBatches(x)
+        if views is None
+        else FeatureBatches(x, views.rotations, views.angles, views.rows)
+    )
     train_x = torch.from_numpy(np.asarray(fs.features[pool], dtype=np.float32))
     results = []
     for bits, seed in grid(params, "experiment"):
@@ -102,19 +104,10 @@ def run(params: dict[str, Any]) -> None:
         scores: dict[str, Any] = {}
         for method in exp["methods"]:
             hasher = method_class(method).load(run_context(params, method, bits, seed).run.model)
-            h = unpack_bits(hasher.encode(x)).astype(np.float32)
-            h_rot = None
-            if views is not None:
-                flat = views.rotations.reshape(-1, views.rotations.shape[2])
-                h_rot = unpack_bits(hasher.encode(flat)).astype(np.float32)
-                h_rot = h_rot.reshape(len(views.rows), -1, bits)
-            scores[method] = _score(loss_fn, h, x, h_rot, rot_pos, angles, batches)
-        relaxed = usdh.relaxed(x).astype(np.float32)
-        h_rot = None
-        if views is not None:
-            flat = views.rotations.reshape(-1, views.rotations.shape[2])
-            h_rot = usdh.relaxed(flat).astype(np.float32).reshape(len(views.rows), -1, bits)
-        scores[f"{target}_relaxed"] = _score(loss_fn, relaxed, x, h_rot, rot_pos, angles, batches)
+            scores[method] = _score(
+                loss_fn, lambda a, h=hasher: unpack_bits(h.encode(a)), data, batches
+            )
+        scores[f"{target}_relaxed"] = _score(loss_fn, usdh.relaxed, data, batches)
         results.append({"bits": bits, "seed": seed, "loss": scores})
         log.info(
             "%d bits seed %d: %s loss on %s",
