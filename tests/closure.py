@@ -108,6 +108,19 @@ def closure(*modules: str) -> set[Path]:
 
 
 # -- the pipeline's stages, as DVC expands them --------------------------------------------------
+def stage_options(cmd: str) -> tuple[str, list[str], dict[str, str]]:
+    """A stage command's sub-command, positional arguments and options (``--protocol P``), as
+    the project's CLI parses them."""
+    from usdh.cli import COMMANDS, build_parser
+
+    parsed = vars(build_parser().parse_args(cmd.split()[3:]))
+    command = parsed["command"]
+    names = COMMANDS[command][0]
+    args = [str(parsed[n]) for n in names if parsed.get(n) is not None]
+    options = {k: v for k, v in parsed.items() if k == "protocol" and v is not None}
+    return command, args, options
+
+
 def stage_modules(cmd: str, params: dict) -> tuple[str, list[str], list[str]]:
     """For a stage command ``python -m usdh <command> <args...>``: the command, its arguments and
     the modules it runs (its stage module, and the hasher module of the method it fits)."""
@@ -117,7 +130,7 @@ def stage_modules(cmd: str, params: dict) -> tuple[str, list[str], list[str]]:
     words = cmd.split()
     if words[:3] != ["python", "-m", "usdh"]:
         raise ValueError(f"a stage command must be 'python -m usdh ...', got {cmd!r}")
-    command, args = words[3], words[4:]
+    command, args = words[3], stage_options(cmd)[1]
     modules = ["usdh.__main__", stage_module(command)]
     if command in ("fit", "encode", "classify", "finetune", "validate"):
         modules.append(get_method(args[0]).module)

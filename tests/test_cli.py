@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
 
 from usdh.cli import main
 from usdh.layout import Run
+from usdh.search import hamming_distances
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 OXFORD = SHARED / "oxford17-256.tar.gz"
@@ -124,7 +126,21 @@ def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch):
         assert metrics["source"] == "Oxford-17 (256 px copy)"
         assert set(metrics["precision_at_n"]) == {"10", "100"}  # 5000 > database: dropped
         pr = run.pr_curve.read_text().splitlines()
-        assert pr[0] == "radius,precision,recall" and len(pr) == 18
+        assert pr[0] == "radius,precision,recall,nonempty" and len(pr) == 18
+        # the mAP@k curve ends at the whole database, where it is mAP@all
+        mk = pd.read_csv(run.map_at_k)
+        assert mk["k"].iloc[-1] == 1020 and mk["k"].is_monotonic_increasing
+        assert mk["mAP"].iloc[-1] == pytest.approx(metrics["mAP_all"])
+        # the examples: the same seeded queries for every method, their top hits by distance
+        with np.load(run.per_query) as pq:
+            shown, top = pq["example_query"], pq["example_top"]
+            assert np.array_equal(pq["label"], labels[q_idx])
+        d = hamming_distances(q[shown], db)
+        pos = {int(i): j for j, i in enumerate(db_idx)}
+        for row, hits in enumerate(top):
+            ranked = [pos[int(i)] for i in hits]
+            assert ranked == sorted(ranked, key=lambda j: (d[row, j], j))
+            assert d[row, ranked[-1]] <= np.sort(d[row])[len(ranked) - 1]
         maps[method] = metrics["mAP"]
     # 17 balanced classes: random codes score about 1/17; real features do far better
     assert min(maps[m] for m in ("lsh", "itq", "usdh")) > 0.1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.closure import stage_modules
+from tests.closure import stage_options
 from tests.test_dvc_deps import stages  # noqa: F401  (the expanded-stages fixture)
 from usdh import layout
 from usdh.cli import stage_module
@@ -17,10 +17,10 @@ def test_dvc_outputs_are_the_layouts(stages):  # noqa: F811
     expanded, params = stages
     problems = []
     for s in expanded:
-        command, args, _ = stage_modules(s.cmd, params)
+        command, args, options = stage_options(s.cmd)
         module = importlib.import_module(stage_module(command))
         typed = [int(a) if a.isdigit() else a for a in args]
-        expected = {str(p) for p in module.outputs(params, *typed)}
+        expected = {str(p) for p in module.outputs(params, *typed, **options)}
         declared = {o.def_path for o in s.outs}
         if expected != declared:
             problems.append(f"{s.name}: dvc.yaml {sorted(declared)} != {sorted(expected)}")

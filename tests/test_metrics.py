@@ -85,13 +85,18 @@ def test_pr_curve_by_radius_matches_brute_force(case):
     for r in range(n_bits + 1):
         inside = d <= r
         found = (inside & rel).sum(1)
-        p = np.where(inside.sum(1) > 0, found / np.maximum(inside.sum(1), 1), 0.0)
+        # precision: over the queries whose lookup is not empty (none: no precision, NaN)
+        nonempty = inside.sum(1) > 0
+        p = [found[i] / inside[i].sum() for i in range(len(q)) if nonempty[i]]
         rc = np.where(rel.sum(1) > 0, found / np.maximum(rel.sum(1), 1), 0.0)
-        assert precision[r] == pytest.approx(p.mean())
+        if p:
+            assert precision[r] == pytest.approx(np.mean(p))
+        else:
+            assert np.isnan(precision[r])
         assert recall[r] == pytest.approx(rc.mean())
-    assert M.precision_within_radius(q, db, ql, dl, r=min(2, n_bits)) == pytest.approx(
-        precision[min(2, n_bits)]
-    )
+        # the lookup figure counts an empty lookup as precision 0, over all queries
+        zero = np.where(nonempty, found / np.maximum(inside.sum(1), 1), 0.0)
+        assert M.precision_within_radius(q, db, ql, dl, r=r) == pytest.approx(zero.mean())
 
 
 @settings(max_examples=60, deadline=None)
@@ -100,7 +105,13 @@ def test_evaluate_retrieval_agrees_with_the_single_metrics(case, data):
     q, db, ql, dl = case
     topk = data.draw(st.integers(1, db.shape[0]))
     ns = [1, db.shape[0]]
-    out = M.evaluate_retrieval(q, db, ql, dl, topk=topk, ns=ns, radius=2)
+    ks = data.draw(st.lists(st.integers(1, db.shape[0]), min_size=1, max_size=4, unique=True))
+    out = M.evaluate_retrieval(q, db, ql, dl, topk=topk, ns=ns, radius=2, ks=ks)
+    # the mAP@k curve: mAP at each k, both tie rules
+    assert out["map_at_k"]["k"] == ks
+    for k, a, b in zip(ks, out["map_at_k"]["mAP"], out["map_at_k"]["mAP_tie_aware"], strict=True):
+        assert a == pytest.approx(M.mean_average_precision(q, db, ql, dl, topk=k))
+        assert b == pytest.approx(M.mean_average_precision(q, db, ql, dl, topk=k, ties="average"))
     assert out["mAP"] == pytest.approx(M.mean_average_precision(q, db, ql, dl, topk=topk))
     assert out["mAP_all"] == pytest.approx(M.mean_average_precision(q, db, ql, dl))
     assert out["mAP_tie_aware"] == pytest.approx(
@@ -132,6 +143,12 @@ def test_evaluate_retrieval_agrees_with_the_single_metrics(case, data):
     recall = np.where(n_rel > 0, (rel & (dist <= 2)).sum(axis=1) / np.maximum(n_rel, 1), 0.0)
     np.testing.assert_allclose(pq["recall_r2"], recall)
     assert out["recall_r2"] == pytest.approx(recall.mean())
+    inside = dist <= 2
+    if found.any():
+        p = [(rel[i] & inside[i]).sum() / inside[i].sum() for i in np.flatnonzero(found)]
+        assert out["precision_r2_nonempty"] == pytest.approx(np.mean(p))
+    else:
+        assert out["precision_r2_nonempty"] is None
 
 
 def test_class_sorted_database_inflates_index_tie_map_but_not_tie_aware():

@@ -31,14 +31,17 @@ def reduced_params() -> dict:
         "oxford17": {
             "path": str(OXFORD),
             "download": False,
-            "protocols": ["retrieval", "classification"],
+            "protocols": ["retrieval", "classification", "per-class"],
             "train_subset": None,
             "rotation_subset": 200,
             "validation_queries": None,
         }
     }
     params["features"].update(input_size=32, threads=1, rotation_angles=[-5, 5])
-    params["experiment"].update(dataset="oxford17", protocol="retrieval", bits=[16], seeds=[0, 1])
+    params["experiment"].update(
+        dataset="oxford17", protocol="retrieval", protocols=["retrieval", "per-class"]
+    )
+    params["experiment"].update(bits=[16], seeds=[0, 1])
     for name in ("deepbit", "usdh", "greedyhash", "bihalf"):
         params["methods"][name].update(DEEP)
     params["ablations"].update(
@@ -92,7 +95,8 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
 
     results = pd.read_csv(tmp_path / "reports" / "results.csv")
     methods = {"lsh", "pcah", "itq", "sh", "deepbit", "usdh", "greedyhash", "bihalf"}
-    assert len(results) == len(methods) * 2  # methods x seeds at 16 bits
+    assert len(results) == len(methods) * 2 * 2  # methods x seeds x protocols at 16 bits
+    assert set(results["protocol"]) == {"retrieval", "per-class"}
     assert {"dataset", "protocol", "method", "bits", "seed", "mAP", "mAP_tie_aware"} <= set(
         results.columns
     )
@@ -134,7 +138,7 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
     n_iter = params["methods"]["itq"]["n_iter"]
     params["methods"]["itq"]["n_iter"] = 7
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert stale_stages(tmp_path) == {"fit@itq", "classify@itq"}
+    assert stale_stages(tmp_path) == {"fit@itq-retrieval", "fit@itq-per-class", "classify@itq"}
     params["methods"]["itq"]["n_iter"] = n_iter
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert stale_stages(tmp_path) == set()

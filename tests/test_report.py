@@ -6,12 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from usdh.evaluation import evaluate_run
+from usdh.evaluation import Curves, evaluate_run
 from usdh.io import save_npy
 from usdh.layout import Run
 from usdh.report import build_report, collect_results, summarise
 from usdh.report.build import paired_bootstrap
 
+#: small curves for a 400-image toy database
+CURVES = Curves(listed=(10, 50), p_max=200, p_points=8, k_min=20, k_points=5, examples=3, top=5)
 
 def _fake_run(root, method, bits, seed, rng, labels, split):
     """Codes that carry some label information, evaluated by the real evaluate stage."""
@@ -30,7 +32,7 @@ def _fake_run(root, method, bits, seed, rng, labels, split):
         "seed": seed,
         "source": "CIFAR-10 (JPEG copy)",
     }
-    evaluate_run(labels, split, paths, topk=50, ns=[10, 50], radius=2, record=record)
+    evaluate_run(labels, split, paths, topk=50, curves=CURVES, radius=2, record=record)
 
 
 @pytest.fixture
@@ -98,7 +100,7 @@ def test_ablations_and_classification_in_the_report(tmp_path):
                 n = len(split[part])
                 save_npy(paths.codes_dir / f"{part}.npy", rng.integers(0, 256, (n, 2), np.uint8))
             record = {"dataset": "cifar10", "variant": variant, "bits": 16, "seed": seed}
-            evaluate_run(labels, split, paths, topk=50, ns=[10], radius=2, record=record)
+            evaluate_run(labels, split, paths, topk=50, curves=CURVES, radius=2, record=record)
     cls_root = tmp_path / "metrics" / "classification" / "oxford17" / "classification"
     for seed, acc in ((0, 0.5), (1, 0.7)):
         path = cls_root / "itq" / "32" / f"{seed}.json"

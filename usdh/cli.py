@@ -13,7 +13,8 @@
     python -m usdh diagnose             # USDH's loss on ITQ's codes and on its own
     python -m usdh validate usdh        # the selection budget on the validation split
 
-The run commands take ``[bits seed]`` to run one code length and seed instead of all of them.
+The run commands take ``[bits seed]`` to run one code length and seed instead of all of them;
+fit, encode and evaluate take ``--protocol P`` to run on another of ``experiment.protocols``.
 
 Each command lives in its own module of :mod:`usdh.stages`, imported only when it runs: the light
 stages start fast, and a stage's code dependencies (``dvc.yaml``) are its module's imports.
@@ -30,7 +31,7 @@ from collections.abc import Sequence
 
 from usdh.params import load_params, validate_params
 
-__all__ = ["COMMANDS", "main", "stage_module"]
+__all__ = ["COMMANDS", "PROTOCOL_COMMANDS", "main", "stage_module"]
 
 log = logging.getLogger("usdh")
 
@@ -60,6 +61,8 @@ _ARG_HELP = {
 }
 #: positional arguments that may be left out (together): the run commands' bits and seed
 _OPTIONAL = ("bits", "seed")
+#: commands that run on any of experiment.protocols (``--protocol``; default: the main one)
+PROTOCOL_COMMANDS = ("fit", "encode", "evaluate")
 
 
 def stage_module(command: str) -> str:
@@ -81,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
             what, kind = _ARG_HELP[arg]
             nargs = "?" if arg in _OPTIONAL else None
             p.add_argument(arg, type=kind, help=what, nargs=nargs)
+        if name in PROTOCOL_COMMANDS:
+            p.add_argument(
+                "--protocol",
+                help="one of experiment.protocols (default: experiment.protocol, the main one)",
+            )
     return parser
 
 
@@ -101,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = load_params(args.params)
         validate_params(params)
         module = importlib.import_module(stage_module(args.command))
-        module.run(params, *positional)
+        extra = {"protocol": args.protocol} if args.command in PROTOCOL_COMMANDS else {}
+        module.run(params, *positional, **extra)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         # our errors already say what is wrong and how to fix it: print them, not a traceback
         if args.verbose:

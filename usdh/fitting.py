@@ -26,6 +26,9 @@ from usdh.layout import Run
 from usdh.provenance import environment
 from usdh.registry import MethodSpec, get_method
 
+#: ``views(spec, rows, subset)``: a deep method's stored extra inputs for its training rows
+Views = Callable[..., TrainingViews | None]
+
 __all__ = [
     "Fitted",
     "fit_on_rows",
@@ -61,9 +64,12 @@ def stored_views(
     rotations: np.ndarray | None,
     rotation_indices: np.ndarray | None,
     angles: Any,
+    subset: np.ndarray | None = None,
 ) -> TrainingViews | None:
-    """The views the features stage stored of those ``rows`` that have them, for a method that
-    declares it uses them (``views.rows``: their positions in ``rows``)."""
+    """The views the features stage stored of those ``rows`` that have them (and are in
+    ``subset``, the split's rotation subset, when given), for a method that declares it uses them
+    (``views.rows``: their positions in ``rows``). The features stage stores the views of every
+    protocol's subset; ``subset`` keeps a run to its own protocol's."""
     if "rotations" not in spec.views or rotations is None:
         return None
     if rotation_indices is None:
@@ -73,6 +79,8 @@ def stored_views(
     where = np.searchsorted(rows, stored, sorter=order)
     where = np.minimum(where, len(rows) - 1)
     hit = rows[order[where]] == stored
+    if subset is not None:
+        hit &= np.isin(stored, np.asarray(subset))
     if not hit.any():
         raise ValueError(
             "none of the stored rotated views belongs to the rows this run trains on; rerun the "
@@ -82,15 +90,17 @@ def stored_views(
     return TrainingViews(views, tuple(float(a) for a in angles), order[where[hit]])
 
 
-def views_from_features(fs: Any) -> Callable[[MethodSpec, np.ndarray], TrainingViews | None]:
-    """``views(spec, rows)`` over a stored feature set's rotated views (a
+def views_from_features(fs: Any) -> Views:
+    """``views(spec, rows, subset)`` over a stored feature set's rotated views (a
     :class:`usdh.features.FeatureSet`), for :func:`fit_on_rows`."""
     prov = fs.provenance
     angles = (prov.get("rotations") or {}).get("angles") or prov.get("angles")
     rotations = None if fs.rotations is None else np.asarray(fs.rotations)
 
-    def views(spec: MethodSpec, rows: np.ndarray) -> TrainingViews | None:
-        return stored_views(spec, rows, rotations, fs.rotation_indices, angles)
+    def views(
+        spec: MethodSpec, rows: np.ndarray, subset: np.ndarray | None = None
+    ) -> TrainingViews | None:
+        return stored_views(spec, rows, rotations, fs.rotation_indices, angles, subset)
 
     return views
 
@@ -114,13 +124,14 @@ def fit_on_rows(
     split: Mapping[str, np.ndarray],
     *,
     method_params: Mapping[str, Any] | None = None,
-    views: Callable[[MethodSpec, np.ndarray], TrainingViews | None] | None = None,
+    views: Views | None = None,
     run: Run | None = None,
     monitor: Callable[[Any], float] | None = None,
 ) -> Fitted:
     """Fit method ``name`` on its training rows of ``split``.
 
-    ``views(spec, rows)`` gives a deep method's extra inputs; with ``run``, a deep method keeps
+    ``views(spec, rows, subset)`` gives a deep method's extra inputs (``subset``: the split's
+    rotation subset); with ``run``, a deep method keeps
     a checkpoint in the run's folder and resumes from it; ``monitor`` (deep methods) is logged
     after every epoch (see :meth:`usdh.method.USDH.fit`).
     """
@@ -130,7 +141,8 @@ def fit_on_rows(
     rows = split[part]
     kwargs: dict[str, Any] = {}
     if spec.deep:
-        kwargs["views"] = views(spec, rows) if views is not None else None
+        subset = split.get("rotation_subset")
+        kwargs["views"] = views(spec, rows, subset) if views is not None else None
         if run is not None:
             kwargs.update(checkpoint_dir=run.checkpoints, resume=True)
         if monitor is not None:

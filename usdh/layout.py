@@ -11,7 +11,8 @@ parts for every kind and group::
     metrics/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>.json
     plots/precision_recall/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>.csv
     plots/precision_at_n/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>.csv
-    queries/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>.npz     per-query AP and lookup
+    plots/map_at_k/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>.csv
+    queries/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>.npz     per-query AP, lookup, top hits
     metrics/classification/<dataset>/<protocol>/features.json      the features reference
     metrics/diagnostics/<dataset>/<protocol>/<name>.json           analyses of fitted runs
 
@@ -66,6 +67,7 @@ KINDS = {
     "metrics": METRICS,
     "precision_recall": PLOTS / "precision_recall",
     "precision_at_n": PLOTS / "precision_at_n",
+    "map_at_k": PLOTS / "map_at_k",
     "queries": QUERIES,
 }
 
@@ -189,6 +191,10 @@ class Run:
     @property
     def p_at_n(self) -> Path:
         return self._in("precision_at_n") / f"{self.seed}.csv"
+
+    @property
+    def map_at_k(self) -> Path:
+        return self._in("map_at_k") / f"{self.seed}.csv"
 
     @property
     def per_query(self) -> Path:

@@ -13,8 +13,13 @@ Contract, shared by every function here:
   database (ordinary AP).
 * Labels are an integer vector (single-label: relevant means same label) or a 0/1 matrix
   (multi-label: relevant means at least one shared label).
-* Hash-lookup metrics (precision/recall within a Hamming radius) average over queries, and a query
-  with nothing inside the radius has precision 0, as in the evaluations of SH and ITQ.
+* Hash lookup within a radius (one figure, ``precision_within_radius``) averages over all queries,
+  and a query with nothing inside the radius has precision 0, as in the evaluations of SH and ITQ;
+  the share of such empty lookups is reported beside it.
+* The precision-recall curve by radius leaves a query out of a radius' precision while its lookup
+  is empty there (it has no precision there; counting it as 0 made short-code curves start at
+  (0, 0)); a radius at which every lookup is empty has no precision (NaN). Recall averages over all
+  queries.
 
 All metrics come from one pass per query in compiled code: per-radius counts of all and of relevant
 items, plus, for index tie-breaking, a running count in database order. Nothing is sorted.
@@ -227,25 +232,32 @@ def precision_recall_curve(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Precision and recall of Hamming-radius lookup, one point per radius 0..n_bits.
 
-    Both are averaged over queries; a query with nothing inside the radius has precision 0, and a
-    query with no relevant item in the database has recall 0.
+    Precision averages over the queries whose lookup within the radius is not empty (NaN where
+    every lookup is empty); recall averages over all queries (0 for a query with no relevant item
+    in the database).
     """
     data = _Prepared(query_codes, db_codes, query_labels, db_labels)
     n_all, n_rel = data.radius_counts()
-    return _pr_from_counts(n_all, n_rel)
+    precision, recall, _ = _pr_from_counts(n_all, n_rel)
+    return precision, recall
 
 
 def _pr_from_counts(
     n_all: NDArray[np.int64], n_rel: NDArray[np.int64]
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Precision (over non-empty lookups), recall and the share of non-empty lookups, by radius."""
     if n_all.shape[0] == 0:
         raise ValueError("query_codes is empty; the curve needs at least one query")
     retrieved = np.cumsum(n_all, axis=1)
     hits = np.cumsum(n_rel, axis=1)
     total = hits[:, -1:]
-    precision = np.where(retrieved > 0, hits / np.maximum(retrieved, 1), 0.0)
+    found = retrieved > 0
+    n_found = found.sum(axis=0)
+    p_sum = np.where(found, hits / np.maximum(retrieved, 1), 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(n_found > 0, p_sum / np.maximum(n_found, 1), np.nan)
     recall = np.where(total > 0, hits / np.maximum(total, 1), 0.0)
-    return precision.mean(axis=0), recall.mean(axis=0)
+    return precision, recall.mean(axis=0), n_found / n_all.shape[0]
 
 
 def precision_within_radius(
@@ -255,11 +267,15 @@ def precision_within_radius(
     db_labels: ArrayLike,
     r: int = 2,
 ) -> float:
-    """Mean precision of hash lookup within Hamming radius ``r`` (failed lookups count as 0)."""
-    precision, _ = precision_recall_curve(query_codes, db_codes, query_labels, db_labels)
-    if isinstance(r, bool) or not isinstance(r, int | np.integer) or not 0 <= r < precision.size:
-        raise ValueError(f"r must be an integer radius in 0..{precision.size - 1}, got {r!r}")
-    return float(precision[r])
+    """Mean precision of hash lookup within Hamming radius ``r`` over all queries (an empty
+    lookup counts as 0, the convention of the SH and ITQ evaluations)."""
+    data = _Prepared(query_codes, db_codes, query_labels, db_labels)
+    if isinstance(r, bool) or not isinstance(r, int | np.integer) or not 0 <= r <= data.n_bits:
+        raise ValueError(f"r must be an integer radius in 0..{data.n_bits}, got {r!r}")
+    if data.n_query == 0:
+        raise ValueError("query_codes is empty; the lookup needs at least one query")
+    n_all, n_rel = data.radius_counts()
+    return float(_lookup(n_all, n_rel, int(r))[0].mean())
 
 
 def precision_at_n(
@@ -291,14 +307,16 @@ def evaluate_retrieval(
     topk: int | None = None,
     ns: Sequence[int] = (),
     radius: int = 2,
+    ks: Sequence[int | None] = (),
 ) -> dict[str, Any]:
     """Every metric the reports need, from one pass over the database per query.
 
     Returns mAP at ``topk`` and over the whole database, each with index and tie-aware ties,
-    precision and recall within ``radius`` and the share of queries whose lookup within it finds
-    nothing (``empty_r<radius>``), the PR curve by radius, precision@N (both tie rules), and
-    ``per_query``: each query's APs and lookup figures (arrays of ``n_query``), so methods can be
-    compared query by query.
+    precision and recall within ``radius`` (precision over all queries, an empty lookup counting
+    0, and over the non-empty lookups only) and the share of queries whose lookup within it finds
+    nothing (``empty_r<radius>``), the PR curve by radius, precision@N at ``ns`` and mAP@k at
+    ``ks`` (both tie rules), and ``per_query``: each query's APs and lookup figures (arrays of
+    ``n_query``), so methods can be compared query by query.
     """
     data = _Prepared(query_codes, db_codes, query_labels, db_labels)
     if data.n_query == 0:
@@ -307,11 +325,14 @@ def evaluate_retrieval(
         raise ValueError(f"radius must be in 0..{data.n_bits}, got {radius}")
     k = _check_cutoffs([topk], data.n_db, "topk")[0]
     n_list = _check_cutoffs(list(ns), data.n_db, "N")
-    cutoffs = np.concatenate([[k, data.n_db], n_list]).astype(np.int64)
+    k_list = _check_cutoffs(list(ks), data.n_db, "k")
+    cutoffs = np.concatenate([[k, data.n_db], n_list, k_list]).astype(np.int64)
     prec_sum, hits, n_all, n_rel = data.index_stats(cutoffs)
     ap_index = _ap_index(prec_sum[:, :2], hits[:, :2])
     ap_ties = _ap_from_counts(n_all, n_rel, cutoffs[:2])
-    precision, recall = _pr_from_counts(n_all, n_rel)
+    at_n = slice(2, 2 + n_list.size)
+    at_k = slice(2 + n_list.size, cutoffs.size)
+    precision, recall, found_share = _pr_from_counts(n_all, n_rel)
     q_precision, q_recall, q_found = _lookup(n_all, n_rel, radius)
     return {
         "topk": int(k),
@@ -319,18 +340,27 @@ def evaluate_retrieval(
         "mAP_tie_aware": float(ap_ties[:, 0].mean()),
         "mAP_all": float(ap_index[:, 1].mean()),
         "mAP_all_tie_aware": float(ap_ties[:, 1].mean()),
-        f"precision_r{radius}": float(precision[radius]),
+        f"precision_r{radius}": float(q_precision.mean()),
+        f"precision_r{radius}_nonempty": (
+            float(q_precision[q_found].mean()) if q_found.any() else None
+        ),
         f"recall_r{radius}": float(recall[radius]),
         f"empty_r{radius}": float(1.0 - q_found.mean()),
         "pr_curve": {
             "radius": list(range(data.n_bits + 1)),
             "precision": precision.tolist(),
             "recall": recall.tolist(),
+            "nonempty": found_share.tolist(),
         },
         "precision_at_n": {
             "n": n_list.tolist(),
-            "precision": (hits[:, 2:] / np.maximum(n_list, 1)).mean(axis=0).tolist(),
+            "precision": (hits[:, at_n] / np.maximum(n_list, 1)).mean(axis=0).tolist(),
             "precision_tie_aware": _precision_at(n_all, n_rel, n_list).mean(axis=0).tolist(),
+        },
+        "map_at_k": {
+            "k": k_list.tolist(),
+            "mAP": _ap_index(prec_sum[:, at_k], hits[:, at_k]).mean(axis=0).tolist(),
+            "mAP_tie_aware": _ap_from_counts(n_all, n_rel, k_list).mean(axis=0).tolist(),
         },
         "n_query": data.n_query,
         "n_db": data.n_db,
@@ -351,7 +381,7 @@ def _lookup(
     n_all: NDArray[np.int64], n_rel: NDArray[np.int64], radius: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
     """Per query: precision and recall of the lookup within ``radius`` (precision 0 when it finds
-    nothing, as in ``precision_recall_curve``) and whether it found anything."""
+    nothing, as in ``precision_within_radius``) and whether it found anything."""
     retrieved = n_all[:, : radius + 1].sum(axis=1)
     hits = n_rel[:, : radius + 1].sum(axis=1)
     total = n_rel.sum(axis=1)

@@ -66,7 +66,8 @@ def _int_list(value: Any, where: str, *, multiple_of: int = 1, minimum: int = 0)
 def validate_params(params: dict[str, Any]) -> None:
     """Check the whole file before any stage works, so a bad knob fails the first stage.
 
-    Checked: the experiment's dataset is configured, its methods are known, bits are positive
+    Checked: the experiment's dataset is configured and split into its protocols (the main one
+    among them), its methods are known, bits are positive
     multiples of 8, seeds a non-empty list of non-negative integers, the ablation variants name
     known loss terms in their ``loss`` overrides, fine-tuned methods are deep ones of the
     experiment, the classification dataset is configured. (Whether a dataset's files exist is
@@ -93,6 +94,21 @@ def validate_params(params: dict[str, Any]) -> None:
             _fail(f"unknown method {m!r} in experiment.methods; known: {', '.join(known)}")
     _int_list(exp.get("bits"), "experiment.bits", multiple_of=8, minimum=8)
     _int_list(exp.get("seeds"), "experiment.seeds")
+    split_protocols = datasets[exp["dataset"]].get("protocols") or []
+    protocols = exp.get("protocols", [exp.get("protocol")])
+    if not isinstance(protocols, list) or not protocols or len(set(protocols)) != len(protocols):
+        _fail(f"'experiment.protocols' must be a list of distinct protocols, got {protocols!r}")
+    if exp.get("protocol") not in protocols:
+        _fail(
+            f"experiment.protocol {exp.get('protocol')!r} (the main protocol) must be one of "
+            f"experiment.protocols ({', '.join(map(str, protocols))})"
+        )
+    for proto in protocols:
+        if proto not in split_protocols:
+            _fail(
+                f"experiment protocol {proto!r} is not split for {exp['dataset']}: add it to "
+                f"datasets.{exp['dataset']}.protocols ({', '.join(map(str, split_protocols))})"
+            )
     abl = params.get("ablations")
     if abl is not None:
         if abl.get("method") not in methods:

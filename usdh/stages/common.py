@@ -67,15 +67,23 @@ def run_context(
     experiment: str = "experiment",
     group: str = "retrieval",
     name: str | None = None,
+    protocol: str | None = None,
 ) -> RunContext:
     """The run of ``method`` in the ``experiment`` section (``experiment`` or ``classification``);
-    ``name`` (an ablation variant) replaces the method in the run's paths."""
+    ``name`` (an ablation variant) replaces the method in the run's paths; ``protocol`` is one of
+    the section's ``protocols`` (default: its main ``protocol``)."""
     exp = section(params, experiment)
     if name is None and method not in exp["methods"]:
         raise ParamsError(
             f"method {method!r} is not in {experiment}.methods ({', '.join(exp['methods'])})"
         )
-    dataset, protocol = exp["dataset"], exp["protocol"]
+    dataset = exp["dataset"]
+    protocol = exp["protocol"] if protocol is None else protocol
+    allowed = exp.get("protocols", [exp["protocol"]])
+    if protocol not in allowed:
+        raise ParamsError(
+            f"protocol {protocol!r} is not in {experiment}.protocols ({', '.join(allowed)})"
+        )
     backbone = section(params, "features", "backbone")
     run = layout.Run(group, dataset, protocol, name or method, bits, seed)
     record = {

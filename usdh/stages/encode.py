@@ -4,6 +4,7 @@ the code format)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 
 from usdh.data import load_split
 from usdh.features import load_features
-from usdh.io import save_npy
+from usdh.io import save_json, save_npy
 from usdh.layout import Run
 from usdh.registry import method_class
 from usdh.stages.common import grid, method_outputs, run_context
@@ -22,11 +23,15 @@ log = logging.getLogger("usdh")
 
 
 def outputs(
-    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
+    params: dict[str, Any],
+    method: str,
+    bits: int | None = None,
+    seed: int | None = None,
+    protocol: str | None = None,
 ) -> list[Path]:
     if bits is None or seed is None:
-        return method_outputs(run_context(params, method, 0, 0), ("codes",))
-    return [run_context(params, method, bits, seed).run.codes_dir]
+        return method_outputs(run_context(params, method, 0, 0, protocol=protocol), ("codes",))
+    return [run_context(params, method, bits, seed, protocol=protocol).run.codes_dir]
 
 
 def encode_run(
@@ -43,17 +48,33 @@ def encode_run(
     return rates
 
 
+def record_encoding(run: Run, rates: dict[str, float]) -> None:
+    """Add the encode throughput and the model's size on disk to the run's fit record."""
+    record = json.loads(run.fit_record.read_text()) if run.fit_record.is_file() else {}
+    record["encode"] = {
+        **{k: round(v, 1) for k, v in rates.items()},
+        "model_bytes": run.model.stat().st_size,
+    }
+    save_json(run.fit_record, record)
+
+
 def run(
-    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
+    params: dict[str, Any],
+    method: str,
+    bits: int | None = None,
+    seed: int | None = None,
+    protocol: str | None = None,
 ) -> None:
     """Encode the protocol's queries and database with each fitted hasher of the method."""
     contexts = [
-        run_context(params, method, b, s) for b, s in grid(params, "experiment", bits, seed)
+        run_context(params, method, b, s, protocol=protocol)
+        for b, s in grid(params, "experiment", bits, seed)
     ]
     fs = load_features(contexts[0].features_dir, mmap_mode="r")
     features, split = np.asarray(fs.features), load_split(contexts[0].split_dir)
     for ctx in contexts:
         rates = encode_run(method, ctx.run, features, split)
+        record_encoding(ctx.run, rates)
         log.info(
             "encoded %s/%d/%d: %.0f database codes/s",
             method,

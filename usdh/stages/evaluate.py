@@ -8,24 +8,28 @@ from pathlib import Path
 from typing import Any
 
 from usdh.data import PROTOCOLS, load_prepared, load_split
-from usdh.evaluation import evaluate_run
+from usdh.evaluation import Curves, evaluate_run
 from usdh.params import section
 from usdh.stages.common import RunContext, grid, method_outputs, run_context
 
 log = logging.getLogger("usdh")
 
 
-#: what scoring a run writes: its metrics, its two curves and its per-query figures
-KINDS = ("metrics", "precision_recall", "precision_at_n", "queries")
+#: what scoring a run writes: its metrics, its three curves and its per-query figures
+KINDS = ("metrics", "precision_recall", "precision_at_n", "map_at_k", "queries")
 
 
 def outputs(
-    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
+    params: dict[str, Any],
+    method: str,
+    bits: int | None = None,
+    seed: int | None = None,
+    protocol: str | None = None,
 ) -> list[Path]:
     if bits is None or seed is None:
-        return method_outputs(run_context(params, method, 0, 0), KINDS)
-    run = run_context(params, method, bits, seed).run
-    return [run.metrics, run.pr_curve, run.p_at_n, run.per_query]
+        return method_outputs(run_context(params, method, 0, 0, protocol=protocol), KINDS)
+    run = run_context(params, method, bits, seed, protocol=protocol).run
+    return [run.metrics, run.pr_curve, run.p_at_n, run.map_at_k, run.per_query]
 
 
 def evaluate_context(params: dict[str, Any], ctx: RunContext, **record: Any) -> dict[str, Any]:
@@ -37,7 +41,7 @@ def evaluate_context(params: dict[str, Any], ctx: RunContext, **record: Any) -> 
         load_split(ctx.split_dir),
         ctx.run,
         PROTOCOLS[ctx.run.protocol].topk,
-        list(ev["precision_at"]),
+        Curves.from_params(ev),
         int(ev["radius"]),
         {**ctx.record, "source": ds.source, **record},
     )
@@ -55,9 +59,13 @@ def log_metrics(what: str, m: dict[str, Any]) -> None:
 
 
 def run(
-    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
+    params: dict[str, Any],
+    method: str,
+    bits: int | None = None,
+    seed: int | None = None,
+    protocol: str | None = None,
 ) -> None:
-    """mAP (protocol cut-off and all, both tie rules), PR by radius, precision@N."""
+    """mAP (protocol cut-off and all, both tie rules), PR by radius, precision@N, mAP@k."""
     for b, s in grid(params, "experiment", bits, seed):
-        m = evaluate_context(params, run_context(params, method, b, s))
+        m = evaluate_context(params, run_context(params, method, b, s, protocol=protocol))
         log_metrics(f"{method} {b} bits seed {s}", m)

@@ -1,11 +1,14 @@
 """``python -m usdh features <dataset>``: backbone features of every image, and of rotated views
-of the main protocol's rotation subset."""
+of every protocol's rotation subset."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from usdh import layout
 from usdh.backbones import Backbone, build_backbone
@@ -31,6 +34,22 @@ def pipeline_backbone(params: dict[str, Any]) -> Backbone:
     return build_backbone(fp["backbone"], weights=fp["weights"], seed=int(params["split_seed"]))
 
 
+def rotation_rows(splits: list[Mapping[str, np.ndarray]]) -> np.ndarray:
+    """The images whose rotated views are computed: every protocol's rotation subset (default:
+    its training images), once each, in the order of the first protocol, then the next's new ones.
+
+    Each fit uses only its own split's subset of them (:func:`usdh.fitting.stored_views`).
+    """
+    rows: list[np.ndarray] = []
+    seen: set[int] = set()
+    for split in splits:
+        part = split["rotation_subset"] if "rotation_subset" in split else training_rows(split)
+        new = np.asarray([i for i in part.tolist() if i not in seen], dtype=np.int64)
+        seen.update(new.tolist())
+        rows.append(new)
+    return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+
+
 def run(params: dict[str, Any], dataset: str) -> None:
     """Backbone features of every image, and of rotated views of the rotation subset (default:
     every training image)."""
@@ -38,11 +57,8 @@ def run(params: dict[str, Any], dataset: str) -> None:
     fp = section(params, "features")
     seed = int(section(params, "split_seed"))
     ds = load_prepared(layout.prepared_dir(dataset))
-    main_protocol = cfg["protocols"][0]
-    split = load_split(layout.split_dir(dataset, main_protocol), ds)
-    rot_idx = training_rows(split)
-    if "rotation_subset" in split:
-        rot_idx = split["rotation_subset"]
+    splits = [load_split(layout.split_dir(dataset, p), ds) for p in cfg["protocols"]]
+    rot_idx = rotation_rows(splits)
     backbone = pipeline_backbone(params)
     common = {
         "input_size": fp["input_size"],
@@ -73,7 +89,7 @@ def run(params: dict[str, Any], dataset: str) -> None:
         source=ds.source,
         seed=seed,
         rotations_run=rinfo if rotations is not None else None,
-        rotation_protocol=main_protocol,
+        rotation_protocol=list(cfg["protocols"]),
     )
     out = layout.features_dir(dataset, fp["backbone"])
     save_features(

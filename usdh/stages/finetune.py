@@ -41,7 +41,15 @@ def outputs(
     if bits is None or seed is None:
         return method_outputs(_context(params, method, 0, 0), ("models", "codes", *SCORES))
     run = _context(params, method, bits, seed).run
-    return [run.model_dir, run.codes_dir, run.metrics, run.pr_curve, run.p_at_n, run.per_query]
+    return [
+        run.model_dir,
+        run.codes_dir,
+        run.metrics,
+        run.pr_curve,
+        run.p_at_n,
+        run.map_at_k,
+        run.per_query,
+    ]
 
 
 def run(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from usdh.stages.common import grid, method_outputs, run_context
-from usdh.stages.encode import encode_run
+from usdh.stages.encode import encode_run, record_encoding
 from usdh.stages.runs import fitted_runs
 
 log = logging.getLogger("usdh")
@@ -17,23 +17,34 @@ KINDS = ("models", "codes")
 
 
 def outputs(
-    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
+    params: dict[str, Any],
+    method: str,
+    bits: int | None = None,
+    seed: int | None = None,
+    protocol: str | None = None,
 ) -> list[Path]:
     if bits is None or seed is None:
-        return method_outputs(run_context(params, method, 0, 0), KINDS)
-    r = run_context(params, method, bits, seed).run
+        return method_outputs(run_context(params, method, 0, 0, protocol=protocol), KINDS)
+    r = run_context(params, method, bits, seed, protocol=protocol).run
     return [r.model_dir, r.codes_dir]
 
 
 def run(
-    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
+    params: dict[str, Any],
+    method: str,
+    bits: int | None = None,
+    seed: int | None = None,
+    protocol: str | None = None,
 ) -> None:
-    """Fit and encode every (bits, seed) run of one method (or the one asked for)."""
+    """Fit and encode every (bits, seed) run of one method on one protocol (or the one run asked
+    for); the encode throughput joins the run's fit record (the report's cost table)."""
     contexts = [
-        run_context(params, method, b, s) for b, s in grid(params, "experiment", bits, seed)
+        run_context(params, method, b, s, protocol=protocol)
+        for b, s in grid(params, "experiment", bits, seed)
     ]
     for ctx, fitted, data in fitted_runs(params, contexts):
         rates = encode_run(method, ctx.run, data.features, data.split)
+        record_encoding(ctx.run, rates)
         log.info(
             "fitted %s %d bits seed %d in %.1f s on %d rows; %.0f database codes/s",
             method,

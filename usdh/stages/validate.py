@@ -86,6 +86,10 @@ def run(params: dict[str, Any], method: str) -> None:
             f"datasets.{ctx.run.dataset}.validation_queries and rerun the split stage"
         )
     q_rows, db_rows = split["val_query"], split["val_database"]
+    # validation fits train on the validation database; rotated views only of the split's subset
+    fit_split = {"train": db_rows}
+    if "rotation_subset" in split:
+        fit_split["rotation_subset"] = split["rotation_subset"]
     topk = PROTOCOLS[ctx.run.protocol].topk
     q_x, db_x = features[q_rows], features[db_rows]
     q_y, db_y = labels[q_rows], labels[db_rows]
@@ -111,7 +115,18 @@ def run(params: dict[str, Any], method: str) -> None:
         chosen = merge_params(method_params(params, method), nested(setting))
         scores = [
             _fit_and_score(
-                method, bits, seed, i, setting, chosen, features, db_rows, fs, val_map, out, record
+                method,
+                bits,
+                seed,
+                i,
+                setting,
+                chosen,
+                features,
+                fit_split,
+                fs,
+                val_map,
+                out,
+                record,
             )
             for seed in seeds
         ]
@@ -160,7 +175,7 @@ def _fit_and_score(
     setting: dict[str, Any],
     chosen: dict[str, Any],
     features: np.ndarray,
-    db_rows: np.ndarray,
+    fit_split: dict[str, np.ndarray],
     fs: Any,
     val_map: Any,
     out: Path,
@@ -175,7 +190,7 @@ def _fit_and_score(
             bits,
             seed,
             features,
-            {"train": db_rows},
+            fit_split,
             method_params=chosen,
             views=views_from_features(fs),
             monitor=val_map,
