@@ -616,8 +616,10 @@ def test_train_subset() -> None:
     assert label_changes(ds.labels[sub]) > 0.8 * sub.size
     with pytest.raises(DataError, match=r"train_subset=50001 but there are 50000 training images"):
         make_split(ds, "deepbit", train_subset=50001)
-    with pytest.raises(DataError, match="train_subset must be an integer"):
-        make_split(ds, "deepbit", train_subset=0.5)
+    with pytest.raises(DataError, match="train_subset must be a count or a share"):
+        make_split(ds, "deepbit", train_subset="half")
+    with pytest.raises(DataError, match=r"share of the pool must lie in \(0, 1\]"):
+        make_split(ds, "deepbit", train_subset=1.5)
 
 
 def test_rotation_subset_and_validation_split() -> None:
@@ -640,6 +642,10 @@ def test_rotation_subset_and_validation_split() -> None:
     assert np.isin(sub["val_query"], sub["train_subset"]).all() and sub["val_database"].size == 1800
     with pytest.raises(DataError, match="leaves no training image"):
         make_split(ds, "deepbit", train_subset=10, validation_queries=10)
+    # a share of the pool draws exactly what its rounded count draws (the same stream)
+    share = make_split(ds, "deepbit", seed=0, rotation_subset=0.1)
+    count = make_split(ds, "deepbit", seed=0, rotation_subset=round(0.1 * split["train"].size))
+    assert np.array_equal(share["rotation_subset"], count["rotation_subset"])
 
 
 def test_nuswide21_split() -> None:

@@ -128,6 +128,16 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
     assert diagnosis["runs"][0]["loss"]["itq"]["quantization"] == 0.0  # binary codes
     figures = {p.name for p in (tmp_path / "reports" / "figures").iterdir()}
     assert {"ablations_oxford17.png", "training_oxford17_usdh.png"} <= figures
+    # the main protocol's per-class heatmap and retrieval examples (thumbnails of the prepared
+    # images), at the one code length run here; the curves of both protocols
+    assert {
+        "per_class_oxford17_retrieval_16bits.png",
+        "examples_oxford17_retrieval_16bits_1.jpg",
+        "map_at_k_oxford17_per-class.png",
+        "precision_at_n_oxford17_retrieval.png",
+    } <= figures
+    assert readme.index("## Verdict") < readme.index("## Setup") < readme.index("## Reported")
+    assert "protocol `per-class`" in readme
     for name in ("main_map", "verdict", "training", "ablations", "classification"):
         assert (tmp_path / "reports" / "tables" / f"{name}.tex").is_file()
 

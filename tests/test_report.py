@@ -7,17 +7,27 @@ import pandas as pd
 import pytest
 
 from usdh.evaluation import Curves, evaluate_run
-from usdh.io import save_npy
+from usdh.io import save_json, save_npy
 from usdh.layout import Run
 from usdh.report import build_report, collect_results, summarise
-from usdh.report.build import paired_bootstrap
+from usdh.report.build import paired_bootstrap, per_class_table, verdict_table
 
 #: small curves for a 400-image toy database
-CURVES = Curves(listed=(10, 50), p_max=200, p_points=8, k_min=20, k_points=5, examples=3, top=5)
+CURVES = Curves(
+    listed=(10, 50),
+    map_listed=(100,),
+    p_max=200,
+    p_points=8,
+    k_min=20,
+    k_points=5,
+    examples=3,
+    top=5,
+)
 
-def _fake_run(root, method, bits, seed, rng, labels, split):
+
+def _fake_run(root, method, bits, seed, rng, labels, split, protocol="deepbit", topk=50):
     """Codes that carry some label information, evaluated by the real evaluate stage."""
-    paths = Run("retrieval", "cifar10", "deepbit", method, bits, seed, root)
+    paths = Run("retrieval", "cifar10", protocol, method, bits, seed, root)
     centers = rng.integers(0, 2, (10, bits)).astype(bool)
     for part in ("query", "database"):
         lab = labels[split[part]]
@@ -25,14 +35,17 @@ def _fake_run(root, method, bits, seed, rng, labels, split):
         save_npy(paths.codes_dir / f"{part}.npy", np.packbits(bits_, axis=1))
     record = {
         "dataset": "cifar10",
-        "protocol": "deepbit",
+        "protocol": protocol,
         "backbone": "efficientnet_lite0",
         "method": method,
         "bits": bits,
         "seed": seed,
         "source": "CIFAR-10 (JPEG copy)",
     }
-    evaluate_run(labels, split, paths, topk=50, curves=CURVES, radius=2, record=record)
+    evaluate_run(labels, split, paths, topk=topk, curves=CURVES, radius=2, record=record)
+    fit = {"n_train": 360, "fit_seconds": 0.5, "params": {}}
+    fit["encode"] = {"database_codes_per_s": 2e5, "model_bytes": 3000 * bits}
+    save_json(paths.fit_record, fit)
 
 
 @pytest.fixture
@@ -44,12 +57,19 @@ def metrics_tree(tmp_path):
         for bits in (16, 32):
             for seed in (0, 1):
                 _fake_run(tmp_path, method, bits, seed, rng, labels, split)
+                # a second protocol, ranked over the whole database
+                _fake_run(tmp_path, method, bits, seed, rng, labels, split, "1k-5k-59k", None)
     return tmp_path
 
 
 def test_results_table_and_summary(metrics_tree):
     df = collect_results(metrics_tree)
-    assert len(df) == 8
+    assert len(df) == 16
+    assert set(df["protocol"]) == {"deepbit", "1k-5k-59k"}
+    # every protocol reports mAP@k at the listed k, whatever its own cut-off
+    assert df["mAP@100"].notna().all() and df["mAP@100_tie_aware"].notna().all()
+    assert (df["codes_per_s"] == 2e5).all() and (df["model_bytes"] == 3000 * df["bits"]).all()
+    df = df[df["protocol"] == "deepbit"]
     for col in ("dataset", "protocol", "method", "bits", "seed", "mAP", "mAP_tie_aware"):
         assert col in df.columns
     assert df["method"].tolist()[:4] == ["lsh"] * 4  # the reports' method order, not alphabetical
@@ -68,8 +88,8 @@ def test_build_report_writes_everything(metrics_tree):
         "versions": "test",
         "device": "cpu",
     }
-    summary = build_report(metrics_tree, out, context)
-    assert summary["rows"] == 8
+    summary = build_report(metrics_tree, out, {**context, "protocol": "deepbit"})
+    assert summary["rows"] == 16
     results = pd.read_csv(out / "results.csv")
     assert set(results["method"]) == {"itq", "lsh"}
     main = (out / "tables" / "main_map.md").read_text()
@@ -79,6 +99,55 @@ def test_build_report_writes_everything(metrics_tree):
     readme = (out / "README.md").read_text()
     assert "USDH's own numbers are not available" in readme
     assert "12.55" in readme  # DeepBit's listed LSH figure at 16 bits
+    # the reader's order: verdict (no usdh here, so none), setup, main tables, cost, lookup,
+    # figures, reported vs reproduced
+    order = [
+        "## Setup",
+        "## mAP@100 (%)",
+        "## mAP over the whole database",
+        "## What each method trained on, and what it costs",
+        "## Hash lookup within Hamming radius 2",
+        "## Figures",
+        "## Reported vs reproduced",
+    ]
+    assert [readme.index(h) for h in order] == sorted(readme.index(h) for h in order)
+    for stem in ("precision_at_n", "map_at_k", "pr", "hash_lookup", "map_vs_bits"):
+        for protocol in ("deepbit", "1k-5k-59k"):
+            name = f"{stem}_cifar10_{protocol}.png"
+            assert (out / "figures" / name).stat().st_size > 1000
+            assert f"figures/{name}" in readme
+    assert (out / "figures" / "per_class_cifar10_deepbit_32bits.png").is_file()
+    cost = (out / "tables" / "training.md").read_text()
+    assert "200k / 200k" in cost and "47 KiB / 94 KiB" in cost
+    lookup = pd.read_csv(out / "results.csv")
+    found = lookup["precision_r2_nonempty"].notna()  # NaN: every lookup of the run was empty
+    assert found.any() and (lookup.loc[~found, "empty_r2"] == 1).all()
+    assert (lookup["precision_r2_nonempty"][found] >= lookup["precision_r2"][found] - 1e-12).all()
+
+
+def test_per_class_ap_and_verdict_per_protocol(metrics_tree):
+    df = collect_results(metrics_tree)
+    part = df[df["protocol"] == "deepbit"]
+    table = per_class_table(metrics_tree, part, [f"c{i}" for i in range(10)], 32)
+    # direct: each query's tie-aware AP, averaged over seeds, then over the class's queries
+    for method in ("itq", "lsh"):
+        runs = [Run("retrieval", "cifar10", "deepbit", method, 32, s, metrics_tree) for s in (0, 1)]
+        aps = np.mean([np.load(r.per_query)["ap_tie_aware"] for r in runs], axis=0)
+        labels = np.load(runs[0].per_query)["label"]
+        for c in np.unique(labels):
+            assert table.loc[method, f"c{c}"] == pytest.approx(aps[labels == c].mean() * 100)
+    df = df.assign(method=df["method"].replace({"itq": "usdh"}))  # judge "usdh" against lsh
+    for r in df[df["method"] == "usdh"].itertuples():  # the files follow the renamed method
+        old = Run("retrieval", r.dataset, r.protocol, "itq", r.bits, r.seed, metrics_tree)
+        new = Run("retrieval", r.dataset, r.protocol, "usdh", r.bits, r.seed, metrics_tree)
+        new.per_query.parent.mkdir(parents=True, exist_ok=True)
+        new.per_query.write_bytes(old.per_query.read_bytes())
+    v = verdict_table(metrics_tree, df, "usdh")
+    assert set(v["protocol"]) == {"deepbit", "1k-5k-59k"}
+    # a protocol ranked over the whole database has its mAP once, not as a "cut-off" too
+    whole = v[v["protocol"] == "1k-5k-59k"]
+    assert "mAP at the cut-off (tie-aware)" not in set(whole["metric"])
+    assert "mAP at the cut-off (tie-aware)" in set(v[v["protocol"] == "deepbit"]["metric"])
 
 
 def test_no_metrics_is_a_clear_error(tmp_path):

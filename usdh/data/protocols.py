@@ -13,9 +13,10 @@
   labels, from a generator of its own (``default_rng([seed, 2])``), so asking for it changes no
   other array. Every method then trains on it.
 * ``rotation_subset=m`` adds ``rotation_subset``: ``m`` of the training images (``train_subset``
-  if drawn, else ``train``; ``default_rng([seed, 1])``) whose rotated views the features stage
-  computes (four backbone passes per image: the rotation term draws on a subset, every other term
-  sees all training images).
+  if drawn, else ``train``; ``default_rng([seed, 1])``; ``m`` a count or, as a float in
+  (0, 1], a share of them, like ``train_subset`` and ``validation_queries``) whose rotated views
+  the features stage computes (four backbone passes per image: the rotation term draws on a
+  subset, every other term sees all training images).
 * ``validation_queries=m`` adds the model-selection split that mirrors the protocol: ``val_query``,
   ``m`` training images (``default_rng([seed, 3])``, labels unused in the draw), and
   ``val_database``, the other training images, which the validation fits also train on; the
@@ -427,9 +428,9 @@ def make_split(
     ds: ImageDataset,
     protocol: str | None = None,
     seed: int = 0,
-    train_subset: int | None = None,
-    rotation_subset: int | None = None,
-    validation_queries: int | None = None,
+    train_subset: float | None = None,
+    rotation_subset: float | None = None,
+    validation_queries: float | None = None,
     **params: Any,
 ) -> Split:
     """Draw the ``protocol`` split of ``ds`` with ``seed`` (see the module doc for each protocol).
@@ -482,7 +483,7 @@ def make_split(
         dataset=ds.name,
         n_images=len(ds),
         params=merged,
-        train_subset=None if train_subset is None else int(train_subset),
+        train_subset=None if train_subset is None else int(parts["train_subset"].size),
         source=ds.source,
         labels_sha256=labels_fingerprint(ds),
     )
@@ -499,9 +500,14 @@ def training_rows(split: Mapping[str, NDArray[np.int64]]) -> NDArray[np.int64]:
 
 
 def _draw(pool: NDArray[np.int64], m: Any, name: str, seed: int, stream: int) -> NDArray[np.int64]:
-    """``m`` of ``pool`` without replacement, from the generator ``default_rng([seed, stream])``."""
+    """``m`` of ``pool`` without replacement, from the generator ``default_rng([seed, stream])``;
+    a float ``m`` in (0, 1] is a share of the pool (rounded, at least one image)."""
+    if isinstance(m, float | np.floating) and not isinstance(m, bool):
+        if not 0.0 < m <= 1.0:
+            raise DataError(f"{name} as a share of the pool must lie in (0, 1], got {m!r}")
+        m = max(1, round(float(m) * pool.size))
     if isinstance(m, bool) or not isinstance(m, int | np.integer):
-        raise DataError(f"{name} must be an integer, got {m!r}")
+        raise DataError(f"{name} must be a count or a share in (0, 1], got {m!r}")
     if not 1 <= m <= pool.size:
         raise DataError(
             f"{name}={m} but there are {pool.size} training images; choose 1..{pool.size}"

@@ -13,6 +13,15 @@ import pandas as pd
 from usdh.io import atomic_path
 from usdh.layout import Run, features_reference, find_runs
 from usdh.registry import methods
+from usdh.report.figures import (
+    _pyplot,
+    caption,
+    display_name,
+    example_figures,
+    per_class_figure,
+    protocol_figures,
+    savefig,
+)
 
 __all__ = [
     "REPORTED_CIFAR10",
@@ -78,15 +87,20 @@ COLUMNS = [
     "mAP_all",
     "mAP_all_tie_aware",
     "precision_r2",
+    "precision_r2_nonempty",
     "recall_r2",
     "empty_r2",
     "n_query",
     "n_db",
     "train_images",
     "fit_seconds",
+    "codes_per_s",
+    "model_bytes",
 ]
 #: what a fit record (models/.../fit.json) adds to a run's row
 FIT_COLUMNS = {"n_train": "train_images", "fit_seconds": "fit_seconds"}
+#: ... and its encoding record (the fit stage's encode of the database from cached features)
+ENCODE_COLUMNS = {"database_codes_per_s": "codes_per_s", "model_bytes": "model_bytes"}
 
 
 def _run_records(root: str | Path, group: str) -> list[dict[str, Any]]:
@@ -108,22 +122,35 @@ def _mean_std(df: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
 
 
 def _by_bits(s: pd.DataFrame, index: list[str], sort: bool = False) -> pd.DataFrame:
-    """The ``cell`` column of ``s`` pivoted to one column per code length ("16 bits", ...)."""
+    """The ``cell`` column of ``s`` pivoted to one column per code length ("16 bits", ...); a
+    length without a value shows "-"."""
     table = s.pivot_table(index=index, columns="bits", values="cell", aggfunc="first", sort=sort)
     table.columns = [f"{b} bits" for b in table.columns]
-    return table.reset_index()
+    return table.fillna("-").reset_index()
 
 
-def collect_results(root: str | Path) -> pd.DataFrame:
+def _protocol_rank(df: pd.DataFrame, protocols: pd.Series) -> pd.Series:
+    """Position of each protocol in the order of ``df`` (collect_results puts the main first)."""
+    order = list(df["protocol"].drop_duplicates())
+    return protocols.map(lambda p: order.index(p) if p in order else len(order))
+
+
+def collect_results(root: str | Path, main: str | None = None) -> pd.DataFrame:
     """One row per retrieval run's metrics (dataset x protocol x method x bits x seed), plus
-    precision@N columns."""
+    mAP@k and precision@N columns; the ``main`` protocol's rows first."""
     rows = []
     for run in find_runs("retrieval", root=Path(root)):
         m = json.loads(run.metrics.read_text())
         if run.fit_record.is_file():
             fit = json.loads(run.fit_record.read_text())
             m.update({ours: fit.get(theirs) for theirs, ours in FIT_COLUMNS.items()})
+            enc = fit.get("encode") or {}
+            m.update({ours: enc.get(theirs) for theirs, ours in ENCODE_COLUMNS.items()})
         row = {c: m.get(c) for c in COLUMNS}
+        for k, v in (m.get("mAP_at") or {}).items():
+            row[f"mAP@{k}"] = v
+        for k, v in (m.get("mAP_tie_aware_at") or {}).items():
+            row[f"mAP@{k}_tie_aware"] = v
         for n, p in (m.get("precision_at_n") or {}).items():
             row[f"P@{n}"] = p
         rows.append(row)
@@ -134,8 +161,9 @@ def collect_results(root: str | Path) -> pd.DataFrame:
         )
     df = pd.DataFrame(rows)
     df["_order"] = _method_rank(df["method"])
-    df = df.sort_values(["dataset", "protocol", "_order", "method", "bits", "seed"])
-    return df.drop(columns="_order").reset_index(drop=True)
+    df["_main"] = df["protocol"] != main
+    df = df.sort_values(["dataset", "_main", "protocol", "_order", "method", "bits", "seed"])
+    return df.drop(columns=["_order", "_main"]).reset_index(drop=True)
 
 
 def summarise(df: pd.DataFrame, value: str = "mAP") -> pd.DataFrame:
@@ -155,7 +183,8 @@ def main_table(df: pd.DataFrame, value: str = "mAP") -> pd.DataFrame:
     s["cell"] = [_fmt(m, sd, c) for m, sd, c in zip(s["mean"], s["std"], s["count"], strict=True)]
     table = _by_bits(s, ["dataset", "protocol", "method"], sort=True)
     table["_rank"] = _method_rank(table["method"])
-    return table.sort_values(["dataset", "protocol", "_rank"]).drop(columns="_rank")
+    table["_p"] = _protocol_rank(df, table["protocol"])
+    return table.sort_values(["dataset", "_p", "_rank"]).drop(columns=["_p", "_rank"])
 
 
 def reported_vs_reproduced(df: pd.DataFrame) -> pd.DataFrame:
@@ -235,102 +264,24 @@ def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> None:
         _write_text(out_dir / f"{name}.tex", table.to_latex(index=False, escape=True))
 
 
-def _savefig(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        # no timestamp in the file, so an unchanged report is byte-identical
-        fig.savefig(fh, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-
-
-def write_figures(df: pd.DataFrame, root: Path, out_dir: Path) -> list[Path]:
-    """mAP against bits, and PR and precision@N curves per bit length (seed-averaged)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    for (dataset, protocol), part in df.groupby(["dataset", "protocol"], sort=False):
-        s = summarise(part)
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        for method, g in s.groupby("method", sort=False):
-            ax.errorbar(
-                g["bits"], g["mean"] * 100, yerr=g["std"] * 100, marker="o", label=method, capsize=3
-            )
-        ax.set_xscale("log", base=2)
-        bits = sorted(s["bits"].unique())
-        ax.set_xticks(bits, [str(b) for b in bits])
-        topk = part["topk"].iloc[0]
-        ax.set_xlabel("bits")
-        ax.set_ylabel(f"mAP@{topk if topk else 'all'} (%)")
-        ax.set_title(_display_name(part))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        path = out_dir / f"map_vs_bits_{dataset}_{protocol}.png"
-        _savefig(fig, path)
-        written.append(path)
-        for bits_value in bits:
-            fig, (ax_pr, ax_pn) = plt.subplots(1, 2, figsize=(9, 3.6))
-            for method in part["method"].drop_duplicates():
-                sel = part[(part["method"] == method) & (part["bits"] == bits_value)]
-                runs = [
-                    Run("retrieval", dataset, protocol, method, bits_value, int(seed), root)
-                    for seed in sel["seed"]
-                ]
-                pr, pn = _mean_curves(runs)
-                if pr is not None:
-                    ax_pr.plot(pr["recall"], pr["precision"], marker=".", label=method)
-                if pn is not None:
-                    ax_pn.plot(pn["n"], pn["precision"], marker="o", label=method)
-            ax_pr.set(
-                xlabel="recall",
-                ylabel="precision",
-                title=f"PR by Hamming radius, {bits_value} bits",
-            )
-            fig.suptitle(_display_name(part), fontsize=9)
-            ax_pn.set(xlabel="N", ylabel="precision@N", title=f"precision@N, {bits_value} bits")
-            for ax in (ax_pr, ax_pn):
-                ax.grid(alpha=0.3)
-            ax_pn.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-            path = out_dir / f"curves_{dataset}_{protocol}_{bits_value}bits.png"
-            _savefig(fig, path)
-            written.append(path)
-    return written
-
-
-def _display_name(part: pd.DataFrame) -> str:
-    """A protocol as readers name it: the dataset and how many queries against how large a
-    database (the protocol's own name, such as "deepbit", reads like a method)."""
-    row = part.iloc[0]
-    return f"{row['dataset']}: {int(row['n_query']):,} queries / {int(row['n_db']):,} database"
-
-
-def _mean_curves(runs: Sequence[Run]) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    prs, pns = [], []
-    for run in runs:
-        if run.pr_curve.exists():
-            prs.append(pd.read_csv(run.pr_curve))
-        if run.p_at_n.exists():
-            pns.append(pd.read_csv(run.p_at_n))
-    pr = pd.concat(prs).groupby("radius").mean().reset_index() if prs else None
-    pn = pd.concat(pns).groupby("n").mean().reset_index() if pns else None
-    return pr, pn
-
-
 # -- what each method trained on, and the verdict -------------------------------------------------
-def training_table(root: Path, df: pd.DataFrame) -> pd.DataFrame:
-    """Per method: training images, epochs, SGD steps and batch size (deep methods), fit seconds
-    (mean over its runs), from the fit records."""
+def training_table(
+    root: Path, df: pd.DataFrame, backbone_images_per_s: float | None = None
+) -> pd.DataFrame:
+    """Per protocol and method, what it trained on and what it costs: training images, epochs,
+    SGD steps, batch, lr and head width (deep methods) from the fit records; fit seconds, encode
+    throughput from cached features, images/s including the backbone (when its throughput is
+    known) and model size on disk, each as the mean over seeds per code length."""
     rows = []
     for run in find_runs("retrieval", kind="models", root=root):
         if not run.fit_record.is_file():
             continue
         fit = json.loads(run.fit_record.read_text())
         params = fit.get("params") or {}
+        enc = fit.get("encode") or {}
         rows.append(
             {
+                "protocol": run.protocol,
                 "method": run.name,
                 "bits": run.bits,
                 "train_images": fit.get("n_train"),
@@ -340,32 +291,55 @@ def training_table(root: Path, df: pd.DataFrame) -> pd.DataFrame:
                 "lr": params.get("lr"),
                 "hidden": str(params.get("hidden") or "none"),
                 "fit_seconds": fit.get("fit_seconds"),
+                "codes_per_s": enc.get("database_codes_per_s"),
+                "model_bytes": enc.get("model_bytes"),
             }
         )
     if not rows:
         return pd.DataFrame()
     t = pd.DataFrame(rows)
+    t["_order"] = _method_rank(t["method"])
+    protocols = list(df["protocol"].drop_duplicates())
+    t["_p"] = t["protocol"].map(lambda p: protocols.index(p) if p in protocols else len(protocols))
+    bits = sorted(t["bits"].unique())
+    lengths = " / ".join(str(b) for b in bits)
+
+    def per_bits(g: pd.DataFrame, column: str, fmt: Any) -> str:
+        means = [g[g["bits"] == b][column].mean() for b in bits]
+        return " / ".join("-" if pd.isna(v) else fmt(v) for v in means)
+
     out = []
-    for method, g in t.groupby("method", sort=False):
+    for (protocol, method), g in t.sort_values(["_p", "_order"]).groupby(
+        ["protocol", "method"], sort=False
+    ):
         deep = g["epochs"].notna().any()
-        out.append(
-            {
-                "method": method,
-                "train images": ", ".join(str(int(v)) for v in sorted(g["train_images"].unique())),
-                "epochs": _int_range(g["epochs"]) if deep else "-",
-                "SGD steps": _int_range(g["steps"]) if deep else "-",
-                "batch": _int_range(g["batch_size"]) if deep else "-",
-                "lr": ", ".join(f"{v:g}" for v in sorted(g["lr"].dropna().unique())) or "-",
-                "hidden": g["hidden"].iloc[0] if deep else "-",
-                "fit s (16 / 32 / 64 bits)": " / ".join(
-                    f"{g[g['bits'] == b]['fit_seconds'].mean():.1f}"
-                    for b in sorted(g["bits"].unique())
-                ),
-            }
-        )
-    table = pd.DataFrame(out)
-    table["_rank"] = _method_rank(table["method"])
-    return table.sort_values("_rank").drop(columns="_rank")
+        row = {
+            "protocol": protocol,
+            "method": method,
+            "train images": ", ".join(str(int(v)) for v in sorted(g["train_images"].unique())),
+            "epochs": _int_range(g["epochs"]) if deep else "-",
+            "SGD steps": _int_range(g["steps"]) if deep else "-",
+            "batch": _int_range(g["batch_size"]) if deep else "-",
+            "lr": ", ".join(f"{v:g}" for v in sorted(g["lr"].dropna().unique())) or "-",
+            "hidden": g["hidden"].iloc[0] if deep else "-",
+            f"fit s ({lengths} bits)": per_bits(g, "fit_seconds", lambda v: f"{v:.1f}"),
+            "codes/s from features": per_bits(g, "codes_per_s", _rate),
+        }
+        if backbone_images_per_s:
+            row["images/s with the backbone"] = per_bits(
+                g, "codes_per_s", lambda v: f"{1 / (1 / backbone_images_per_s + 1 / v):.1f}"
+            )
+        row["model on disk"] = per_bits(g, "model_bytes", _size)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _rate(v: float) -> str:
+    return f"{v / 1e6:.1f}M" if v >= 1e6 else f"{v / 1e3:.0f}k" if v >= 1e3 else f"{v:.0f}"
+
+
+def _size(v: float) -> str:
+    return f"{v / 2**20:.1f} MiB" if v >= 2**20 else f"{v / 2**10:.0f} KiB"
 
 
 def _int_range(values: pd.Series) -> str:
@@ -408,8 +382,11 @@ def paired_bootstrap(
 
 
 def _per_query(root: Path, df: pd.DataFrame, method: str, bits: int) -> dict[str, np.ndarray]:
-    """A method's per-query arrays at one code length, each averaged over its seeds."""
+    """A method's per-query arrays at one code length on the one protocol of ``df``, each
+    averaged over its seeds (``label`` and the examples' arrays are the seeds' first)."""
     rows = df[(df["method"] == method) & (df["bits"] == bits)]
+    if rows[["dataset", "protocol"]].drop_duplicates().shape[0] > 1:
+        raise ValueError("per-query arrays are compared within one dataset and protocol")
     arrays: dict[str, list[np.ndarray]] = {}
     queries = None
     for r in rows.itertuples():
@@ -420,74 +397,96 @@ def _per_query(root: Path, df: pd.DataFrame, method: str, bits: int) -> dict[str
             queries = data["query"]
             for key in data.files:
                 arrays.setdefault(key, []).append(data[key])
-    return {key: np.mean(values, axis=0) for key, values in arrays.items() if key != "query"}
+    first = {"label", "example_query", "example_top"}
+    return {
+        key: values[0] if key in first else np.mean(values, axis=0)
+        for key, values in arrays.items()
+        if key != "query"
+    }
 
 
 def verdict_table(
     root: Path, df: pd.DataFrame, target: str = "usdh", level: float = 0.95, seed: int = 0
 ) -> pd.DataFrame:
-    """``target`` against every other method, per metric and code length: both methods' mean ±
-    std over seeds, the mean per-query difference (seeds averaged per query) with a 95% paired
-    bootstrap interval over queries, and the word the interval decides ("wins" when it lies
-    above 0, "loses" below, else "no difference")."""
+    """``target`` against every other method, per protocol, metric and code length: both methods'
+    mean ± std over seeds, the mean per-query difference (seeds averaged per query) with a 95%
+    paired bootstrap interval over queries, and the word the interval decides ("wins" when it
+    lies above 0, "loses" below, else "no difference"). A protocol whose cut-off is the whole
+    database has its mAP once."""
     rows = []
     if target not in set(df["method"]):
         return pd.DataFrame()
-    loaded: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    loaded: dict[tuple[str, str, str, int], dict[str, np.ndarray]] = {}
 
-    def per_query(method: str, bits: int) -> dict[str, np.ndarray]:
-        if (method, bits) not in loaded:  # each run's file is read once, not once per metric
-            loaded[method, bits] = _per_query(root, df, method, bits)
-        return loaded[method, bits]
+    def per_query(part: pd.DataFrame, method: str, bits: int) -> dict[str, np.ndarray]:
+        key = (str(part["dataset"].iloc[0]), str(part["protocol"].iloc[0]), method, bits)
+        if key not in loaded:  # each run's file is read once, not once per metric
+            loaded[key] = _per_query(root, part, method, bits)
+        return loaded[key]
 
-    for column, key, label in VERDICT_METRICS:
-        for other in [m for m in df["method"].drop_duplicates() if m != target]:
-            for bits in sorted(df["bits"].unique()):
-                a = df[(df["method"] == target) & (df["bits"] == bits)][column].dropna() * 100
-                b = df[(df["method"] == other) & (df["bits"] == bits)][column].dropna() * 100
-                if len(a) == 0 or len(b) == 0:
-                    continue
-                qa = per_query(target, int(bits))[key]
-                qb = per_query(other, int(bits))[key]
-                diff, lo, hi = paired_bootstrap((qa - qb) * 100, level, seed=seed)
-                word = "wins" if lo > 0 else "loses" if hi < 0 else "no difference"
-                rows.append(
-                    {
-                        "metric": label,
-                        "bits": int(bits),
-                        "vs": other,
-                        target: f"{a.mean():.2f} ± {a.std(ddof=1) if len(a) > 1 else 0:.2f}",
-                        "opponent": f"{b.mean():.2f} ± {b.std(ddof=1) if len(b) > 1 else 0:.2f}",
-                        "difference [95% CI]": f"{diff:+.2f} [{lo:+.2f}, {hi:+.2f}]",
-                        "verdict": f"{target} {word}",
-                    }
-                )
+    for (dataset, protocol), part in df.groupby(["dataset", "protocol"], sort=False):
+        whole = (part["topk"].isna() | (part["topk"] == part["n_db"])).all()
+        for column, key, label in VERDICT_METRICS:
+            if whole and column == "mAP_tie_aware":
+                continue
+            for other in [m for m in part["method"].drop_duplicates() if m != target]:
+                for bits in sorted(part["bits"].unique()):
+                    sel = part[part["bits"] == bits]
+                    a = sel[sel["method"] == target][column].dropna() * 100
+                    b = sel[sel["method"] == other][column].dropna() * 100
+                    if len(a) == 0 or len(b) == 0:
+                        continue
+                    qa = per_query(part, target, int(bits))[key]
+                    qb = per_query(part, other, int(bits))[key]
+                    diff, lo, hi = paired_bootstrap((qa - qb) * 100, level, seed=seed)
+                    word = "wins" if lo > 0 else "loses" if hi < 0 else "no difference"
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "protocol": protocol,
+                            "metric": label,
+                            "bits": int(bits),
+                            "vs": other,
+                            target: f"{a.mean():.2f} ± {_std(a):.2f}",
+                            "opponent": f"{b.mean():.2f} ± {_std(b):.2f}",
+                            "difference [95% CI]": f"{diff:+.2f} [{lo:+.2f}, {hi:+.2f}]",
+                            "verdict": f"{target} {word}",
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
+def _std(values: pd.Series) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
 def lookup_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Hash lookup within Hamming radius 2: precision, recall and the share of queries that
-    retrieve nothing, per method and code length (mean ± std over seeds, %)."""
+    """Hash lookup within Hamming radius 2, per protocol, method and code length (mean ± std over
+    seeds, %): precision over all queries (an empty lookup counts 0), precision over the
+    non-empty lookups, recall, and the share of queries that retrieve nothing."""
     out = []
     for column, name in (
         ("precision_r2", "precision"),
+        ("precision_r2_nonempty", "precision, non-empty lookups"),
         ("recall_r2", "recall"),
         ("empty_r2", "empty lookups"),
     ):
         if column not in df or df[column].isna().all():
             continue
-        s = summarise(df, column)
+        s = summarise(df.dropna(subset=[column]), column)
         s["cell"] = [
             _fmt(m, sd, c) for m, sd, c in zip(s["mean"], s["std"], s["count"], strict=True)
         ]
-        t = _by_bits(s, ["method"], sort=False)
-        t.insert(1, "figure", name)
+        t = _by_bits(s, ["protocol", "method"], sort=False)
+        t.insert(2, "figure", name)
         out.append(t)
     if not out:
         return pd.DataFrame()
     table = pd.concat(out, ignore_index=True)
+    protocols = list(df["protocol"].drop_duplicates())
+    table["_p"] = table["protocol"].map(protocols.index)
     table["_rank"] = _method_rank(table["method"])
-    return table.sort_values(["_rank"], kind="stable").drop(columns="_rank")
+    return table.sort_values(["_p", "_rank"], kind="stable").drop(columns=["_p", "_rank"])
 
 
 def _validation_links(df: pd.DataFrame) -> list[str]:
@@ -497,14 +496,13 @@ def _validation_links(df: pd.DataFrame) -> list[str]:
 
 
 def _verdict_grid(verdict: pd.DataFrame) -> pd.DataFrame:
-    """The verdict as (metric, opponent) rows and one column per code length."""
+    """The verdict of one protocol as (metric, opponent) rows and one column per code length."""
     v = verdict.assign(
-        cell=verdict["difference [95% CI]"] + " " + verdict["verdict"].str.split().str[-1]
+        cell=[
+            f"{d} {w.split(' ', 1)[1]}"
+            for d, w in zip(verdict["difference [95% CI]"], verdict["verdict"], strict=True)
+        ]
     )
-    v["cell"] = [
-        f"{d} {w.split(' ', 1)[1]}"
-        for d, w in zip(verdict["difference [95% CI]"], verdict["verdict"], strict=True)
-    ]
     grid = v.pivot_table(
         index=["metric", "vs"], columns="bits", values="cell", aggfunc="first", sort=False
     )
@@ -540,11 +538,14 @@ def collect_ablations(
 ) -> pd.DataFrame:
     """One row per ablation run, plus the ``full`` objective: the main experiment's runs of
     ``method`` on the same datasets (same parameters, so the same numbers)."""
-    rows = [{c: m.get(c) for c in ABLATION_COLUMNS} for m in _run_records(root, "ablations")]
+    records = _run_records(root, "ablations")
+    rows = [{c: m.get(c) for c in ABLATION_COLUMNS} for m in records]
     if not rows:
         return pd.DataFrame(columns=ABLATION_COLUMNS)
     df = pd.DataFrame(rows)
+    protocols = {run.protocol for run in find_runs("ablations", root=Path(root))}
     full = results[(results["method"] == method) & results["dataset"].isin(df["dataset"])]
+    full = full[full["protocol"].isin(protocols)]
     full = full[full["bits"].isin(df["bits"]) & full["seed"].isin(df["seed"])]
     full = full.assign(variant="full")[ABLATION_COLUMNS]
     df = pd.concat([full, df], ignore_index=True)
@@ -568,10 +569,7 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def ablation_figure(df: pd.DataFrame, out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     written = []
     for dataset, part in df.groupby("dataset", sort=False):
@@ -597,7 +595,7 @@ def ablation_figure(df: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
         path = out_dir / f"ablations_{dataset}.png"
-        _savefig(fig, path)
+        savefig(fig, path)
         written.append(path)
     return written
 
@@ -655,16 +653,14 @@ def classification_summary(df: pd.DataFrame, refs: dict[str, Any], target: str) 
 
 
 # -- training curves -------------------------------------------------------------------------------
-def training_figures(root: Path, out_dir: Path) -> list[Path]:
+def training_figures(root: Path, out_dir: Path, protocol: str | None = None) -> list[Path]:
     """Per deep method: each term's training loss and the validation total, per epoch, of the
-    lowest seed that has a training log (named in the figure)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    lowest seed that has a training log (named in the figure), on ``protocol`` (default: all)."""
+    plt = _pyplot()
     logs: dict[tuple[str, str], dict[int, tuple[int, pd.DataFrame]]] = {}
     for run in find_runs("retrieval", kind="models", root=root):
+        if protocol is not None and run.protocol != protocol:
+            continue
         by_bits = logs.setdefault((run.dataset, run.name), {})
         if run.train_log.is_file() and (run.bits not in by_bits or run.seed < by_bits[run.bits][0]):
             by_bits[run.bits] = (run.seed, pd.read_csv(run.train_log))
@@ -692,31 +688,80 @@ def training_figures(root: Path, out_dir: Path) -> list[Path]:
         axes[0][0].set_ylabel("loss (terms unweighted; total weighted)")
         axes[0][0].legend(fontsize=7)
         path = out_dir / f"training_{dataset}_{method}.png"
-        _savefig(fig, path)
+        savefig(fig, path)
         written.append(path)
     return written
+
+
+def per_class_table(
+    root: Path, part: pd.DataFrame, classes: Sequence[str] | None, bits: int
+) -> pd.DataFrame:
+    """Methods x classes: the mean AP (tie-aware, at the protocol's cut-off, %) of each class's
+    queries at ``bits``, seeds averaged per query (single-label data; empty otherwise)."""
+    rows = {}
+    for method in part["method"].drop_duplicates():
+        if part[(part["method"] == method) & (part["bits"] == bits)].empty:
+            continue
+        pq = _per_query(root, part, method, bits)
+        if "label" not in pq or np.asarray(pq["label"]).ndim != 1:
+            return pd.DataFrame()
+        labels = np.asarray(pq["label"]).astype(int)
+        ap = pd.Series(pq["ap_tie_aware"] * 100).groupby(labels).mean()
+        rows[method] = ap
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows).T.sort_index(axis=1)
+    if classes is not None:
+        table.columns = [classes[int(c)] for c in table.columns]
+    return table
+
+
+def _deterministic(df: pd.DataFrame, column: str = "mAP") -> list[str]:
+    """Methods whose every result is the same for every seed (more than one seed run)."""
+    s = summarise(df, column)
+    g = s.groupby("method", sort=False).agg(std=("std", "max"), count=("count", "min"))
+    return [m for m, r in g.iterrows() if r["count"] > 1 and r["std"] == 0]
+
+
+def _load_images(root: Path, dataset: str) -> Any:
+    """The prepared dataset (classes and images) when it is on disk, for the figures that show
+    class names and thumbnails; None otherwise (a report from metrics alone)."""
+    from usdh.data import load_prepared
+    from usdh.layout import prepared_dir
+
+    folder = prepared_dir(dataset, root)
+    return load_prepared(folder) if (folder / "meta.json").is_file() else None
 
 
 def build_report(
     root: str | Path, reports_root: str | Path, context: dict[str, Any]
 ) -> dict[str, Any]:
     """Write results.csv, ablations.csv, classification.csv, tables/ and figures/ under
-    ``reports_root`` and the README, from the metrics (and training logs) of the project folder
-    ``root``; return what was written."""
+    ``reports_root`` and the README, from the metrics, per-query files, curves and fit records of
+    the project folder ``root`` (and its prepared images, for the examples); return what was
+    written. ``context``: the setup to state, ``target`` (the judged method), ``protocol`` (the
+    main one), ``bits`` (the per-class and example figures' code length), and
+    ``backbone_images_per_s``."""
     root, reports_root = Path(root), Path(reports_root)
-    df = collect_results(root)
+    figures_dir = reports_root / "figures"
+    df = collect_results(root, context.get("protocol"))
     with atomic_path(reports_root / "results.csv") as tmp:
         df.to_csv(tmp, index=False, float_format="%.6f")
+    target = context.get("target", "usdh")
+    protocols = list(df["protocol"].drop_duplicates())
+    main = context.get("protocol") if context.get("protocol") in protocols else protocols[0]
+    at = [c for c in df.columns if c.startswith("mAP@") and not c.endswith("_tie_aware")]
+    cut = at[0] if at else "mAP"
     tables = {
-        "main_map": main_table(df, "mAP"),
-        "main_map_tie_aware": main_table(df, "mAP_tie_aware"),
+        "main_map": main_table(df, cut),
+        "main_map_tie_aware": main_table(df, f"{cut}_tie_aware" if at else "mAP_tie_aware"),
         "main_map_all": main_table(df, "mAP_all"),
         "reported_vs_reproduced": reported_vs_reproduced(df),
     }
-    training = training_table(root, df)
+    training = training_table(root, df, context.get("backbone_images_per_s"))
     if len(training):
         tables["training"] = training
-    verdict = verdict_table(root, df, context.get("target", "usdh"))
+    verdict = verdict_table(root, df, target)
     if len(verdict):
         tables["verdict"] = verdict
     lookup = lookup_table(df)
@@ -725,15 +770,55 @@ def build_report(
     diagnostics = diagnostics_table(root)
     if len(diagnostics):
         tables["diagnostics"] = diagnostics
-    figures = write_figures(df, root, reports_root / "figures")
+    figures = {"protocol": protocol_figures(df, root, figures_dir, summarise)}
+    main_part = df[df["protocol"] == main]
+    bits = int(context.get("bits", 32))
+    if bits not in set(main_part["bits"]):
+        bits = int(sorted(main_part["bits"].unique())[len(main_part["bits"].unique()) // 2])
+    dataset = str(main_part["dataset"].iloc[0])
+    images = _load_images(root, dataset)
+    classes = images.classes if images is not None else None
+    per_class = per_class_table(root, main_part, classes, bits)
+    figures["per_class"] = []
+    if len(per_class):
+        tables["per_class"] = per_class.map(lambda v: f"{v:.2f}").reset_index(names="method")
+        figures["per_class"].append(
+            per_class_figure(
+                per_class,
+                f"{display_name(main_part)}: AP per query class (%), {bits} bits",
+                figures_dir / f"per_class_{dataset}_{main}_{bits}bits.png",
+            )
+        )
+    figures["examples"] = []
+    if images is not None and np.asarray(images.labels).ndim == 1:
+        examples = {}
+        for method in main_part["method"].drop_duplicates():
+            pq = _per_query(root, main_part, method, bits)
+            if "example_top" in pq:
+                examples[method] = (pq["example_query"], pq["example_top"])
+        if examples:
+            first = main_part[main_part["bits"] == bits].iloc[0]
+            run = Run("retrieval", dataset, main, first["method"], bits, int(first["seed"]), root)
+            with np.load(run.per_query) as data:
+                query_ids = data["query"]
+            figures["examples"] = example_figures(
+                examples,
+                query_ids,
+                np.asarray(images.labels),
+                images.image,
+                images.classes,
+                f"{display_name(main_part)}: top 10 at {bits} bits",
+                figures_dir / f"examples_{dataset}_{main}_{bits}bits",
+            )
     ablations = collect_ablations(root, df, context.get("ablated", "usdh"))
     # both CSVs are always written (with just a header when there is nothing), so the stage's
     # outputs exist for every configuration
     with atomic_path(reports_root / "ablations.csv") as tmp:
         ablations.to_csv(tmp, index=False, float_format="%.6f")
+    figures["ablations"] = []
     if len(ablations):
         tables["ablations"] = ablation_table(ablations)
-        figures += ablation_figure(ablations, reports_root / "figures")
+        figures["ablations"] = ablation_figure(ablations, figures_dir)
     classification, refs = collect_classification(root)
     with atomic_path(reports_root / "classification.csv") as tmp:
         classification.to_csv(tmp, index=False, float_format="%.6f")
@@ -741,14 +826,14 @@ def build_report(
         tables["classification"] = classification_table(classification, refs)
         context = {
             **context,
-            "classification_summary": classification_summary(
-                classification, refs, context.get("target", "usdh")
-            ),
+            "classification_summary": classification_summary(classification, refs, target),
         }
-    figures += training_figures(root, reports_root / "figures")
+    figures["training"] = training_figures(root, figures_dir, main)
     write_tables(tables, reports_root / "tables")
     tie_gap = float(np.max(np.abs(df["mAP"] - df["mAP_tie_aware"])))
-    summary = {"rows": len(df), "figures": [str(p) for p in figures], "max_tie_gap": tie_gap}
+    context = {**context, "main": main, "cut": cut, "bits_shown": bits}
+    every = [p for group in figures.values() for p in group]
+    summary = {"rows": len(df), "figures": [str(p) for p in every], "max_tie_gap": tie_gap}
     _write_text(
         reports_root / "README.md",
         render_readme(df, tables, figures, reports_root, context, tie_gap),
@@ -762,65 +847,170 @@ def _section(heading: str, table: pd.DataFrame, intro: str | None = None) -> lis
     return [heading, "", *text, table.to_markdown(index=False, disable_numparse=True), ""]
 
 
+def _figures(paths: Sequence[Path], reports_root: Path, seeds: str) -> list[str]:
+    """Each figure as a Markdown image with its caption."""
+    lines = []
+    for fig in paths:
+        lines += [f"![{fig.stem}]({fig.relative_to(reports_root).as_posix()})", ""]
+        lines += [caption(fig.stem, seeds), ""]
+    return lines
+
+
+def _protocol_title(df: pd.DataFrame, protocol: str) -> str:
+    return f"{display_name(df[df['protocol'] == protocol])} (protocol `{protocol}`)"
+
+
 def render_readme(
     df: pd.DataFrame,
     tables: dict[str, pd.DataFrame],
-    figures: list[Path],
+    figures: dict[str, list[Path]],
     reports_root: Path,
     context: dict[str, Any],
     tie_gap: float,
 ) -> str:
-    """The report a reader opens first: setup, verdict, training, main tables, figures, reported
-    vs reproduced."""
+    """The report a reader opens first: the verdict, the setup, the main tables of every
+    protocol, cost, hash lookup, figures, ablations, classification, reported vs reproduced."""
     seeds = sorted(int(s) for s in df["seed"].unique())
+    seeds_text = ", ".join(map(str, seeds))
     sources = ", ".join(sorted(str(s) for s in df["source"].dropna().unique()))
+    target = context.get("target", "usdh")
+    protocols = list(df["protocol"].drop_duplicates())
+    main, cut = context.get("main", protocols[0]), context.get("cut", "mAP")
+    cut_name = cut if cut != "mAP" else "mAP at the protocol's cut-off"
     lines = [
         "# Results",
         "",
-        "Written by `python -m usdh report` (the `report` stage of `dvc repro`) from `metrics/`"
-        " only.",
-        "",
-        "## Setup",
-        "",
-        f"* Data: {sources}; protocol(s): {', '.join(sorted(df['protocol'].unique()))}.",
-        f"* Backbone features: {context.get('backbone')} at {context.get('input_size')} px "
-        f"({context.get('weights')} weights), frozen.",
-        f"* Seeds: {', '.join(map(str, seeds))} (tables show mean ± sample std over seeds when "
-        "there is more than one).",
-        f"* Software: {context.get('versions')}; device: {context.get('device')}.",
-        "* Ranking ties are broken by database index (the usual convention); the tie-aware table "
-        "gives the exact expected value over all orders of tied items. Largest gap between the two "
-        f"over all rows: {tie_gap * 100:.2f} points of mAP.",
+        "Written by `python -m usdh report` (the `report` stage of `dvc repro`) from the "
+        "pipeline's files: `metrics/`, the per-query files (`queries/`), the curves (`plots/`), "
+        "the fit records (`models/.../fit.json`) and, for the thumbnails and class names, the "
+        "prepared images.",
         "",
     ]
     if "verdict" in tables:
-        target = context.get("target", "usdh")
-        lines += _section(
+        v = tables["verdict"]
+        lines += [
             f"## Verdict: {target} against each method",
-            _verdict_grid(tables["verdict"]),
+            "",
             f"Mean difference {target} minus the other method over the test queries, in points "
             "(%), each query's value averaged over the seeds first, with a 95% paired bootstrap "
             "interval over queries (percentile, 2,000 resamples, seeded); 'wins'/'loses' when the "
             "interval excludes 0, else 'no difference'. The mAP figures are the tie-aware ones "
-            "(independent of how the database is stored). The interval says how sure the "
-            "difference is for these queries and these trained models; the spread over seeds is "
-            "beside it, as mean ± std, in `tables/verdict.md`.",
-        )
+            "(independent of how the database is stored); on a protocol whose cut-off is the "
+            "whole database, mAP appears once. Precision within radius 2 counts an empty lookup "
+            "as 0. The interval says how sure the difference is for these queries and these "
+            "trained models; the spread over seeds is beside it, as mean ± std, in "
+            "`tables/verdict.md`.",
+            "",
+        ]
+        for protocol in protocols:
+            part = v[v["protocol"] == protocol]
+            if len(part):
+                lines += _section(f"### {_protocol_title(df, protocol)}", _verdict_grid(part))
+    lines += [
+        "## Setup",
+        "",
+        f"* Data: {sources}; protocols: "
+        + "; ".join(_protocol_title(df, p) for p in protocols)
+        + f". The main protocol (ablations, diagnosis, per-class and example figures, model "
+        f"selection) is `{main}`.",
+        f"* Backbone features: {context.get('backbone')} at {context.get('input_size')} px "
+        f"({context.get('weights')} weights), frozen.",
+        f"* Seeds: {seeds_text} (tables show mean ± sample std over seeds when there is more "
+        "than one).",
+        f"* Software: {context.get('versions')}; device: {context.get('device')}.",
+        "* Ranking ties are broken by database index (the usual convention); the tie-aware table "
+        "gives the exact expected value over all orders of tied items. Largest gap between the two "
+        f"over all rows: {tie_gap * 100:.2f} points of mAP.",
+        "* Hyperparameters of the deep methods were chosen on the main protocol's validation "
+        f"split ({', '.join(_validation_links(df[df['protocol'] == main]))}) and used unchanged "
+        "on every protocol: no protocol's test queries were used for any choice.",
+        "",
+    ]
+    fixed = _deterministic(df)
+    footnote = (
+        f"± 0.00: {', '.join(fixed)} make no random choice when fitting (a PCA and, for SH, "
+        "the eigenfunctions of the training data), so every seed gives the same codes."
+        if fixed
+        else None
+    )
+    lines += _section(f"## {cut_name} (%)", tables["main_map"], footnote)
+    lines += _section(f"## {cut_name}, tie-aware (%)", tables["main_map_tie_aware"])
+    lines += _section("## mAP over the whole database (%)", tables["main_map_all"])
     if "training" in tables:
         lines += _section(
-            "## What each method trained on, and for how long",
+            "## What each method trained on, and what it costs",
             tables["training"],
-            "Every method fits on the same training images. Deep methods: a hash head on the "
-            "frozen features, trained by the one trainer for the epochs shown (DeepBit: three "
-            "stages of that many epochs each) at the batch size shown; learning rate, main loss "
-            "weight, epochs and head width were chosen with the same budget for each deep method "
-            "on a validation split that mirrors the test protocol "
-            f"({', '.join(_validation_links(df))}). Fit seconds are wall-clock on the "
-            "machine above, mean over seeds.",
+            "Every method fits on the same training images of a protocol. Deep methods: a hash "
+            "head on the frozen features, trained by the one trainer for the epochs shown "
+            "(DeepBit: three stages of that many epochs each) at the batch size shown. Fit "
+            "seconds are wall-clock on the machine above; codes/s encode the database from "
+            "cached features (one pass, the fit stage's); images/s add the backbone's measured "
+            f"throughput ({context.get('backbone_images_per_s') or 'n/a'} images/s on this "
+            "machine), which dominates; the model is its saved file. Each is the mean over seeds "
+            "at 16 / 32 / 64 bits.",
         )
-    lines += _section("## mAP at the protocol's cut-off (%)", tables["main_map"])
-    lines += _section("## The same, tie-aware (%)", tables["main_map_tie_aware"])
-    lines += _section("## mAP over the whole database (%)", tables["main_map_all"])
+    if "hash_lookup" in tables:
+        lines += _section(
+            "## Hash lookup within Hamming radius 2 (%)",
+            tables["hash_lookup"],
+            "Every database item within distance 2 of the query is returned: precision and recall "
+            "of that set averaged over queries ('precision' counts an empty lookup as 0, the "
+            "convention of the SH and ITQ evaluations; 'precision, non-empty lookups' leaves "
+            "those queries out), and the share of queries whose lookup returns nothing. Mean ± "
+            "std over seeds.",
+        )
+        lines += _figures(
+            [f for f in figures["protocol"] if f.stem.startswith("hash_lookup")],
+            reports_root,
+            seeds_text,
+        )
+    lines += ["## Figures", ""]
+    for kind in ("precision_at_n", "map_at_k"):
+        lines += _figures(
+            [f for f in figures["protocol"] if f.stem.startswith(kind)], reports_root, seeds_text
+        )
+    lines += _figures(figures.get("per_class", []), reports_root, seeds_text)
+    lines += _figures(figures.get("examples", []), reports_root, seeds_text)
+    for kind in ("pr_", "map_vs_bits"):
+        lines += _figures(
+            [f for f in figures["protocol"] if f.stem.startswith(kind)], reports_root, seeds_text
+        )
+    if "per_class" in tables:
+        lines += _section(
+            f"### AP per query class at {context.get('bits_shown')} bits (%), `{main}`",
+            tables["per_class"],
+        )
+    if "ablations" in tables:
+        lines += _section(
+            "## Ablations: USDH without each criterion (mAP %, change from the full objective)",
+            tables["ablations"],
+            f"On the main protocol (`{main}`). `full` is the main table's USDH; `no_<term>` "
+            "switches one term off (weight 0), `semantic_only` keeps the semantic term alone, "
+            "`semantic_weight_<w>` changes its weight (the default is chosen on a validation "
+            "split, docs/usdh.md), `bihalf_binarizer` trains USDH's objective on the bi-half "
+            "layer's codes instead of its relaxed codes, `init_itq` starts the linear head from "
+            "ITQ's projection. Same seeds and training images; the change is not a verdict (no "
+            "interval), and no variant was chosen on these test-query numbers.",
+        )
+        lines += _figures(figures.get("ablations", []), reports_root, seeds_text)
+    if "diagnostics" in tables:
+        lines += _section(
+            "## Why USDH lands where it lands: its loss on every method's codes",
+            tables["diagnostics"],
+            "The USDH objective (as configured for the main runs) evaluated on each method's "
+            "binary codes of the same seeded batches of training images, mean over seeds "
+            "(`usdh_relaxed`: USDH's own relaxed codes, as trained). Lower is what the objective "
+            'prefers; see docs/usdh.md, section "Why USDH lands where it lands".',
+        )
+    if "classification" in tables:
+        lines += _section(
+            "## Classification on codes: test accuracy (%)",
+            tables["classification"],
+            "A multinomial logistic regression on each method's codes (bits standardised), its "
+            "regularisation chosen on the validation images, refitted on train + val, scored on "
+            "test; the last row is the same classifier on the real-valued features. "
+            + context.get("classification_summary", ""),
+        )
     below = below_reported(df)
     lines += _section(
         "## Reported vs reproduced: CIFAR-10, mAP@1000 (%)",
@@ -843,78 +1033,9 @@ def render_readme(
         + ("; ".join(order_changes(df)) or "nowhere")
         + ", and holds for every other pair.",
     )
-    if "ablations" in tables:
-        lines += _section(
-            "## Ablations: USDH without each criterion (mAP %, change from the full objective)",
-            tables["ablations"],
-            "`full` is the main table's USDH; `no_<term>` switches one term off (weight 0), "
-            "`semantic_only` keeps the semantic term alone, `semantic_weight_<w>` changes its "
-            "weight (the default is chosen on a validation split, docs/usdh.md), "
-            "`bihalf_binarizer` trains USDH's objective on the bi-half layer's codes instead of "
-            "its relaxed codes, `init_itq` starts the linear head from ITQ's projection. Same "
-            "seeds and training images; the change is not a verdict (no interval), and no "
-            "variant was chosen on these test-query numbers.",
-        )
-    if "classification" in tables:
-        lines += _section(
-            "## Classification on codes: test accuracy (%)",
-            tables["classification"],
-            "A multinomial logistic regression on each method's codes (bits standardised), its "
-            "regularisation chosen on the validation images, refitted on train + val, scored on "
-            "test; the last row is the same classifier on the real-valued features. "
-            + context.get("classification_summary", ""),
-        )
-    if "hash_lookup" in tables:
-        lines += _section(
-            "## Hash lookup within Hamming radius 2 (%)",
-            tables["hash_lookup"],
-            "Every database item within distance 2 of the query is returned: precision and recall "
-            "of that set, averaged over queries (a lookup that returns nothing counts as "
-            "precision 0), and the share of queries whose lookup returns nothing. Mean ± std over "
-            "seeds.",
-        )
-    if "diagnostics" in tables:
-        lines += _section(
-            "## Why USDH lands where it lands: its loss on every method's codes",
-            tables["diagnostics"],
-            "The USDH objective (as configured for the main runs) evaluated on each method's "
-            "binary codes of the same seeded batches of training images, mean over seeds "
-            "(`usdh_relaxed`: USDH's own relaxed codes, as trained). Lower is what the objective "
-            'prefers; see docs/usdh.md, section "Why USDH lands where it lands".',
-        )
+    if figures.get("training"):
+        lines += ["## Training curves", ""]
+        lines += _figures(figures["training"], reports_root, seeds_text)
     if context.get("timings"):
-        lines += ["## What it cost", "", str(context["timings"]), ""]
-    lines += ["## Figures", ""]
-    seeds_text = ", ".join(map(str, seeds))
-    for fig in figures:
-        rel = fig.relative_to(reports_root)
-        lines.append(f"![{fig.stem}]({rel.as_posix()})")
-        lines.append("")
-        lines.append(_caption(fig.stem, seeds_text))
-        lines.append("")
+        lines += ["## What the pipeline cost", "", str(context["timings"]), ""]
     return "\n".join(lines)
-
-
-def _caption(stem: str, seeds: str) -> str:
-    """What a figure shows, error bars and lines included, by its kind (its file name)."""
-    if stem.startswith("map_vs_bits"):
-        return (
-            f"mAP at the protocol's cut-off (index-order ties) against code length; points are "
-            f"means over seeds {seeds}, error bars the sample std over them (0 for the "
-            f"deterministic PCAH and SH)."
-        )
-    if stem.startswith("curves"):
-        return (
-            f"Left: precision and recall of Hamming-radius lookup, one point per radius 0..B (a "
-            f"query that retrieves nothing within a radius counts as precision 0). Right: "
-            f"precision@N. Both averaged over queries, then over seeds {seeds}."
-        )
-    if stem.startswith("ablations"):
-        return f"USDH variants: bars are means over seeds {seeds}, error bars the sample std."
-    if stem.startswith("training"):
-        return (
-            "Per-epoch training losses of the lowest seed (named in each panel): every term "
-            "unweighted, the total weighted; dotted vertical lines mark the start of a new "
-            "training stage (DeepBit's three stages)."
-        )
-    return ""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from usdh import layout
 from usdh.params import section
 from usdh.provenance import environment
 from usdh.report import build_report
@@ -32,6 +34,11 @@ def run(params: dict[str, Any]) -> None:
         "versions": f"Python {env['python']}, {versions}",
         "device": f"{fp['device']} on {env['machine']} with {env['cpu_count']} CPUs",
     }
+    exp = section(params, "experiment")
+    context["protocol"] = exp["protocol"]
+    provenance = layout.features_dir(exp["dataset"], fp["backbone"]) / "provenance.json"
+    if provenance.is_file():
+        context["backbone_images_per_s"] = json.loads(provenance.read_text()).get("images_per_s")
     context["ablated"] = (params.get("ablations") or {}).get("method", "usdh")
     # the method the verdict judges against every other one
     context["target"] = (params.get("diagnostics") or {}).get("method", "usdh")

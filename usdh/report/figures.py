@@ -1,0 +1,300 @@
+"""The report's figures, each from files the pipeline wrote (metrics, curves, per-query files, the
+prepared images), each saved without a timestamp so an unchanged report is byte-identical."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from usdh.io import atomic_path
+from usdh.layout import Run
+
+__all__ = [
+    "caption",
+    "display_name",
+    "example_figures",
+    "per_class_figure",
+    "protocol_figures",
+    "savefig",
+]
+
+#: thumbnail side in the retrieval examples (px)
+THUMB = 48
+
+#: the curve files of a run, by figure: (Run attribute, the column seeds are matched on, x column,
+#: y column, x label, y label)
+CURVES = {
+    "precision_at_n": ("p_at_n", "n", "n", "precision", "N (log scale)", "precision@N"),
+    "map_at_k": ("map_at_k", "k", "k", "mAP_tie_aware", "k (log scale)", "mAP@k, tie-aware"),
+    "pr": ("pr_curve", "radius", "recall", "precision", "recall (%)", "precision"),
+}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def savefig(fig: Any, path: Path) -> None:
+    """PNG for plots; JPEG for photo grids (the thumbnails), which PNG stores ten times larger.
+    Neither carries a timestamp, so an unchanged report is byte-identical."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        if path.suffix == ".jpg":
+            fig.savefig(fh, format="jpg", dpi=100, bbox_inches="tight", pil_kwargs={"quality": 85})
+        else:
+            fig.savefig(fh, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    _pyplot().close(fig)
+
+
+def display_name(part: pd.DataFrame) -> str:
+    """A protocol as readers name it: the dataset and how many queries against how large a
+    database (the protocol's own name, such as "deepbit", reads like a method)."""
+    row = part.iloc[0]
+    return f"{row['dataset']}: {int(row['n_query']):,} queries / {int(row['n_db']):,} database"
+
+
+def _mean_curve(runs: Sequence[Run], attr: str, key: str) -> pd.DataFrame | None:
+    """A curve averaged over runs (seeds) point by point (points matched on ``key``: N, k or the
+    radius); NaN points (a radius where every lookup is empty has no precision) stay out."""
+    frames = [pd.read_csv(getattr(r, attr)) for r in runs if getattr(r, attr).exists()]
+    if not frames:
+        return None
+    return pd.concat(frames).groupby(key).mean().reset_index()
+
+
+def _runs(part: pd.DataFrame, method: str, bits: int, root: Path) -> list[Run]:
+    sel = part[(part["method"] == method) & (part["bits"] == bits)]
+    return [
+        Run("retrieval", r.dataset, r.protocol, method, bits, int(r.seed), root)
+        for r in sel.itertuples()
+    ]
+
+
+def _legend(ax: Any) -> None:
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+def protocol_figures(df: pd.DataFrame, root: Path, out_dir: Path, summarise: Any) -> list[Path]:
+    """Per dataset and protocol: mAP against bits; precision@N, mAP@k and PR by radius, one panel
+    per code length; the hash-lookup figures against bits."""
+    plt = _pyplot()
+    written = []
+    for (dataset, protocol), part in df.groupby(["dataset", "protocol"], sort=False):
+        stem = f"{dataset}_{protocol}"
+        bits = sorted(int(b) for b in part["bits"].unique())
+        methods = list(part["method"].drop_duplicates())
+        title = display_name(part)
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        topk = part["topk"].iloc[0]
+        topk = None if pd.isna(topk) or topk == part["n_db"].iloc[0] else int(topk)
+        s = summarise(part, "mAP")
+        for method, g in s.groupby("method", sort=False):
+            ax.errorbar(
+                g["bits"], g["mean"] * 100, yerr=g["std"] * 100, marker="o", capsize=3, label=method
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(bits, [str(b) for b in bits])
+        ax.set(xlabel="bits", ylabel=f"mAP@{topk or 'all'} (%)", title=title)
+        ax.grid(alpha=0.3)
+        _legend(ax)
+        written.append(out_dir / f"map_vs_bits_{stem}.png")
+        savefig(fig, written[-1])
+        for kind, (attr, key, x, y, xlabel, ylabel) in CURVES.items():
+            fig, axes = plt.subplots(
+                1, len(bits), figsize=(3.6 * len(bits) + 1.5, 3.4), sharey=True, squeeze=False
+            )
+            for ax, b in zip(axes[0], bits, strict=True):
+                for method in methods:
+                    curve = _mean_curve(_runs(part, method, b, root), attr, key)
+                    if curve is not None:
+                        xs = curve[x] * 100 if kind == "pr" else curve[x]
+                        ax.plot(xs, curve[y] * 100, marker=".", markersize=3, label=method)
+                if kind != "pr":
+                    ax.set_xscale("log")
+                ax.set(title=f"{b} bits", xlabel=xlabel)
+                ax.grid(alpha=0.3)
+            axes[0][0].set_ylabel(f"{ylabel} (%)")
+            _legend(axes[0][-1])
+            fig.suptitle(title, fontsize=9)
+            written.append(out_dir / f"{kind}_{stem}.png")
+            savefig(fig, written[-1])
+        if "empty_r2" in part and part["empty_r2"].notna().any():
+            panels = (
+                ("precision_r2", "precision, empty lookup = 0"),
+                ("recall_r2", "recall"),
+                ("empty_r2", "share of empty lookups"),
+            )
+            fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+            for ax, (column, label) in zip(axes, panels, strict=True):
+                s = summarise(part, column)
+                for method, g in s.groupby("method", sort=False):
+                    ax.errorbar(
+                        g["bits"],
+                        g["mean"] * 100,
+                        yerr=g["std"] * 100,
+                        marker="o",
+                        capsize=3,
+                        label=method,
+                    )
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(bits, [str(b) for b in bits])
+                ax.set(xlabel="bits", title=f"{label} (%)")
+                ax.grid(alpha=0.3)
+            _legend(axes[-1])
+            fig.suptitle(f"{title}: hash lookup within Hamming radius 2", fontsize=9)
+            written.append(out_dir / f"hash_lookup_{stem}.png")
+            savefig(fig, written[-1])
+    return written
+
+
+def per_class_figure(table: pd.DataFrame, title: str, path: Path) -> Path:
+    """A methods x classes heatmap of AP (%), each cell written in, so it reads without colour."""
+    plt = _pyplot()
+    values = table.to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * values.shape[1], 0.9 + 0.42 * values.shape[0]))
+    im = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(values.shape[1]), list(table.columns), rotation=35, ha="right")
+    ax.set_yticks(range(values.shape[0]), list(table.index))
+    mid = np.nanmean(values)
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            ax.text(
+                j,
+                i,
+                f"{values[i, j]:.0f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if values[i, j] > mid else "white",
+            )
+    fig.colorbar(im, ax=ax, label="AP (%)")
+    ax.set_title(title, fontsize=9)
+    savefig(fig, path)
+    return path
+
+
+def example_figures(
+    examples: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    query_ids: np.ndarray,
+    labels: np.ndarray,
+    image: Any,
+    classes: Sequence[str],
+    title: str,
+    stem: Path,
+    per_figure: int = 4,
+) -> list[Path]:
+    """Each method's top hits for the seeded example queries: a row per query and method, the
+    query first; a hit is framed solid and marked "+", a miss framed dashed and marked "x", so it
+    reads without colour. ``examples[method] = (query positions, top hit image ids)``;
+    ``query_ids`` maps query positions to image ids; ``image(i)`` gives image ``i``."""
+    plt = _pyplot()
+
+    def thumb(i: int) -> np.ndarray:
+        # square thumbnails (CIFAR's are already square), so the grid has no gaps
+        return np.asarray(image(i).convert("RGB").resize((THUMB, THUMB)))
+
+    methods = list(examples)
+    shown = next(iter(examples.values()))[0]
+    for m in methods:
+        if not np.array_equal(examples[m][0], shown):
+            raise ValueError(f"{m}'s example queries differ from {methods[0]}'s; rerun evaluate")
+    top = next(iter(examples.values()))[1].shape[1]
+    written = []
+    for start in range(0, len(shown), per_figure):
+        chunk = range(start, min(start + per_figure, len(shown)))
+        n_rows = len(chunk) * len(methods)
+        fig, axes = plt.subplots(
+            n_rows, top + 1, figsize=(0.6 * (top + 1) + 1.0, 0.72 * n_rows), squeeze=False
+        )
+        for c, q in enumerate(chunk):
+            qid = int(query_ids[shown[q]])
+            for r, method in enumerate(methods):
+                row = axes[c * len(methods) + r]
+                row[0].imshow(thumb(qid))
+                row[0].set_ylabel(method, rotation=0, ha="right", va="center", fontsize=7)
+                if r == 0:
+                    row[0].set_title(f"query: {classes[labels[qid]]}", fontsize=7)
+                hits = examples[method][1][q]
+                for j, hid in enumerate(hits):
+                    ax = row[j + 1]
+                    ax.imshow(thumb(int(hid)))
+                    hit = labels[int(hid)] == labels[qid]
+                    for spine in ax.spines.values():
+                        spine.set(
+                            visible=True,
+                            linewidth=2.5,
+                            color="tab:green" if hit else "tab:red",
+                            linestyle="-" if hit else "--",
+                        )
+                    ax.set_xlabel("+" if hit else "x", fontsize=8, labelpad=1)
+                for ax in row:
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+        fig.suptitle(title, fontsize=9, y=1.0)
+        fig.subplots_adjust(top=0.97, hspace=0.6, wspace=0.08)
+        path = stem.with_name(f"{stem.name}_{start // per_figure + 1}.jpg")
+        savefig(fig, path)
+        written.append(path)
+    return written
+
+
+def caption(stem: str, seeds: str) -> str:
+    """What a figure shows, error bars and lines included, by its kind (its file name)."""
+    if stem.startswith("map_vs_bits"):
+        return (
+            f"mAP at the protocol's cut-off (index-order ties) against code length; points are "
+            f"means over seeds {seeds}, error bars the sample std over them (0 for the "
+            f"deterministic PCAH and SH)."
+        )
+    if stem.startswith("precision_at_n"):
+        return (
+            f"Precision of the top N (index-order ties) at log-spaced N from 1, one panel per "
+            f"code length; averaged over queries, then over seeds {seeds}."
+        )
+    if stem.startswith("map_at_k"):
+        return (
+            f"mAP@k (tie-aware) against the cut-off k, from 100 to the whole database, one panel "
+            f"per code length; averaged over queries, then over seeds {seeds}. Where two lines "
+            f"cross, the ranking of the two methods depends on the cut-off a paper picks."
+        )
+    if stem.startswith("pr_"):
+        return (
+            f"Precision and recall of Hamming-radius lookup, one point per radius 0..B. A query "
+            f"whose lookup is empty at a radius has no precision there and is left out of that "
+            f"radius' mean (radii where every lookup is empty have no point); recall averages "
+            f"over all queries. Then averaged over seeds {seeds}."
+        )
+    if stem.startswith("hash_lookup"):
+        return (
+            f"Hash lookup within Hamming radius 2 against code length: precision over all "
+            f"queries (an empty lookup counts 0), recall, and the share of empty lookups; means "
+            f"over seeds {seeds}, error bars the sample std."
+        )
+    if stem.startswith("per_class"):
+        return (
+            "AP at the protocol's cut-off (tie-aware) of the queries of each class, averaged "
+            "over those queries and over the seeds; the number in each cell is the AP in %."
+        )
+    if stem.startswith("examples"):
+        return (
+            "Top 10 of each method for seeded test queries (the same queries for every method; "
+            "seed 0's model). A hit (same class as the query) is framed solid and marked '+', a "
+            "miss framed dashed and marked 'x'; ties in distance are ordered by database index."
+        )
+    if stem.startswith("ablations"):
+        return f"USDH variants: bars are means over seeds {seeds}, error bars the sample std."
+    if stem.startswith("training"):
+        return (
+            "Per-epoch training losses of the lowest seed (named in each panel): every term "
+            "unweighted, the total weighted; dotted vertical lines mark the start of a new "
+            "training stage (DeepBit's three stages)."
+        )
+    return ""
