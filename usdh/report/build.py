@@ -14,12 +14,14 @@ from usdh.io import atomic_path
 from usdh.layout import Run, features_reference, find_runs
 from usdh.registry import methods
 from usdh.report.figures import (
-    _pyplot,
     caption,
     display_name,
     example_figures,
+    mean_curve,
     per_class_figure,
     protocol_figures,
+    pyplot,
+    retrieval_runs,
     savefig,
 )
 
@@ -569,7 +571,7 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def ablation_figure(df: pd.DataFrame, out_dir: Path) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
 
     written = []
     for dataset, part in df.groupby("dataset", sort=False):
@@ -656,7 +658,7 @@ def classification_summary(df: pd.DataFrame, refs: dict[str, Any], target: str) 
 def training_figures(root: Path, out_dir: Path, protocol: str | None = None) -> list[Path]:
     """Per deep method: each term's training loss and the validation total, per epoch, of the
     lowest seed that has a training log (named in the figure), on ``protocol`` (default: all)."""
-    plt = _pyplot()
+    plt = pyplot()
     logs: dict[tuple[str, str], dict[int, tuple[int, pd.DataFrame]]] = {}
     for run in find_runs("retrieval", kind="models", root=root):
         if protocol is not None and run.protocol != protocol:
@@ -714,6 +716,37 @@ def per_class_table(
     if classes is not None:
         table.columns = [classes[int(c)] for c in table.columns]
     return table
+
+
+def map_crossings(root: Path, df: pd.DataFrame, target: str) -> list[str]:
+    """Where ``target``'s mean mAP@k curve (tie-aware, seeds averaged) crosses another method's,
+    per protocol and code length, as sentences: the ranking of two methods that a paper reports
+    depends on its cut-off exactly there."""
+    out = []
+    for protocol, part in df.groupby("protocol", sort=False):
+        for bits in sorted(part["bits"].unique()):
+            mine = mean_curve(retrieval_runs(part, target, bits, root), "map_at_k", "k")
+            if mine is None:
+                continue
+            for other in part["method"].drop_duplicates():
+                theirs = mean_curve(retrieval_runs(part, other, bits, root), "map_at_k", "k")
+                if other == target or theirs is None:
+                    continue
+                both = mine.merge(theirs, on="k", suffixes=("", "_o"))
+                d = np.sign(both["mAP_tie_aware"] - both["mAP_tie_aware_o"]).to_numpy()
+                ks = both["k"].to_numpy()
+                flips = [
+                    f"{'above' if d[i + 1] > 0 else 'below'} it from k = {ks[i]:,}-{ks[i + 1]:,}"
+                    for i in range(len(d) - 1)
+                    if d[i] != 0 and d[i + 1] != 0 and d[i] != d[i + 1]
+                ]
+                if flips:
+                    start = "above" if d[0] > 0 else "below"
+                    out.append(
+                        f"`{protocol}`, {bits} bits, {other}: {target} starts {start}, "
+                        + ", then ".join(flips)
+                    )
+    return out
 
 
 def _deterministic(df: pd.DataFrame, column: str = "mAP") -> list[str]:
@@ -832,6 +865,8 @@ def build_report(
     write_tables(tables, reports_root / "tables")
     tie_gap = float(np.max(np.abs(df["mAP"] - df["mAP_tie_aware"])))
     context = {**context, "main": main, "cut": cut, "bits_shown": bits}
+    if target in set(df["method"]):
+        context["crossings"] = map_crossings(root, df, target)
     every = [p for group in figures.values() for p in group]
     summary = {"rows": len(df), "figures": [str(p) for p in every], "max_tie_gap": tie_gap}
     _write_text(
@@ -943,21 +978,25 @@ def render_readme(
             "Every method fits on the same training images of a protocol. Deep methods: a hash "
             "head on the frozen features, trained by the one trainer for the epochs shown "
             "(DeepBit: three stages of that many epochs each) at the batch size shown. Fit "
-            "seconds are wall-clock on the machine above; codes/s encode the database from "
-            "cached features (one pass, the fit stage's); images/s add the backbone's measured "
-            f"throughput ({context.get('backbone_images_per_s') or 'n/a'} images/s on this "
-            "machine), which dominates; the model is its saved file. Each is the mean over seeds "
-            "at 16 / 32 / 64 bits.",
+            "seconds are wall-clock on the machine above. Codes/s: the fit stage's one timed "
+            "encode of the database from the cached feature file, reading the rows included (so "
+            "a single pass, with its noise; `reports/benchmarks/` times the hashers alone, "
+            "repeated). Images/s add the backbone's measured throughput "
+            f"({context.get('backbone_images_per_s') or 'n/a'} images/s in the features stage), "
+            "which dominates for every method. The model is its saved file (BiHalf's hidden "
+            "layer makes it the largest). Each is the mean over seeds at 16 / 32 / 64 bits.",
         )
     if "hash_lookup" in tables:
+        lookup = tables["hash_lookup"]
         lines += _section(
             "## Hash lookup within Hamming radius 2 (%)",
-            tables["hash_lookup"],
+            lookup[lookup["protocol"] == main].drop(columns="protocol"),
             "Every database item within distance 2 of the query is returned: precision and recall "
             "of that set averaged over queries ('precision' counts an empty lookup as 0, the "
             "convention of the SH and ITQ evaluations; 'precision, non-empty lookups' leaves "
-            "those queries out), and the share of queries whose lookup returns nothing. Mean ± "
-            "std over seeds.",
+            "those queries out; '-' where every lookup was empty), and the share of queries whose "
+            f"lookup returns nothing. Mean ± std over seeds, on `{main}`; every protocol's are in "
+            "[tables/hash_lookup.md](tables/hash_lookup.md) and the figures below.",
         )
         lines += _figures(
             [f for f in figures["protocol"] if f.stem.startswith("hash_lookup")],
@@ -969,6 +1008,15 @@ def render_readme(
         lines += _figures(
             [f for f in figures["protocol"] if f.stem.startswith(kind)], reports_root, seeds_text
         )
+    crossings = context.get("crossings")
+    if crossings:
+        lines += [
+            f"Where {target}'s mean mAP@k curve crosses another method's (between the two k "
+            "shown; the grid is the figures'), so that which of the two ranks higher depends on "
+            "the cut-off: " + "; ".join(crossings) + ". Everywhere else the order holds for every "
+            "k from 100 to the whole database.",
+            "",
+        ]
     lines += _figures(figures.get("per_class", []), reports_root, seeds_text)
     lines += _figures(figures.get("examples", []), reports_root, seeds_text)
     for kind in ("pr_", "map_vs_bits"):

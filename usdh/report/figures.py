@@ -17,8 +17,11 @@ __all__ = [
     "caption",
     "display_name",
     "example_figures",
+    "mean_curve",
     "per_class_figure",
     "protocol_figures",
+    "pyplot",
+    "retrieval_runs",
     "savefig",
 ]
 
@@ -34,7 +37,8 @@ CURVES = {
 }
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (the report runs without a display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,7 +55,7 @@ def savefig(fig: Any, path: Path) -> None:
             fig.savefig(fh, format="jpg", dpi=100, bbox_inches="tight", pil_kwargs={"quality": 85})
         else:
             fig.savefig(fh, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def display_name(part: pd.DataFrame) -> str:
@@ -61,7 +65,7 @@ def display_name(part: pd.DataFrame) -> str:
     return f"{row['dataset']}: {int(row['n_query']):,} queries / {int(row['n_db']):,} database"
 
 
-def _mean_curve(runs: Sequence[Run], attr: str, key: str) -> pd.DataFrame | None:
+def mean_curve(runs: Sequence[Run], attr: str, key: str) -> pd.DataFrame | None:
     """A curve averaged over runs (seeds) point by point (points matched on ``key``: N, k or the
     radius); NaN points (a radius where every lookup is empty has no precision) stay out."""
     frames = [pd.read_csv(getattr(r, attr)) for r in runs if getattr(r, attr).exists()]
@@ -70,12 +74,25 @@ def _mean_curve(runs: Sequence[Run], attr: str, key: str) -> pd.DataFrame | None
     return pd.concat(frames).groupby(key).mean().reset_index()
 
 
-def _runs(part: pd.DataFrame, method: str, bits: int, root: Path) -> list[Run]:
+def retrieval_runs(part: pd.DataFrame, method: str, bits: int, root: Path) -> list[Run]:
     sel = part[(part["method"] == method) & (part["bits"] == bits)]
     return [
         Run("retrieval", r.dataset, r.protocol, method, bits, int(r.seed), root)
         for r in sel.itertuples()
     ]
+
+
+#: one marker per method, in the registry's order, so that lines read without colour too
+MARKERS = ("o", "s", "^", "v", "D", "*", "P", "X", "<", ">", "h")
+
+
+def _style(method: str) -> dict[str, Any]:
+    """The same colour and marker for a method in every figure."""
+    from usdh.registry import methods
+
+    names = list(methods())
+    i = names.index(method) if method in names else len(names)
+    return {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)]}
 
 
 def _legend(ax: Any) -> None:
@@ -85,7 +102,7 @@ def _legend(ax: Any) -> None:
 def protocol_figures(df: pd.DataFrame, root: Path, out_dir: Path, summarise: Any) -> list[Path]:
     """Per dataset and protocol: mAP against bits; precision@N, mAP@k and PR by radius, one panel
     per code length; the hash-lookup figures against bits."""
-    plt = _pyplot()
+    plt = pyplot()
     written = []
     for (dataset, protocol), part in df.groupby(["dataset", "protocol"], sort=False):
         stem = f"{dataset}_{protocol}"
@@ -98,7 +115,12 @@ def protocol_figures(df: pd.DataFrame, root: Path, out_dir: Path, summarise: Any
         s = summarise(part, "mAP")
         for method, g in s.groupby("method", sort=False):
             ax.errorbar(
-                g["bits"], g["mean"] * 100, yerr=g["std"] * 100, marker="o", capsize=3, label=method
+                g["bits"],
+                g["mean"] * 100,
+                yerr=g["std"] * 100,
+                capsize=3,
+                label=method,
+                **_style(method),
             )
         ax.set_xscale("log", base=2)
         ax.set_xticks(bits, [str(b) for b in bits])
@@ -113,17 +135,17 @@ def protocol_figures(df: pd.DataFrame, root: Path, out_dir: Path, summarise: Any
             )
             for ax, b in zip(axes[0], bits, strict=True):
                 for method in methods:
-                    curve = _mean_curve(_runs(part, method, b, root), attr, key)
+                    curve = mean_curve(retrieval_runs(part, method, b, root), attr, key)
                     if curve is not None:
                         xs = curve[x] * 100 if kind == "pr" else curve[x]
-                        ax.plot(xs, curve[y] * 100, marker=".", markersize=3, label=method)
+                        ax.plot(xs, curve[y] * 100, markersize=3, label=method, **_style(method))
                 if kind != "pr":
                     ax.set_xscale("log")
                 ax.set(title=f"{b} bits", xlabel=xlabel)
                 ax.grid(alpha=0.3)
             axes[0][0].set_ylabel(f"{ylabel} (%)")
             _legend(axes[0][-1])
-            fig.suptitle(title, fontsize=9)
+            fig.suptitle(title, fontsize=9, y=1.03)
             written.append(out_dir / f"{kind}_{stem}.png")
             savefig(fig, written[-1])
         if "empty_r2" in part and part["empty_r2"].notna().any():
@@ -140,16 +162,16 @@ def protocol_figures(df: pd.DataFrame, root: Path, out_dir: Path, summarise: Any
                         g["bits"],
                         g["mean"] * 100,
                         yerr=g["std"] * 100,
-                        marker="o",
                         capsize=3,
                         label=method,
+                        **_style(method),
                     )
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(bits, [str(b) for b in bits])
                 ax.set(xlabel="bits", title=f"{label} (%)")
                 ax.grid(alpha=0.3)
             _legend(axes[-1])
-            fig.suptitle(f"{title}: hash lookup within Hamming radius 2", fontsize=9)
+            fig.suptitle(f"{title}: hash lookup within Hamming radius 2", fontsize=9, y=1.03)
             written.append(out_dir / f"hash_lookup_{stem}.png")
             savefig(fig, written[-1])
     return written
@@ -157,7 +179,7 @@ def protocol_figures(df: pd.DataFrame, root: Path, out_dir: Path, summarise: Any
 
 def per_class_figure(table: pd.DataFrame, title: str, path: Path) -> Path:
     """A methods x classes heatmap of AP (%), each cell written in, so it reads without colour."""
-    plt = _pyplot()
+    plt = pyplot()
     values = table.to_numpy(dtype=float)
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * values.shape[1], 0.9 + 0.42 * values.shape[0]))
     im = ax.imshow(values, cmap="viridis", aspect="auto")
@@ -195,7 +217,7 @@ def example_figures(
     query first; a hit is framed solid and marked "+", a miss framed dashed and marked "x", so it
     reads without colour. ``examples[method] = (query positions, top hit image ids)``;
     ``query_ids`` maps query positions to image ids; ``image(i)`` gives image ``i``."""
-    plt = _pyplot()
+    plt = pyplot()
 
     def thumb(i: int) -> np.ndarray:
         # square thumbnails (CIFAR's are already square), so the grid has no gaps
