@@ -292,7 +292,10 @@ def caption(stem: str, seeds: str) -> str:
             f"Precision and recall of Hamming-radius lookup, one point per radius 0..B. A query "
             f"whose lookup is empty at a radius has no precision there and is left out of that "
             f"radius' mean (radii where every lookup is empty have no point); recall averages "
-            f"over all queries. Then averaged over seeds {seeds}."
+            f"over all queries. Then averaged over seeds {seeds} (a seed without a non-empty "
+            f"lookup at a radius is left out there). At the smallest radii of long codes a point "
+            f"may rest on a handful of queries, hence the jumps near recall 0; each curve file's "
+            f"`nonempty` column gives the share of queries behind every point."
         )
     if stem.startswith("hash_lookup"):
         return (
