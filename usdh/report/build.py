@@ -385,7 +385,8 @@ def paired_bootstrap(
 
 def _per_query(root: Path, df: pd.DataFrame, method: str, bits: int) -> dict[str, np.ndarray]:
     """A method's per-query arrays at one code length on the one protocol of ``df``, each
-    averaged over its seeds (``label`` and the examples' arrays are the seeds' first)."""
+    averaged over its seeds (``query``, ``label`` and the examples' arrays, the same for every
+    seed, are the first seed's)."""
     rows = df[(df["method"] == method) & (df["bits"] == bits)]
     if rows[["dataset", "protocol"]].drop_duplicates().shape[0] > 1:
         raise ValueError("per-query arrays are compared within one dataset and protocol")
@@ -399,11 +400,10 @@ def _per_query(root: Path, df: pd.DataFrame, method: str, bits: int) -> dict[str
             queries = data["query"]
             for key in data.files:
                 arrays.setdefault(key, []).append(data[key])
-    first = {"label", "example_query", "example_top"}
+    first = {"query", "label", "example_query", "example_top"}
     return {
         key: values[0] if key in first else np.mean(values, axis=0)
         for key, values in arrays.items()
-        if key != "query"
     }
 
 
@@ -824,16 +824,13 @@ def build_report(
         )
     figures["examples"] = []
     if images is not None and np.asarray(images.labels).ndim == 1:
-        examples = {}
+        examples, query_ids = {}, None
         for method in main_part["method"].drop_duplicates():
             pq = _per_query(root, main_part, method, bits)
             if "example_top" in pq:
                 examples[method] = (pq["example_query"], pq["example_top"])
+                query_ids = pq["query"]
         if examples:
-            first = main_part[main_part["bits"] == bits].iloc[0]
-            run = Run("retrieval", dataset, main, first["method"], bits, int(first["seed"]), root)
-            with np.load(run.per_query) as data:
-                query_ids = data["query"]
             figures["examples"] = example_figures(
                 examples,
                 query_ids,

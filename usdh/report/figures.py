@@ -99,6 +99,23 @@ def _legend(ax: Any) -> None:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
+def _against_bits(ax: Any, s: pd.DataFrame, bits: list[int]) -> None:
+    """One line per method of a seed summary (mean, std in %) against code length."""
+    for method, g in s.groupby("method", sort=False):
+        ax.errorbar(
+            g["bits"],
+            g["mean"] * 100,
+            yerr=g["std"] * 100,
+            capsize=3,
+            label=method,
+            **_style(method),
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(bits, [str(b) for b in bits])
+    ax.set(xlabel="bits")
+    ax.grid(alpha=0.3)
+
+
 def protocol_figures(df: pd.DataFrame, root: Path, out_dir: Path, summarise: Any) -> list[Path]:
     """Per dataset and protocol: mAP against bits; precision@N, mAP@k and PR by radius, one panel
     per code length; the hash-lookup figures against bits."""
@@ -112,20 +129,8 @@ def protocol_figures(df: pd.DataFrame, root: Path, out_dir: Path, summarise: Any
         fig, ax = plt.subplots(figsize=(5, 3.6))
         topk = part["topk"].iloc[0]
         topk = None if pd.isna(topk) or topk == part["n_db"].iloc[0] else int(topk)
-        s = summarise(part, "mAP")
-        for method, g in s.groupby("method", sort=False):
-            ax.errorbar(
-                g["bits"],
-                g["mean"] * 100,
-                yerr=g["std"] * 100,
-                capsize=3,
-                label=method,
-                **_style(method),
-            )
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(bits, [str(b) for b in bits])
-        ax.set(xlabel="bits", ylabel=f"mAP@{topk or 'all'} (%)", title=title)
-        ax.grid(alpha=0.3)
+        _against_bits(ax, summarise(part, "mAP"), bits)
+        ax.set(ylabel=f"mAP@{topk or 'all'} (%)", title=title)
         _legend(ax)
         written.append(out_dir / f"map_vs_bits_{stem}.png")
         savefig(fig, written[-1])
@@ -156,20 +161,8 @@ def protocol_figures(df: pd.DataFrame, root: Path, out_dir: Path, summarise: Any
             )
             fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
             for ax, (column, label) in zip(axes, panels, strict=True):
-                s = summarise(part, column)
-                for method, g in s.groupby("method", sort=False):
-                    ax.errorbar(
-                        g["bits"],
-                        g["mean"] * 100,
-                        yerr=g["std"] * 100,
-                        capsize=3,
-                        label=method,
-                        **_style(method),
-                    )
-                ax.set_xscale("log", base=2)
-                ax.set_xticks(bits, [str(b) for b in bits])
-                ax.set(xlabel="bits", title=f"{label} (%)")
-                ax.grid(alpha=0.3)
+                _against_bits(ax, summarise(part, column), bits)
+                ax.set(title=f"{label} (%)")
             _legend(axes[-1])
             fig.suptitle(f"{title}: hash lookup within Hamming radius 2", fontsize=9, y=1.03)
             written.append(out_dir / f"hash_lookup_{stem}.png")

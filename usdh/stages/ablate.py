@@ -12,7 +12,7 @@ from usdh.params import ParamsError, section
 from usdh.stages.common import RunContext, grid, method_outputs, run_context
 from usdh.stages.encode import encode_run
 from usdh.stages.evaluate import KINDS as SCORES
-from usdh.stages.evaluate import evaluate_context, log_metrics
+from usdh.stages.evaluate import evaluate_context, log_metrics, score_files
 from usdh.stages.runs import fitted_runs
 
 log = logging.getLogger("usdh")
@@ -36,15 +36,7 @@ def outputs(
     if bits is None or seed is None:
         return method_outputs(_context(params, variant, 0, 0), ("models", "codes", *SCORES))
     run = _context(params, variant, bits, seed).run
-    return [
-        run.model_dir,
-        run.codes_dir,
-        run.metrics,
-        run.pr_curve,
-        run.p_at_n,
-        run.map_at_k,
-        run.per_query,
-    ]
+    return [run.model_dir, run.codes_dir, *score_files(run)]
 
 
 def run(

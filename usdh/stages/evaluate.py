@@ -9,6 +9,7 @@ from typing import Any
 
 from usdh.data import PROTOCOLS, load_prepared, load_split
 from usdh.evaluation import Curves, evaluate_run
+from usdh.layout import Run
 from usdh.params import section
 from usdh.stages.common import RunContext, grid, method_outputs, run_context
 
@@ -28,7 +29,12 @@ def outputs(
 ) -> list[Path]:
     if bits is None or seed is None:
         return method_outputs(run_context(params, method, 0, 0, protocol=protocol), KINDS)
-    run = run_context(params, method, bits, seed, protocol=protocol).run
+    return score_files(run_context(params, method, bits, seed, protocol=protocol).run)
+
+
+def score_files(run: Run) -> list[Path]:
+    """What scoring one run writes (one file of each of :data:`KINDS`), for every stage that
+    scores runs."""
     return [run.metrics, run.pr_curve, run.p_at_n, run.map_at_k, run.per_query]
 
 

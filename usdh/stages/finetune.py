@@ -17,7 +17,7 @@ from usdh.fitting import merge_params
 from usdh.params import section
 from usdh.stages.common import RunContext, grid, method_outputs, method_params, run_context
 from usdh.stages.evaluate import KINDS as SCORES
-from usdh.stages.evaluate import evaluate_context, log_metrics
+from usdh.stages.evaluate import evaluate_context, log_metrics, score_files
 from usdh.stages.features import pipeline_backbone
 
 log = logging.getLogger("usdh")
@@ -41,15 +41,7 @@ def outputs(
     if bits is None or seed is None:
         return method_outputs(_context(params, method, 0, 0), ("models", "codes", *SCORES))
     run = _context(params, method, bits, seed).run
-    return [
-        run.model_dir,
-        run.codes_dir,
-        run.metrics,
-        run.pr_curve,
-        run.p_at_n,
-        run.map_at_k,
-        run.per_query,
-    ]
+    return [run.model_dir, run.codes_dir, *score_files(run)]
 
 
 def run(
