@@ -85,3 +85,29 @@ def test_lite0_bfloat16(benchmark, images):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_vgg(benchmark, images, name, dtype):
     _measure(benchmark, images, name, 224, dtype, 4, 4)
+
+
+# -- GIST: our batched port against torchgist's image-by-image one (both LMgist, 512-d) -----------
+@pytest.mark.benchmark(group="features-gist")
+@pytest.mark.parametrize("batch_size", [16, 64])
+def test_gist(benchmark, images, batch_size):
+    """The calibration's features: CIFAR's native 32 px, grey, LMgist's 4 x 8 filters, 4 x 4 cells
+    (the calibration section runs batches of 64)."""
+    _built.setdefault("gist", build_backbone("gist", "none", input_size=32))
+    _measure(benchmark, images, "gist", 32, "float32", batch_size, 64)
+
+
+@pytest.mark.benchmark(group="features-gist")
+def test_gist_torchgist(benchmark, images):
+    """torchgist 1.0.0 on the same 64 images as float tensors (it loops over images inside)."""
+    import torch
+    from torchgist.models.models import GIST
+
+    model = GIST(image_size=(32, 32))
+    x = torch.from_numpy(images.array[:64]).permute(0, 3, 1, 2).float()
+    out = benchmark.pedantic(lambda: model(x.clone()), rounds=3, iterations=1)
+    assert out.shape == (64, 512)
+    stats = benchmark.stats.stats if benchmark.stats else None
+    benchmark.extra_info.update({"backbone": "torchgist", "input_size": 32})
+    if stats is not None and stats.median > 0:
+        benchmark.extra_info["images_per_s"] = round(64 / stats.median, 1)

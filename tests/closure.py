@@ -109,8 +109,8 @@ def closure(*modules: str) -> set[Path]:
 
 # -- the pipeline's stages, as DVC expands them --------------------------------------------------
 def stage_options(cmd: str) -> tuple[str, list[str], dict[str, str]]:
-    """A stage command's sub-command, positional arguments and options (``--protocol P``), as
-    the project's CLI parses them."""
+    """A stage command's sub-command, positional arguments and options (``--protocol P``,
+    ``--experiment E`` when not the default), as the project's CLI parses them."""
     from usdh.cli import COMMANDS, build_parser
 
     parsed = vars(build_parser().parse_args(cmd.split()[3:]))
@@ -118,6 +118,8 @@ def stage_options(cmd: str) -> tuple[str, list[str], dict[str, str]]:
     names = COMMANDS[command][0]
     args = [str(parsed[n]) for n in names if parsed.get(n) is not None]
     options = {k: v for k, v in parsed.items() if k == "protocol" and v is not None}
+    if parsed.get("experiment", "experiment") != "experiment":
+        options["experiment"] = parsed["experiment"]
     return command, args, options
 
 
@@ -130,10 +132,12 @@ def stage_modules(cmd: str, params: dict) -> tuple[str, list[str], list[str]]:
     words = cmd.split()
     if words[:3] != ["python", "-m", "usdh"]:
         raise ValueError(f"a stage command must be 'python -m usdh ...', got {cmd!r}")
-    command, args = words[3], stage_options(cmd)[1]
+    command, args, options = stage_options(cmd)
     modules = ["usdh.__main__", stage_module(command)]
     if command in ("fit", "encode", "classify", "finetune", "validate"):
-        modules.append(get_method(args[0]).module)
+        variants = params.get(options.get("experiment", "experiment"), {}).get("variants") or {}
+        method = variants[args[0]]["method"] if args[0] in variants else args[0]
+        modules.append(get_method(method).module)
     elif command == "ablate":
         modules.append(get_method(params["ablations"]["method"]).module)
     elif command == "diagnose":

@@ -48,7 +48,8 @@ def forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 # -- registry --------------------------------------------------------------------------------------
 def test_registry_names_dims_and_normalisation():
-    assert set(BACKBONES) == {"vgg16", "vgg19", "efficientnet_lite0"}
+    assert set(BACKBONES) == {"vgg16", "vgg19", "efficientnet_lite0", "gist"}
+    assert BACKBONES["gist"].feature_dim == 512 and BACKBONES["gist"].default_input_size == 32
     assert BACKBONES["vgg19"].feature_dim == BACKBONES["vgg16"].feature_dim == 4096
     assert BACKBONES["efficientnet_lite0"].feature_dim == 1280
     assert BACKBONES["vgg19"].mean == IMAGENET_MEAN and BACKBONES["vgg19"].std == IMAGENET_STD

@@ -197,6 +197,76 @@ def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch):
     assert not np.isin(q, np.load(tmp_path / "data/splits/oxford17/retrieval/query.npy")).any()
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not OXFORD.exists(), reason="needs ../shared/data/oxford17-256.tar.gz")
+def test_calibration_on_gist_features(tmp_path, monkeypatch):
+    """The calibration section end to end: GIST features into a folder of their own, the classic
+    baselines and a diagnostic variant fitted and scored under the calibration group."""
+    monkeypatch.chdir(tmp_path)
+    params = yaml.safe_load(write_params(tmp_path).read_text())
+    params["calibration"] = {
+        "dataset": "oxford17",
+        "protocols": ["retrieval"],
+        "methods": ["itq", "lsh_uncentred"],
+        "bits": [16],
+        "seeds": [0, 1],
+        "variants": {"lsh_uncentred": {"method": "lsh", "params": {"center": False}}},
+        "features": {
+            "backbone": "gist",
+            "weights": "none",
+            "input_size": 32,
+            "batch_size": 64,
+            "rotation_angles": [],
+            "gist": {"orientations_per_scale": [8, 8, 4]},
+        },
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for command in ("prepare", "split"):
+        assert main([command, "oxford17"]) == 0
+    assert main(["features", "oxford17", "--experiment", "calibration"]) == 0
+    out = tmp_path / "data/features/oxford17/gist"
+    assert not (tmp_path / "data/features/oxford17/efficientnet_lite0").exists()
+    feats = np.load(out / "features.npy")
+    assert feats.shape == (1360, 320) and np.isfinite(feats).all() and (feats >= 0).all()
+    assert not (out / "rotations.npy").exists()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["backbone"] == "gist" and prov["weights"] == "none"
+    assert "[8, 8, 4]" in prov["layer"] and prov["input_size"] == 32
+    first = feats.copy()
+    assert main(["features", "oxford17", "--experiment", "calibration"]) == 0
+    assert np.array_equal(np.load(out / "features.npy"), first)  # bitwise on rerun
+
+    for name in ("itq", "lsh_uncentred"):
+        for command in ("fit", "evaluate"):
+            assert main([command, name, "--experiment", "calibration"]) == 0
+    runs = {
+        (name, seed): Run("calibration", "oxford17", "retrieval", name, 16, seed, tmp_path)
+        for name in ("itq", "lsh_uncentred")
+        for seed in (0, 1)
+    }
+    for run in runs.values():
+        fit = json.loads(run.fit_record.read_text())
+        assert fit["backbone"] == "gist" and fit["n_train"] == 680
+        metrics = json.loads(run.metrics.read_text())
+        assert 1 / 17 < metrics["mAP"] <= 1
+    variant = json.loads(runs["lsh_uncentred", 0].fit_record.read_text())
+    assert variant["method"] == "lsh" and variant["variant"] == "lsh_uncentred"
+    assert variant["params"]["center"] is False
+    # the main experiment's runs are untouched by the calibration
+    assert not (tmp_path / "models/retrieval").exists()
+    # re-encoding from the saved model gives the same codes
+    codes = np.load(runs["itq", 1].codes_dir / "query.npy")
+    assert main(["encode", "itq", "16", "1", "--experiment", "calibration"]) == 0
+    assert np.array_equal(np.load(runs["itq", 1].codes_dir / "query.npy"), codes)
+
+
+def test_calibration_variant_is_not_a_method_of_the_experiment(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    assert main(["fit", "lsh_uncentred"]) == 2
+    assert "not in experiment.methods" in capsys.readouterr().err
+
+
 def test_unknown_dataset_is_one_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path)

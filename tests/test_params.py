@@ -49,6 +49,15 @@ def _with(path: str, value):
         ("classification.bits", [10], "multiples of 8"),
         ("finetune.methods", ["itq"], "can be fine-tuned"),
         ("finetune.n_trainable", -1, "n_trainable"),
+        ("calibration.dataset", "mnist", "calibration.dataset 'mnist'"),
+        ("calibration.protocols", ["nuswide21"], "not split for cifar10"),
+        ("calibration.methods", ["itq", "agh"], "unknown method 'agh'.*variants lsh_uncentred"),
+        ("calibration.bits", [20], "multiples of 8"),
+        ("calibration.features.backbone", "efficientnet_lite0", "must differ"),
+        ("calibration.variants", {"../x": {"method": "lsh"}}, "cannot be used in a path"),
+        ("calibration.variants", {"itq": {"method": "lsh"}}, "has a method's name"),
+        ("calibration.variants", {"raw": {"method": "lsx"}}, "must name a known method"),
+        ("calibration.variants", {"raw": {"method": "lsh", "params": [1]}}, "'params' must map"),
     ],
 )
 def test_bad_params_name_the_problem(path, value, match):
@@ -63,6 +72,17 @@ def test_the_first_stage_fails_with_one_message_and_writes_nothing(tmp_path, mon
     err = capsys.readouterr().err
     assert "experiment.bits" in err and "20" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_features_params_lays_a_sections_features_over_the_shared_ones():
+    from usdh.params import features_params
+
+    main_features = features_params(DEFAULTS)
+    assert main_features == DEFAULTS["features"]
+    gist = features_params(DEFAULTS, "calibration")
+    assert gist["backbone"] == "gist" and gist["input_size"] == 32
+    assert gist["device"] == DEFAULTS["features"]["device"]  # inherited
+    assert DEFAULTS["features"]["backbone"] == "efficientnet_lite0"  # not modified
 
 
 def test_the_loss_terms_params_checks_are_the_losses_terms():

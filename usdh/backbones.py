@@ -1,4 +1,5 @@
-"""Image feature extractors: VGG-19 fc7 (USDH's), VGG-16 fc7 (DeepBit's) and EfficientNet-Lite0.
+"""Image feature extractors: VGG-19 fc7 (USDH's), VGG-16 fc7 (DeepBit's), EfficientNet-Lite0, and
+the hand-crafted GIST descriptor that the classic hashing tables used (``usdh.gist``).
 
 Each backbone is one ``nn.Module`` mapping normalised images ``(n, 3, H, W)`` to features
 ``(n, feature_dim)``, built as an ordered list of named *units* (VGG: ``conv1`` .. ``conv5``,
@@ -30,6 +31,7 @@ from torch import nn
 
 __all__ = [
     "BACKBONES",
+    "GIST_OPTIONS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "Backbone",
@@ -37,6 +39,7 @@ __all__ = [
     "WeightsUnavailableError",
     "build_backbone",
     "describe",
+    "gist_options",
     "hub_checkpoint_dir",
     "vgg_weights_file",
 ]
@@ -375,7 +378,36 @@ _RECIPES: dict[str, _Recipe] = {
     ),
 }
 
+#: GIST's settings (``features.gist`` in params.yaml) and their defaults: LMgist's, which give
+#: the 512-d descriptor of the classic CIFAR-10 tables (4 scales x 8 orientations, 4 x 4 cells)
+GIST_OPTIONS: dict[str, Any] = {
+    "orientations_per_scale": [8, 8, 8, 8],
+    "blocks": 4,
+    "prefilter_fc": 4.0,
+    "boundary": 32,
+}
+# pixel values 0..255 reach the descriptor unchanged: (x - 0) / (1/255) on images in [0, 1]
+_RAW_PIXELS = ((0.0, 0.0, 0.0), (1.0 / 255.0,) * 3)
+
+
+def _gist_spec(options: Mapping[str, Any], input_size: int) -> BackboneSpec:
+    from usdh.gist import gist_dim
+
+    ors, blocks = options["orientations_per_scale"], options["blocks"]
+    return BackboneSpec(
+        "gist",
+        gist_dim(ors, blocks),
+        f"LMgist: orientations per scale {list(ors)}, {blocks} x {blocks} cells, prefilter fc "
+        f"{options['prefilter_fc']}, boundary {options['boundary']} px, at {input_size} px",
+        *_RAW_PIXELS,
+        input_size,
+        "GIST (Oliva and Torralba 2001) as LMgist computes it: grey, prefiltered, Gabor energy "
+        "averaged over a grid (usdh.gist); no weights",
+    )
+
+
 BACKBONES: dict[str, BackboneSpec] = {name: r.spec for name, r in _RECIPES.items()}
+BACKBONES["gist"] = _gist_spec(GIST_OPTIONS, 32)
 
 
 def _check_name(name: str) -> _Recipe:
@@ -383,8 +415,38 @@ def _check_name(name: str) -> _Recipe:
         return _RECIPES[name]
     except (KeyError, TypeError):
         raise ValueError(
-            f"unknown backbone {name!r}; known backbones: {', '.join(sorted(_RECIPES))}"
+            f"unknown backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}"
         ) from None
+
+
+def gist_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """GIST's settings with LMgist's defaults filled in; an unknown key is an error."""
+    given = dict(options or {})
+    unknown = sorted(set(given) - set(GIST_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown GIST option(s) {', '.join(map(repr, unknown))}; the options are "
+            f"{', '.join(GIST_OPTIONS)}"
+        )
+    return {**GIST_OPTIONS, **given}
+
+
+def _build_gist(weights: Any, options: Mapping[str, Any] | None, input_size: int) -> Backbone:
+    from usdh.gist import Gist
+
+    if weights not in ("none", None):
+        raise ValueError(
+            f"GIST has no weights, got weights={weights!r}: set features.weights to 'none'"
+        )
+    opts = gist_options(options)
+    module = Gist(
+        image_size=input_size,
+        orientations_per_scale=opts["orientations_per_scale"],
+        blocks=opts["blocks"],
+        prefilter_fc=opts["prefilter_fc"],
+        boundary=opts["boundary"],
+    )
+    return Backbone(_gist_spec(opts, input_size), OrderedDict(gist=module), "none").eval()
 
 
 def _load(module: nn.Module, state: Mapping[str, torch.Tensor], src: str, name: str) -> Any:
@@ -416,8 +478,13 @@ def build_backbone(
     seed: int = 0,
     download: bool = True,
     progress: bool = True,
+    input_size: int | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Backbone:
     """Build backbone ``name`` (a key of ``BACKBONES``) in eval mode, on the CPU.
+
+    GIST (``name="gist"``) takes ``weights="none"``, ``options`` (``GIST_OPTIONS``) and the
+    ``input_size`` its filters are built for (default 32, CIFAR's); the CNNs ignore both.
 
     ``weights``: ``"imagenet"``, ``"random"`` (initialised from ``seed`` without touching the global
     generator, so random-weight runs repeat) or a path to a ``.pth`` state dict (a
@@ -426,8 +493,12 @@ def build_backbone(
     the network); offline without the file it raises ``WeightsUnavailableError`` naming the file,
     the folder torchvision looks in, and how to get it.
     """
+    if name == "gist":
+        return _build_gist(weights, options, 32 if input_size is None else input_size)
     recipe = _check_name(name)
     spec = recipe.spec
+    if weights == "none":
+        raise ValueError(f"{name} needs weights ('imagenet', 'random' or a path), got 'none'")
     if not isinstance(weights, str | os.PathLike):
         raise TypeError(f"weights must be 'imagenet', 'random' or a path, got {weights!r}")
     if weights == "random":
@@ -477,7 +548,7 @@ def _check_materialised(backbone: Backbone) -> None:
 
 def describe(name: str) -> dict[str, Any]:
     """The spec of backbone ``name`` as a plain dict (for provenance and ``--help`` text)."""
-    spec = _check_name(name).spec
+    spec = BACKBONES["gist"] if name == "gist" else _check_name(name).spec
     return {
         "name": spec.name,
         "feature_dim": spec.feature_dim,

@@ -3,6 +3,7 @@
     python -m usdh prepare cifar10      # decode once into data/prepared/cifar10/
     python -m usdh split cifar10        # protocol index files into data/splits/cifar10/<protocol>/
     python -m usdh features cifar10     # backbone features into data/features/cifar10/<backbone>/
+    python -m usdh features cifar10 --experiment calibration   # GIST, for the calibration
     python -m usdh fit itq              # every bits x seed: models/ and codes/retrieval/.../itq/
     python -m usdh fit itq 32 0         # one run: models/retrieval/<dataset>/<protocol>/itq/32/0/
     python -m usdh encode itq           # re-encode from the saved models
@@ -14,7 +15,9 @@
     python -m usdh validate usdh        # the selection budget on the validation split
 
 The run commands take ``[bits seed]`` to run one code length and seed instead of all of them;
-fit, encode and evaluate take ``--protocol P`` to run on another of ``experiment.protocols``.
+fit, encode and evaluate take ``--protocol P`` to run on another of ``experiment.protocols``, and
+with features ``--experiment calibration`` to serve the ``calibration`` section instead (GIST
+features, the classic baselines, ``models/calibration/...``).
 
 Each command lives in its own module of :mod:`usdh.stages`, imported only when it runs: the light
 stages start fast, and a stage's code dependencies (``dvc.yaml``) are its module's imports.
@@ -29,9 +32,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from usdh.params import load_params, validate_params
+from usdh.params import EXPERIMENTS, load_params, validate_params
 
-__all__ = ["COMMANDS", "PROTOCOL_COMMANDS", "main", "stage_module"]
+__all__ = ["COMMANDS", "EXPERIMENT_COMMANDS", "PROTOCOL_COMMANDS", "main", "stage_module"]
 
 log = logging.getLogger("usdh")
 
@@ -63,6 +66,8 @@ _ARG_HELP = {
 _OPTIONAL = ("bits", "seed")
 #: commands that run on any of experiment.protocols (``--protocol``; default: the main one)
 PROTOCOL_COMMANDS = ("fit", "encode", "evaluate")
+#: commands that serve another params section's runs (``--experiment``; see params.EXPERIMENTS)
+EXPERIMENT_COMMANDS = ("features", "fit", "encode", "evaluate")
 
 
 def stage_module(command: str) -> str:
@@ -87,7 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name in PROTOCOL_COMMANDS:
             p.add_argument(
                 "--protocol",
-                help="one of experiment.protocols (default: experiment.protocol, the main one)",
+                help="one of the section's protocols (default: experiment.protocol, the main one)",
+            )
+        if name in EXPERIMENT_COMMANDS:
+            p.add_argument(
+                "--experiment",
+                default="experiment",
+                choices=sorted(EXPERIMENTS),
+                help="the params section whose runs to serve (default: experiment)",
             )
     return parser
 
@@ -110,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         validate_params(params)
         module = importlib.import_module(stage_module(args.command))
         extra = {"protocol": args.protocol} if args.command in PROTOCOL_COMMANDS else {}
+        if args.command in EXPERIMENT_COMMANDS:
+            extra["experiment"] = args.experiment
         module.run(params, *positional, **extra)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         # our errors already say what is wrong and how to fix it: print them, not a traceback

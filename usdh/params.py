@@ -8,11 +8,25 @@ from typing import Any
 
 import yaml
 
-__all__ = ["LOSS_TERMS", "ParamsError", "load_params", "section", "validate_params"]
+__all__ = [
+    "EXPERIMENTS",
+    "LOSS_TERMS",
+    "ParamsError",
+    "features_params",
+    "load_params",
+    "section",
+    "validate_params",
+]
 
 #: the loss terms an ablation variant may override: the names of ``usdh.losses.TERMS``, kept here
 #: so that checking params.yaml never imports torch (tests/test_params.py checks the two agree)
 LOSS_TERMS = ("semantic", "quantization", "entropy", "rotation", "penalty")
+
+
+#: the params sections whose runs ``features``, ``fit``, ``encode`` and ``evaluate`` serve
+#: (``--experiment``), and the run group each writes: the retrieval table, and the calibration
+#: of the classic baselines on hand-crafted features against published tables
+EXPERIMENTS = {"experiment": "retrieval", "calibration": "calibration"}
 
 
 class ParamsError(ValueError):
@@ -45,6 +59,15 @@ def section(params: dict[str, Any], *keys: str) -> Any:
             raise ParamsError(f"params.yaml has no '{'.'.join(walked)}' entry")
         node = node[key]
     return node
+
+
+def features_params(params: dict[str, Any], experiment: str = "experiment") -> dict[str, Any]:
+    """The ``features`` section as ``experiment``'s runs see it: the section's own ``features``
+    entries (calibration's GIST) laid over the shared ``features:`` section."""
+    base = dict(section(params, "features"))
+    if experiment != "experiment":
+        base.update(section(params, experiment).get("features") or {})
+    return base
 
 
 def _fail(msg: str) -> None:
@@ -151,6 +174,9 @@ def validate_params(params: dict[str, Any]) -> None:
         n = ft.get("n_trainable", 1)
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             _fail(f"finetune.n_trainable must be an integer >= 0, got {n!r}")
+    cal = params.get("calibration")
+    if cal is not None:
+        _validate_calibration(params, cal, datasets, known)
     cls = params.get("classification")
     if cls is not None:
         if cls.get("dataset") not in datasets:
@@ -163,3 +189,66 @@ def validate_params(params: dict[str, Any]) -> None:
                 _fail(f"unknown method {m!r} in classification.methods; known: {', '.join(known)}")
         _int_list(cls.get("bits"), "classification.bits", multiple_of=8, minimum=8)
         _int_list(cls.get("seeds"), "classification.seeds")
+
+
+def _validate_calibration(
+    params: dict[str, Any], cal: Any, datasets: dict[str, Any], known: dict[str, Any]
+) -> None:
+    from usdh.layout import check_name
+
+    """The calibration section: a configured dataset split into its protocols, known methods, its
+    own features folder (a backbone other than the main one)."""
+    if not isinstance(cal, dict):
+        _fail(f"'calibration' must be a mapping, got {cal!r}")
+    ds = cal.get("dataset")
+    if ds not in datasets:
+        _fail(
+            f"calibration.dataset {ds!r} is not configured under 'datasets' ({', '.join(datasets)})"
+        )
+    protocols = cal.get("protocols")
+    if not isinstance(protocols, list) or not protocols or len(set(protocols)) != len(protocols):
+        _fail(f"'calibration.protocols' must be a list of distinct protocols, got {protocols!r}")
+    split = datasets[ds].get("protocols") or []
+    for proto in protocols:
+        if proto not in split:
+            _fail(
+                f"calibration protocol {proto!r} is not split for {ds}: add it to "
+                f"datasets.{ds}.protocols ({', '.join(map(str, split))})"
+            )
+    variants = cal.get("variants") or {}
+    if not isinstance(variants, dict):
+        _fail(f"'calibration.variants' must map names to {{method, params}}, got {variants!r}")
+    for name, variant in variants.items():
+        try:
+            check_name("calibration variant", name)
+        except ValueError as exc:
+            _fail(str(exc))
+        if name in known:
+            _fail(f"calibration variant {name!r} has a method's name: choose another")
+        if not isinstance(variant, dict) or variant.get("method") not in known:
+            _fail(
+                f"calibration variant {name!r} must name a known method ({', '.join(known)}) "
+                f"and its params, e.g. {{method: lsh, params: {{center: false}}}}; got {variant!r}"
+            )
+        if not isinstance(variant.get("params", {}), dict):
+            _fail(f"calibration variant {name!r}: 'params' must map parameters to values")
+    methods = cal.get("methods")
+    if not isinstance(methods, list) or not methods:
+        _fail("'calibration.methods' must be a non-empty list")
+    for m in methods:
+        if m not in known and m not in variants:
+            _fail(
+                f"unknown method {m!r} in calibration.methods; known: {', '.join(known)}, "
+                f"and the variants {', '.join(variants) or '(none)'}"
+            )
+    _int_list(cal.get("bits"), "calibration.bits", multiple_of=8, minimum=8)
+    _int_list(cal.get("seeds"), "calibration.seeds")
+    feats = cal.get("features") or {}
+    if not isinstance(feats, dict):
+        _fail(f"'calibration.features' must map features settings to values, got {feats!r}")
+    main = section(params, "features").get("backbone")
+    if feats.get("backbone", main) == main:
+        _fail(
+            f"calibration.features.backbone must differ from features.backbone ({main!r}): each "
+            "backbone's features have a folder of their own"
+        )

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from usdh import layout
-from usdh.params import ParamsError, section
+from usdh.params import EXPERIMENTS, ParamsError, features_params, section
 
 __all__ = [
     "RunContext",
+    "contexts",
     "dataset_params",
     "grid",
     "method_outputs",
@@ -44,6 +45,8 @@ class RunContext:
     method: str
     backbone: str
     record: dict[str, Any] = field(default_factory=dict)
+    #: merged into ``methods.<method>`` for this run (a calibration variant's parameters)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def split_dir(self) -> Path:
@@ -65,26 +68,35 @@ def run_context(
     seed: int,
     *,
     experiment: str = "experiment",
-    group: str = "retrieval",
+    group: str | None = None,
     name: str | None = None,
     protocol: str | None = None,
 ) -> RunContext:
-    """The run of ``method`` in the ``experiment`` section (``experiment`` or ``classification``);
-    ``name`` (an ablation variant) replaces the method in the run's paths; ``protocol`` is one of
-    the section's ``protocols`` (default: its main ``protocol``)."""
+    """The run of ``method`` in the ``experiment`` section (``experiment``, ``calibration`` or
+    ``classification``); ``group`` defaults to the section's (``params.EXPERIMENTS``); ``name``
+    (an ablation variant) replaces the method in the run's paths; ``protocol`` is one of the
+    section's ``protocols`` (default: its main ``protocol``, else its first). A section's
+    ``variants`` (calibration's) are run names of their own: a method with other parameters."""
     exp = section(params, experiment)
-    if name is None and method not in exp["methods"]:
+    overrides: dict[str, Any] = {}
+    variants = exp.get("variants") or {}
+    if name is None and method in variants and method in exp["methods"]:
+        name, method = method, variants[method]["method"]
+        overrides = dict(variants[name].get("params") or {})
+    elif name is None and method not in exp["methods"]:
         raise ParamsError(
             f"method {method!r} is not in {experiment}.methods ({', '.join(exp['methods'])})"
         )
     dataset = exp["dataset"]
-    protocol = exp["protocol"] if protocol is None else protocol
-    allowed = exp.get("protocols", [exp["protocol"]])
+    allowed = exp.get("protocols") or [exp["protocol"]]
+    if protocol is None:
+        protocol = exp.get("protocol") or allowed[0]
     if protocol not in allowed:
         raise ParamsError(
             f"protocol {protocol!r} is not in {experiment}.protocols ({', '.join(allowed)})"
         )
-    backbone = section(params, "features", "backbone")
+    backbone = features_params(params, experiment)["backbone"]
+    group = group or EXPERIMENTS.get(experiment, experiment)
     run = layout.Run(group, dataset, protocol, name or method, bits, seed)
     record = {
         "dataset": dataset,
@@ -94,7 +106,9 @@ def run_context(
         "bits": bits,
         "seed": seed,
     }
-    return RunContext(run, method, backbone, record)
+    if overrides:
+        record.update(variant=name, overrides=overrides)
+    return RunContext(run, method, backbone, record, overrides)
 
 
 def grid(
@@ -106,6 +120,22 @@ def grid(
         (b, s)
         for b in ([bits] if bits is not None else sec["bits"])
         for s in ([seed] if seed is not None else sec["seeds"])
+    ]
+
+
+def contexts(
+    params: Mapping[str, Any],
+    method: str,
+    bits: int | None = None,
+    seed: int | None = None,
+    *,
+    protocol: str | None = None,
+    experiment: str = "experiment",
+) -> list[RunContext]:
+    """Every (bits, seed) run of ``method`` in the ``experiment`` section, or the one asked for."""
+    return [
+        run_context(params, method, b, s, experiment=experiment, protocol=protocol)
+        for b, s in grid(params, experiment, bits, seed)
     ]
 
 

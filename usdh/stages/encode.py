@@ -17,7 +17,7 @@ from usdh.features import load_features
 from usdh.io import save_json, save_npy
 from usdh.layout import Run
 from usdh.registry import method_class
-from usdh.stages.common import grid, method_outputs, run_context
+from usdh.stages.common import contexts, method_outputs, run_context
 
 log = logging.getLogger("usdh")
 
@@ -28,10 +28,16 @@ def outputs(
     bits: int | None = None,
     seed: int | None = None,
     protocol: str | None = None,
+    experiment: str = "experiment",
 ) -> list[Path]:
     if bits is None or seed is None:
-        return method_outputs(run_context(params, method, 0, 0, protocol=protocol), ("codes",))
-    return [run_context(params, method, bits, seed, protocol=protocol).run.codes_dir]
+        ctx = run_context(params, method, 0, 0, protocol=protocol, experiment=experiment)
+        return method_outputs(ctx, ("codes",))
+    return [
+        run_context(
+            params, method, bits, seed, protocol=protocol, experiment=experiment
+        ).run.codes_dir
+    ]
 
 
 def encode_run(
@@ -64,16 +70,14 @@ def run(
     bits: int | None = None,
     seed: int | None = None,
     protocol: str | None = None,
+    experiment: str = "experiment",
 ) -> None:
     """Encode the protocol's queries and database with each fitted hasher of the method."""
-    contexts = [
-        run_context(params, method, b, s, protocol=protocol)
-        for b, s in grid(params, "experiment", bits, seed)
-    ]
-    fs = load_features(contexts[0].features_dir, mmap_mode="r")
-    features, split = np.asarray(fs.features), load_split(contexts[0].split_dir)
-    for ctx in contexts:
-        rates = encode_run(method, ctx.run, features, split)
+    runs = contexts(params, method, bits, seed, protocol=protocol, experiment=experiment)
+    fs = load_features(runs[0].features_dir, mmap_mode="r")
+    features, split = np.asarray(fs.features), load_split(runs[0].split_dir)
+    for ctx in runs:
+        rates = encode_run(ctx.method, ctx.run, features, split)
         record_encoding(ctx.run, rates)
         log.info(
             "encoded %s/%d/%d: %.0f database codes/s",

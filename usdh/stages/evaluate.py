@@ -11,7 +11,7 @@ from usdh.data import PROTOCOLS, load_prepared, load_split
 from usdh.evaluation import Curves, evaluate_run
 from usdh.layout import Run
 from usdh.params import section
-from usdh.stages.common import RunContext, grid, method_outputs, run_context
+from usdh.stages.common import RunContext, contexts, method_outputs, run_context
 
 log = logging.getLogger("usdh")
 
@@ -26,10 +26,14 @@ def outputs(
     bits: int | None = None,
     seed: int | None = None,
     protocol: str | None = None,
+    experiment: str = "experiment",
 ) -> list[Path]:
     if bits is None or seed is None:
-        return method_outputs(run_context(params, method, 0, 0, protocol=protocol), KINDS)
-    return score_files(run_context(params, method, bits, seed, protocol=protocol).run)
+        ctx = run_context(params, method, 0, 0, protocol=protocol, experiment=experiment)
+        return method_outputs(ctx, KINDS)
+    return score_files(
+        run_context(params, method, bits, seed, protocol=protocol, experiment=experiment).run
+    )
 
 
 def score_files(run: Run) -> list[Path]:
@@ -70,8 +74,9 @@ def run(
     bits: int | None = None,
     seed: int | None = None,
     protocol: str | None = None,
+    experiment: str = "experiment",
 ) -> None:
     """mAP (protocol cut-off and all, both tie rules), PR by radius, precision@N, mAP@k."""
-    for b, s in grid(params, "experiment", bits, seed):
-        m = evaluate_context(params, run_context(params, method, b, s, protocol=protocol))
-        log_metrics(f"{method} {b} bits seed {s}", m)
+    for ctx in contexts(params, method, bits, seed, protocol=protocol, experiment=experiment):
+        m = evaluate_context(params, ctx)
+        log_metrics(f"{method} {ctx.run.bits} bits seed {ctx.run.seed}", m)

@@ -1,5 +1,6 @@
-"""``python -m usdh features <dataset>``: backbone features of every image, and of rotated views
-of every protocol's rotation subset."""
+"""``python -m usdh features <dataset> [--experiment calibration]``: backbone features of every
+image, and of rotated views of every protocol's rotation subset; with ``--experiment``, the
+features that section names (calibration: GIST) into a folder of their own."""
 
 from __future__ import annotations
 
@@ -14,24 +15,31 @@ from usdh import layout
 from usdh.backbones import Backbone, build_backbone
 from usdh.data import load_prepared, load_split, training_rows
 from usdh.features import extract_features, feature_provenance, save_features
-from usdh.params import section
+from usdh.params import features_params, section
 from usdh.stages.common import dataset_params
 
 log = logging.getLogger("usdh")
 
 
-def outputs(params: dict[str, Any], dataset: str) -> list[Path]:
-    return [layout.features_dir(dataset)]
+def outputs(params: dict[str, Any], dataset: str, experiment: str = "experiment") -> list[Path]:
+    return [layout.features_dir(dataset, features_params(params, experiment)["backbone"])]
 
 
-def pipeline_backbone(params: dict[str, Any]) -> Backbone:
-    """The backbone of ``features:``, seeded with ``split_seed`` (it matters for random weights).
+def pipeline_backbone(params: dict[str, Any], experiment: str = "experiment") -> Backbone:
+    """The backbone of ``features:`` (as ``experiment`` sees it), seeded with ``split_seed`` (it
+    matters for random weights).
 
     The features stage and the finetune stage both build it here, so fine-tuning starts from the
     very network whose features are cached.
     """
-    fp = section(params, "features")
-    return build_backbone(fp["backbone"], weights=fp["weights"], seed=int(params["split_seed"]))
+    fp = features_params(params, experiment)
+    return build_backbone(
+        fp["backbone"],
+        weights=fp["weights"],
+        seed=int(params["split_seed"]),
+        input_size=fp["input_size"],
+        options=fp.get("gist"),
+    )
 
 
 def rotation_rows(splits: list[Mapping[str, np.ndarray]]) -> np.ndarray:
@@ -50,16 +58,16 @@ def rotation_rows(splits: list[Mapping[str, np.ndarray]]) -> np.ndarray:
     return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
 
 
-def run(params: dict[str, Any], dataset: str) -> None:
+def run(params: dict[str, Any], dataset: str, experiment: str = "experiment") -> None:
     """Backbone features of every image, and of rotated views of the rotation subset (default:
     every training image)."""
     cfg = dataset_params(params, dataset)
-    fp = section(params, "features")
+    fp = features_params(params, experiment)
     seed = int(section(params, "split_seed"))
     ds = load_prepared(layout.prepared_dir(dataset))
     splits = [load_split(layout.split_dir(dataset, p), ds) for p in cfg["protocols"]]
     rot_idx = rotation_rows(splits)
-    backbone = pipeline_backbone(params)
+    backbone = pipeline_backbone(params, experiment)
     common = {
         "input_size": fp["input_size"],
         "batch_size": fp["batch_size"],

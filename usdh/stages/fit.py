@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from usdh.stages.common import grid, method_outputs, run_context
+from usdh.stages.common import contexts, method_outputs, run_context
 from usdh.stages.encode import encode_run, record_encoding
 from usdh.stages.runs import fitted_runs
 
@@ -22,10 +22,12 @@ def outputs(
     bits: int | None = None,
     seed: int | None = None,
     protocol: str | None = None,
+    experiment: str = "experiment",
 ) -> list[Path]:
     if bits is None or seed is None:
-        return method_outputs(run_context(params, method, 0, 0, protocol=protocol), KINDS)
-    r = run_context(params, method, bits, seed, protocol=protocol).run
+        ctx = run_context(params, method, 0, 0, protocol=protocol, experiment=experiment)
+        return method_outputs(ctx, KINDS)
+    r = run_context(params, method, bits, seed, protocol=protocol, experiment=experiment).run
     return [r.model_dir, r.codes_dir]
 
 
@@ -35,15 +37,13 @@ def run(
     bits: int | None = None,
     seed: int | None = None,
     protocol: str | None = None,
+    experiment: str = "experiment",
 ) -> None:
     """Fit and encode every (bits, seed) run of one method on one protocol (or the one run asked
     for); the encode throughput joins the run's fit record (the report's cost table)."""
-    contexts = [
-        run_context(params, method, b, s, protocol=protocol)
-        for b, s in grid(params, "experiment", bits, seed)
-    ]
-    for ctx, fitted, data in fitted_runs(params, contexts):
-        rates = encode_run(method, ctx.run, data.features, data.split)
+    runs = contexts(params, method, bits, seed, protocol=protocol, experiment=experiment)
+    for ctx, fitted, data in fitted_runs(params, runs):
+        rates = encode_run(ctx.method, ctx.run, data.features, data.split)
         record_encoding(ctx.run, rates)
         log.info(
             "fitted %s %d bits seed %d in %.1f s on %d rows; %.0f database codes/s",

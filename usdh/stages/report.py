@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from usdh import layout
-from usdh.params import section
+from usdh.params import features_params, section
 from usdh.provenance import environment
 from usdh.report import build_report
 
@@ -18,7 +18,14 @@ REPORTS = Path("reports")
 
 
 def outputs(params: dict[str, Any]) -> list[Path]:
-    names = ("results.csv", "ablations.csv", "classification.csv", "tables", "figures")
+    names = (
+        "results.csv",
+        "ablations.csv",
+        "classification.csv",
+        "calibration.csv",
+        "tables",
+        "figures",
+    )
     return [REPORTS / n for n in (*names, "README.md")]
 
 
@@ -39,6 +46,13 @@ def run(params: dict[str, Any]) -> None:
     provenance = layout.features_dir(exp["dataset"], fp["backbone"]) / "provenance.json"
     if provenance.is_file():
         context["backbone_images_per_s"] = json.loads(provenance.read_text()).get("images_per_s")
+    cal = params.get("calibration")
+    if cal:
+        cfp = features_params(params, "calibration")
+        cal_prov = layout.features_dir(cal["dataset"], cfp["backbone"]) / "provenance.json"
+        if cal_prov.is_file():
+            record = json.loads(cal_prov.read_text())
+            context["calibration"] = {k: record.get(k) for k in ("layer", "images_per_s")}
     context["ablated"] = (params.get("ablations") or {}).get("method", "usdh")
     # the method the verdict judges against every other one
     context["target"] = (params.get("diagnostics") or {}).get("method", "usdh")

@@ -43,7 +43,8 @@ def fitted_runs(
     data = Inputs(np.asarray(fs.features), load_split(first.split_dir))
     views = views_from_features(fs)
     for ctx in contexts:
-        chosen = merge_params(method_params(params, ctx.method), overrides or {})
+        own = merge_params(method_params(params, ctx.method), ctx.overrides)
+        chosen = merge_params(own, overrides or {})
         fitted = fit_on_rows(
             ctx.method,
             ctx.run.bits,
