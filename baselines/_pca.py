@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.linalg
 from numpy.typing import NDArray
@@ -49,16 +51,38 @@ def fit_pca(
         for start in range(0, n, _CHUNK_ROWS):
             block = X[start : start + _CHUNK_ROWS].astype(np.float64) - mean
             scatter += block.T @ block
-        _, vecs = scipy.linalg.eigh(scatter, subset_by_index=[d - n_components, d - 1])
-        components = vecs[:, ::-1]
+        if not np.isfinite(scatter).all():
+            raise ValueError(
+                "the features are too large for a float64 scatter matrix (it overflows): "
+                f"their largest magnitude is {float(np.abs(X).max()):.3g}; rescale them"
+            )
+        values, vecs = scipy.linalg.eigh(scatter, subset_by_index=[d - n_components, d - 1])
+        values, components = values[::-1] / max(n - 1, 1), vecs[:, ::-1]
     else:
         centred = X.astype(np.float64) - mean
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        components = vt[:n_components].T
+        if not np.isfinite(centred).all():
+            raise ValueError("the features overflow float64 once centred; rescale them")
+        sing, _, vt = np.linalg.svd(centred, full_matrices=False)
+        values, components = sing[:n_components] ** 2 / max(n - 1, 1), vt[:n_components].T
+    _warn_flat(values)
     components = np.ascontiguousarray(components)
     peak = np.abs(components).argmax(axis=0)
     signs = np.where(components[peak, np.arange(n_components)] < 0, -1.0, 1.0)
     return mean, components * signs
+
+
+def _warn_flat(variances: NDArray[np.float64]) -> None:
+    """Directions without variance give the same bit to every row: say so, do not hide it."""
+    top = float(variances.max()) if variances.size else 0.0
+    flat = int(np.count_nonzero(variances <= top * 1e-10))
+    if flat:
+        warnings.warn(
+            f"{flat} of the {variances.size} principal directions have (numerically) zero "
+            "variance: the features are constant along them, so those bits are the same for "
+            "every image; check the features (constant columns, duplicated rows) or use fewer "
+            "bits",
+            stacklevel=3,
+        )
 
 
 def project(

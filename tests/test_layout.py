@@ -38,7 +38,8 @@ def test_every_kind_of_run_artifact_has_the_same_order_of_parts():
     for kind in layout.KINDS:  # a stage's output folder holds every run of its method
         folder = layout.method_dir(kind, "ablations", "cifar10", "deepbit", "no_rotation")
         assert run.model_dir.parent.parent.name == folder.name == "no_rotation"
-    assert run.train_log == Path("models") / tail / "1/checkpoints/train_log.csv"
+    assert run.train_log == Path("models") / tail / "1/train_log.csv"
+    assert run.checkpoints == Path(".checkpoints") / tail / "1"  # outside every stage output
 
 
 def test_find_runs_reads_back_what_the_layout_writes(tmp_path):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -57,12 +60,77 @@ def _with(path: str, value):
         ("calibration.variants", {"../x": {"method": "lsh"}}, "cannot be used in a path"),
         ("calibration.variants", {"itq": {"method": "lsh"}}, "has a method's name"),
         ("calibration.variants", {"raw": {"method": "lsx"}}, "must name a known method"),
-        ("calibration.variants", {"raw": {"method": "lsh", "params": [1]}}, "'params' must map"),
+        (
+            "calibration.variants",
+            {"raw": {"method": "lsh", "params": [1]}},
+            r"'calibration\.variants\.raw\.params': input should be a valid dictionary",
+        ),
+        # the schema (usdh/schema.py): typos and wrong types, with the key path and what is allowed
+        ("methods.itq.n_iters", 5, r"'methods\.itq\.n_iters' is not a parameter of itq.*n_iter"),
+        ("methods.usdh.epoch", 3, r"'methods\.usdh\.epoch' is not a parameter.*epochs"),
+        ("methods.itq", [50], r"'methods\.itq': input should be a valid dictionary, got \[50\]"),
+        ("methods.itq.n_bits", 16, "not a parameter of itq"),  # every run sets it
+        ("features.input_sise", 96, r"'features\.input_sise' is not a known key.*input_size"),
+        ("datasets.cifar10.protocol", ["deepbit"], r"not a known key.*protocols"),
+        ("split_seed", 1.7, r"'split_seed': input should be a valid integer, got 1\.7"),
+        ("evaluation.radius", 2.9, r"'evaluation\.radius': input should be a valid integer"),
+        ("evaluation.radius", "two", r"'evaluation\.radius'.*got 'two'"),
+        ("evaluation.precision_at", ["100"], r"'evaluation\.precision_at\.0'.*got '100'"),
+        ("experiment.seeds", [0, True], r"'experiment\.seeds\.1'.*valid integer"),
+        ("features.rotation_mode", "crop ", r"'features\.rotation_mode'.*'crop' or 'fill'"),
+        ("methods.usdh.loss.semantic.kk", 3, r"semantic\.kk' is not an option.*construction"),
+        ("methods.usdh.loss.semantik", {"weight": 1}, r"'methods\.usdh\.loss\.semantik' is not"),
+        ("calibration.features.gist.block", 4, r"gist\.block' is not a known key.*blocks"),
     ],
 )
 def test_bad_params_name_the_problem(path, value, match):
     with pytest.raises(ParamsError, match=match):
         validate_params(_with(path, value))
+
+
+def test_several_problems_are_listed_together():
+    params = _with("methods.itq.n_iters", 5)
+    params["features"]["input_sise"] = 96
+    with pytest.raises(ParamsError, match="2 problems") as info:
+        validate_params(params)
+    assert "n_iters" in str(info.value) and "input_sise" in str(info.value)
+
+
+def test_the_schema_follows_the_methods_signatures():
+    """methods.<m> may hold exactly the class's keyword arguments (less n_bits, random_state)."""
+    import inspect
+
+    from usdh.registry import method_class, methods
+    from usdh.schema import method_keys
+
+    for name in methods():
+        sig = inspect.signature(method_class(name))
+        assert set(method_keys(name)) == set(sig.parameters) - {"n_bits", "random_state"}
+    for name, given in DEFAULTS["methods"].items():
+        assert set(given or {}) <= set(method_keys(name)), name
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [("methods.itq.n_iters", 5), ("split_seed", 1.7), ("features.input_sise", 96)],
+)
+def test_a_typo_fails_the_first_stage_in_one_line(tmp_path, path, value):
+    """As a user runs it: ``python -m usdh prepare``, exit code 2, one line, nothing written."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_with(path, value)))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-m", "usdh", "prepare", "cifar10"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 2 and out.stdout == ""
+    err = out.stderr
+    assert err.startswith("usdh prepare: error: params.yaml: ") and "Traceback" not in err
+    assert path in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
 def test_the_first_stage_fails_with_one_message_and_writes_nothing(tmp_path, monkeypatch, capsys):

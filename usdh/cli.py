@@ -26,6 +26,7 @@ stages start fast, and a stage's code dependencies (``dvc.yaml``) are its module
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -130,5 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"usdh {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # the machine's, not the user's: a full disk, a permission, a vanished mount
+        if args.verbose:
+            raise
+        where = f" while writing or reading {exc.filename}" if exc.filename else ""
+        if exc.errno == errno.ENOSPC:
+            what = f"no space left on device{where}; free some space and rerun"
+        else:
+            what = f"{exc.strerror or exc}{where}"
+        print(f"usdh {args.command}: error: {what}", file=sys.stderr)
         return 2
     return 0

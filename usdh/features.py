@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from usdh.backbones import Backbone
 from usdh.checks import check_angles, check_positive_int
 from usdh.device import resolve_device, torch_determinism
-from usdh.io import save_json, save_npy, staged_dir
+from usdh.io import save_json, save_npy, staged_dir, unreadable
 from usdh.provenance import environment, package_versions
 
 __all__ = [
@@ -489,16 +489,31 @@ def load_features(out_dir: str | os.PathLike[str], *, mmap_mode: str | None = No
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; run the features stage first")
 
-    def read(name: str) -> np.ndarray:
-        arr = np.load(folder / name, mmap_mode=mmap_mode, allow_pickle=False)  # type: ignore[arg-type]
-        if mmap_mode is None and arr.dtype == np.float16:
+    fix = f"rerun the features stage that writes {folder} (dvc repro -f -s features@...)"
+    prov_path = folder / PROVENANCE_FILE
+    try:
+        provenance = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise unreadable(prov_path, exc, fix) from exc
+    recorded = provenance.get("files") or {}
+
+    def read(name: str, mmap: str | None = mmap_mode) -> np.ndarray:
+        try:
+            arr = np.load(folder / name, mmap_mode=mmap, allow_pickle=False)  # type: ignore[arg-type]
+        except (OSError, ValueError, EOFError) as exc:
+            raise unreadable(folder / name, exc, fix) from exc
+        want = recorded.get(name)
+        if isinstance(want, dict) and "shape" in want and list(arr.shape) != list(want["shape"]):
+            raise ValueError(
+                f"{folder / name} holds {list(arr.shape)}, its provenance records "
+                f"{list(want['shape'])}: the files of {folder} do not belong together; {fix}"
+            )
+        if mmap is None and arr.dtype == np.float16:
             arr = arr.astype(np.float32)
         return arr
 
-    prov_path = folder / PROVENANCE_FILE
-    provenance = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
     rotations = indices = None
     if (folder / ROTATIONS_FILE).is_file():
         rotations = read(ROTATIONS_FILE)
-        indices = np.load(folder / ROTATION_INDICES_FILE, allow_pickle=False)
+        indices = read(ROTATION_INDICES_FILE, None)
     return FeatureSet(read(FEATURES_FILE), rotations, indices, provenance)

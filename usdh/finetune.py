@@ -10,7 +10,8 @@ images and datasets, which is how it is tested.
 Artifacts (``python -m usdh finetune <method> <bits> <seed>``):
 
     models/finetune/<dataset>/<protocol>/<method>/<bits>/<seed>/   model.npz (the head), tail.pt
-        (the fine-tuned backbone units), fit.json, checkpoints/ (per-epoch checkpoint and log)
+        (the fine-tuned backbone units), fit.json, train_log.csv (the per-epoch checkpoint stays in
+        the run's scratch folder until the fit is saved)
     codes/finetune/<dataset>/<protocol>/<method>/<bits>/<seed>/    query.npy, database.npy
     metrics/finetune/<dataset>/<protocol>/<method>/<bits>/<seed>.json (and the PR / P@N curves)
 """

@@ -12,6 +12,7 @@ where :mod:`usdh.layout` says.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import numpy as np
 
 from usdh.data import training_part
 from usdh.hasher import BaseHasher, TrainingViews
-from usdh.io import save_json
+from usdh.io import atomic_path, save_json
 from usdh.layout import Run
 from usdh.provenance import environment
 from usdh.registry import MethodSpec, get_method
@@ -132,7 +133,8 @@ def fit_on_rows(
 
     ``views(spec, rows, subset)`` gives a deep method's extra inputs (``subset``: the split's
     rotation subset); with ``run``, a deep method keeps
-    a checkpoint in the run's folder and resumes from it; ``monitor`` (deep methods) is logged
+    a checkpoint in the run's scratch folder (:attr:`usdh.layout.Run.checkpoints`) and resumes
+    from it; ``monitor`` (deep methods) is logged
     after every epoch (see :meth:`usdh.method.USDH.fit`).
     """
     spec = get_method(name)
@@ -165,7 +167,9 @@ def _schedule(hasher: BaseHasher, n_train: int) -> dict[str, int]:
 def save_fitted(
     run: Run, fitted: Fitted, record: Mapping[str, Any] | None = None, device: str | None = None
 ) -> None:
-    """The fitted state (``model.npz``) and ``fit.json``: params, rows, seconds, environment."""
+    """The fitted state (``model.npz``) and ``fit.json``: params, rows, seconds, environment; a
+    deep fit's epoch log moves from its checkpoint folder to the model's, and the checkpoint
+    folder, now of no use, is removed."""
     hasher = fitted.hasher
     hasher.save(run.model)
     save_json(
@@ -179,7 +183,17 @@ def save_fitted(
             "train_rows": fitted.part,
             "fit_seconds": round(fitted.seconds, 3),
             **_schedule(hasher, fitted.n_train),
+            **(
+                {"resumed_at_epoch": hasher.resumed_at_}
+                if getattr(hasher, "resumed_at_", None) is not None
+                else {}
+            ),
             "environment": environment(device or getattr(hasher, "device_", None)),
             **(record or {}),
         },
     )
+    log = run.checkpoints / run.train_log.name  # the trainer's log (usdh.train LOG_FILE)
+    if log.is_file():
+        with atomic_path(run.train_log) as tmp:
+            shutil.copyfile(log, tmp)
+    shutil.rmtree(run.checkpoints, ignore_errors=True)

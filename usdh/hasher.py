@@ -11,14 +11,16 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from usdh.codes import check_n_bits, pack_bits
-from usdh.io import atomic_path
+from usdh.io import atomic_path, unreadable
 
 __all__ = ["BaseHasher", "NotFittedError", "TrainingViews", "check_features"]
 
@@ -184,19 +186,46 @@ class BaseHasher:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Self:
-        """Read a hasher written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as data:
-            if "__meta__" not in data:
-                raise ValueError(f"{path} is not a saved hasher (no metadata record)")
-            meta = json.loads(data["__meta__"].tobytes().decode())
-            if meta["class"] != cls.__name__:
-                raise ValueError(
-                    f"{path} holds a {meta['class']}, not a {cls.__name__}; "
-                    f"load it with {meta['class']}.load"
-                )
-            obj = cls(**meta["params"])
-            for name in cls._state:
-                value = data[name]
-                setattr(obj, name, value.item() if value.ndim == 0 else value)
-        obj.n_features_in_ = meta["n_features_in_"]
+        """Read a hasher written by :meth:`save`; a file that is not one (truncated, empty, text,
+        another class, arrays that contradict the metadata) is a ValueError naming it."""
+        fix = "fit the method again (the fit stage of its run, e.g. dvc repro -f -s fit@...)"
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path} not found; {fix}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if "__meta__" not in data:
+                    raise ValueError("no metadata record: not a saved hasher")
+                meta = json.loads(data["__meta__"].tobytes().decode())
+                if meta["class"] != cls.__name__:
+                    raise ValueError(
+                        f"{path} holds a {meta['class']}, not a {cls.__name__}; "
+                        f"load it with {meta['class']}.load"
+                    )
+                obj = cls(**meta["params"])
+                for name in cls._state:
+                    value = data[name]
+                    setattr(obj, name, value.item() if value.ndim == 0 else value)
+            obj.n_features_in_ = int(meta["n_features_in_"])
+        except ValueError as exc:
+            if str(exc).startswith(str(path)):
+                raise
+            raise unreadable(path, exc, fix) from exc
+        except (OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            raise unreadable(path, exc, fix) from exc
+        obj._check_loaded(path, fix)
         return obj
+
+    def _check_loaded(self, path: str | os.PathLike[str], fix: str) -> None:
+        """The loaded arrays must give the codes the metadata promises: one row of zeros goes
+        through ``_project`` and must come out ``(1, n_bits)``."""
+        try:
+            out = np.asarray(self._project(np.zeros((1, self.n_features_in_))))
+        except (ValueError, IndexError, TypeError) as exc:
+            raise unreadable(path, exc, fix) from exc
+        n_bits = getattr(self, "n_bits", None)
+        if out.shape != (1, n_bits):
+            raise ValueError(
+                f"{path} contradicts itself: its metadata says {n_bits} bits of "
+                f"{self.n_features_in_} features, its arrays give {out.shape[-1]}-bit codes; "
+                f"{fix}"
+            )

@@ -1,8 +1,15 @@
-"""Atomic file writing: nothing half-written is ever left where a reader (or DVC) looks."""
+"""Atomic file writing: nothing half-written is ever left where a reader (or DVC) looks.
+
+A process killed mid-write (SIGKILL, out of memory) cannot clean up its hidden temporary sibling
+(``.<name>.*.tmp``, or ``.<name>.old-*`` during a folder swap); the next write of the same path
+removes them. That assumes one writer per path at a time, which DVC's repository lock gives the
+pipeline.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -14,7 +21,39 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "save_json", "save_npy", "staged_dir"]
+__all__ = ["atomic_path", "save_json", "save_npy", "staged_dir", "unreadable"]
+
+
+def unreadable(path: str | os.PathLike[str], exc: BaseException, fix: str) -> ValueError:
+    """The error for a file that exists but cannot be read: its path, what the reader said, and
+    how to get a good one back."""
+    said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    said = f"{type(exc).__name__}: {said[:200]}" if said else type(exc).__name__
+    return ValueError(f"{path} cannot be read ({said}); {fix}")
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < _FULL_BYTES
+    except OSError:
+        return False
+
+
+#: below this much free space, a failed write is blamed on the full disk
+_FULL_BYTES = 16 * 2**20
+
+
+def _sweep(parent: Path, name: str) -> None:
+    """Remove what killed writers of ``parent / name`` left behind."""
+    if not parent.is_dir():
+        return
+    for leftover in (*parent.glob(f".{name}.*.tmp"), *parent.glob(f".{name}.old-*")):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -22,6 +61,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; renamed over ``path`` only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _sweep(target.parent, target.name)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
@@ -32,6 +72,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, target)
+    except (OSError, RuntimeError) as exc:
+        # a full disk surfaces as ENOSPC, or as a library's own error (torch's zip writer:
+        # "[enforce fail at inline_container.cc] ... file write failed"); name the file
+        if _disk_full(exc, target.parent):
+            raise OSError(errno.ENOSPC, "No space left on device", str(target)) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -68,6 +114,7 @@ def staged_dir(out_dir: str | os.PathLike[str], owned: Callable[[str], bool]) ->
                 f"({', '.join(foreign[:5])}); choose an empty or dedicated folder"
             )
     out.parent.mkdir(parents=True, exist_ok=True)
+    _sweep(out.parent, out.name)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         yield stage

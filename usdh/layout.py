@@ -6,7 +6,7 @@ parts for every kind and group::
     data/prepared/<dataset>/
     data/splits/<dataset>/<protocol>/
     data/features/<dataset>/<backbone>/
-    models/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>/      model.npz, fit.json, checkpoints/
+    models/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>/   model.npz, fit.json, train_log.csv
     codes/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>/       query.npy, database.npy
     metrics/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>.json
     plots/precision_recall/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>.csv
@@ -15,6 +15,10 @@ parts for every kind and group::
     queries/<group>/<dataset>/<protocol>/<name>/<bits>/<seed>.npz     per-query AP, lookup, top hits
     metrics/classification/<dataset>/<protocol>/features.json      the features reference
     metrics/diagnostics/<dataset>/<protocol>/<name>.json           analyses of fitted runs
+
+An interrupted deep fit resumes from ``.checkpoints/<group>/<dataset>/<protocol>/<name>/<bits>/
+<seed>/`` (:attr:`Run.checkpoints`): outside every stage output, because DVC deletes a stage's
+outputs before it runs it, and removed once the fit is saved.
 
 A pipeline stage runs every code length and seed of one method (or variant), so its outputs are the
 method's folders (:func:`method_dir`); metrics and each kind of curve have folders of their own, so
@@ -34,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "CHECKPOINTS",
     "CODES",
     "DATA",
     "GROUPS",
@@ -60,6 +65,8 @@ CODES = Path("codes")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 QUERIES = Path("queries")
+#: scratch of interrupted deep fits (git- and DVC-ignored; no stage declares it)
+CHECKPOINTS = Path(".checkpoints")
 #: run artifact kinds -> their top folder
 KINDS = {
     "models": MODELS,
@@ -108,7 +115,14 @@ def features_dir(dataset: str, backbone: str | None = None, root: Path = Path())
 
 def features_reference(dataset: str, protocol: str, root: Path = Path()) -> Path:
     """Metrics of the linear classifier on real-valued features (the classification reference)."""
-    return root / METRICS / "classification" / dataset / protocol / "features.json"
+    return (
+        root
+        / METRICS
+        / "classification"
+        / check_name("dataset", dataset)
+        / check_name("protocol", protocol)
+        / "features.json"
+    )
 
 
 def validation_dir(dataset: str, protocol: str, method: str, root: Path = Path()) -> Path:
@@ -171,11 +185,14 @@ class Run:
 
     @property
     def checkpoints(self) -> Path:
-        return self.model_dir / "checkpoints"
+        """Where a deep fit keeps its per-epoch checkpoint and log until it is saved."""
+        parts = (self.group, self.dataset, self.protocol, self.name, str(self.bits))
+        return self.root / CHECKPOINTS / Path(*parts) / str(self.seed)
 
     @property
     def train_log(self) -> Path:
-        return self.checkpoints / "train_log.csv"
+        """The epoch log of a deep fit, kept with its model."""
+        return self.model_dir / "train_log.csv"
 
     @property
     def codes_dir(self) -> Path:

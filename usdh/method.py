@@ -297,6 +297,9 @@ class USDH(BaseHasher):
         self.best_epochs_ = np.asarray(result.best_epochs, dtype=np.int64)
         self.config_ = json.dumps(config.fingerprint(), sort_keys=True)
         self.device_ = str(result.device)
+        # not saved with the model (an interrupted run's model equals an uninterrupted one's);
+        # the fit record says where training resumed
+        self.resumed_at_ = getattr(result, "resumed_at", None)
 
     # -- encode ------------------------------------------------------------------------------------
     def _relaxed(self, X: NDArray[np.floating]) -> NDArray[np.float64]:

@@ -321,8 +321,14 @@ def evaluate_retrieval(
     data = _Prepared(query_codes, db_codes, query_labels, db_labels)
     if data.n_query == 0:
         raise ValueError("query_codes is empty; evaluation needs at least one query")
-    if not 0 <= radius <= data.n_bits:
-        raise ValueError(f"radius must be in 0..{data.n_bits}, got {radius}")
+    if (
+        isinstance(radius, bool)
+        or not isinstance(radius, int | np.integer)
+        or not 0 <= radius <= data.n_bits
+    ):
+        raise ValueError(
+            f"radius must be an integer Hamming radius in 0..{data.n_bits}, got {radius!r}"
+        )
     k = _check_cutoffs([topk], data.n_db, "topk")[0]
     n_list = _check_cutoffs(list(ns), data.n_db, "N")
     k_list = _check_cutoffs(list(ks), data.n_db, "k")

@@ -89,16 +89,23 @@ def _int_list(value: Any, where: str, *, multiple_of: int = 1, minimum: int = 0)
 def validate_params(params: dict[str, Any]) -> None:
     """Check the whole file before any stage works, so a bad knob fails the first stage.
 
-    Checked: the experiment's dataset is configured and split into its protocols (the main one
-    among them), its methods are known, bits are positive
-    multiples of 8, seeds a non-empty list of non-negative integers, the ablation variants name
-    known loss terms in their ``loss`` overrides, fine-tuned methods are deep ones of the
-    experiment, the classification dataset is configured. (Whether a dataset's files exist is
+    First its shape (``usdh.schema``: every key known, every value of its type), then the
+    relations between sections: the experiment's dataset is configured and split into its
+    protocols (the main one among them), its methods are known, bits are positive multiples of 8,
+    seeds a non-empty list of non-negative integers, the ablation variants name known loss terms
+    in their ``loss`` overrides, fine-tuned methods are deep ones of the experiment, the
+    classification and calibration datasets are configured. (Whether a dataset's files exist is
     checked by ``prepare``, with its own message.)
     """
     from usdh.layout import check_name
     from usdh.registry import methods
+    from usdh.schema import check_schema
 
+    problems = check_schema(params)
+    if len(problems) == 1:
+        _fail(problems[0])
+    if problems:
+        _fail(f"{len(problems)} problems:\n  " + "\n  ".join(problems))
     known = methods()
     datasets = section(params, "datasets")
     if not isinstance(datasets, dict) or not datasets:

@@ -14,10 +14,12 @@ train/test flag per image (the official ``datasplits.mat`` is three random 40/20
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from usdh.data._files import KNOWN_SHA256, FileTree, natural_key, open_tree
 from usdh.data.dataset import ImageDataset
@@ -98,7 +100,7 @@ def read_oxford17(path: str | Path) -> ImageDataset:
             f"images; the copy is incomplete: copy it again"
         )
     entries.sort(key=lambda e: (e[0], natural_key(e[2])))
-    resized = tree.sha256 == KNOWN_SHA256["oxford17-256.tar.gz"] or "256" in path.name
+    resized = tree.sha256 == KNOWN_SHA256["oxford17-256.tar.gz"] or _shorter_side_256(tree, entries)
     return ImageDataset(
         name="oxford17",
         source="Oxford-17 (256 px copy)" if resized else "Oxford-17",
@@ -107,6 +109,20 @@ def read_oxford17(path: str | Path) -> ImageDataset:
         store=tree.store([e[1] for e in entries]),
         origin=tree.origin(),
     )
+
+
+def _shorter_side_256(tree: FileTree, entries: list[tuple[int, str, str]]) -> bool:
+    """Whether every image's shorter side is 256 px (our copy's), from the files' headers: the
+    label says what the pixels are, whatever the file is called."""
+    store = tree.store([e[1] for e in entries])
+    for i in range(len(entries)):
+        try:
+            with Image.open(io.BytesIO(store.raw(i))) as img:  # the header only
+                if min(img.size) != 256:
+                    return False
+        except (OSError, ValueError):
+            return False  # decoding reports the broken file later, with its name
+    return True
 
 
 def oxford17_candidates(folder: Path) -> list[tuple[int, Path]]:

@@ -52,7 +52,7 @@ def evaluate_context(params: dict[str, Any], ctx: RunContext, **record: Any) -> 
         ctx.run,
         PROTOCOLS[ctx.run.protocol].topk,
         Curves.from_params(ev),
-        int(ev["radius"]),
+        ev["radius"],
         {**ctx.record, "source": ds.source, **record},
     )
 

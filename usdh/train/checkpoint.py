@@ -3,8 +3,10 @@
 After every epoch :func:`save_checkpoint` writes, each atomically, ``checkpoint.pt`` (trainable
 weights, optimiser state, :class:`Progress`, the stage's best weights so far, every RNG state) and
 ``train_log.csv``. :func:`load_checkpoint` gives a checkpoint back only when its fingerprint (the
-configuration, the data and the number of bits, :func:`run_fingerprint`) is the run's, so a resumed
-run ends bitwise where an uninterrupted one does.
+configuration, the data, the number of bits, the device and thread count, :func:`run_fingerprint`)
+is the run's, so a resumed run ends bitwise where an uninterrupted one does; an unreadable
+checkpoint (truncated, not torch's format, not ours) is set aside with a warning, as a foreign
+one is.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import hashlib
 import io
 import json
 import math
+import pickle
 import warnings
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,13 +82,19 @@ def run_fingerprint(
     data: Batches,
     n_bits: int,
     init: Mapping[str, torch.Tensor] | None = None,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
 ) -> str:
-    """SHA-256 of what decides the weights: the configuration, the data, the number of bits and
-    any initial tensors."""
+    """SHA-256 of what decides the weights: the configuration, the data, the number of bits, any
+    initial tensors, and where they are computed (``device`` and torch's thread count: another
+    thread count sums in another order, so its weights match neither run bitwise)."""
     record: dict[str, Any] = {
         "config": config.fingerprint(),
         "data": data.fingerprint(),
         "n_bits": n_bits,
+        "device": device,
+        "threads": threads,
     }
     if init is not None:
         digest = hashlib.sha256()
@@ -117,15 +127,44 @@ def snapshot(model: HashModel) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.trainable_state().items()}
 
 
+#: what reading a damaged or foreign file can raise (torch's zip reader, its restricted unpickler)
+_UNREADABLE = (
+    OSError,
+    EOFError,
+    RuntimeError,
+    ValueError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+)
+_CHECKPOINT_KEYS = ("version", "fingerprint", "model", "optimizer", "progress", "best", "rng")
+
+
 def load_checkpoint(path: Path, fingerprint: str, stacklevel: int = 2) -> dict[str, Any] | None:
-    """The checkpoint at ``path``, or None when there is none or when another configuration or
-    data wrote it (then with a warning, attributed ``stacklevel`` frames up)."""
+    """The checkpoint at ``path``, or None when there is none, when it cannot be read, or when
+    another configuration, data or machine wrote it (then with a warning naming the file,
+    attributed ``stacklevel`` frames up); training then starts afresh and overwrites it."""
     if not path.is_file():
         return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except _UNREADABLE as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        warnings.warn(
+            f"{path} cannot be read ({type(exc).__name__}: {first[:200]}); ignoring it and "
+            "training from scratch",
+            stacklevel=stacklevel + 1,
+        )
+        return None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in _CHECKPOINT_KEYS):
+        warnings.warn(
+            f"{path} is not a training checkpoint of this project; ignoring it and training "
+            "from scratch",
+            stacklevel=stacklevel + 1,
+        )
+        return None
     if ckpt.get("version") != CHECKPOINT_VERSION or ckpt.get("fingerprint") != fingerprint:
         warnings.warn(
-            f"{path} was written by a different configuration or data; "
+            f"{path} was written by a different configuration, data, device or thread count; "
             f"ignoring it and training from scratch",
             stacklevel=stacklevel + 1,
         )

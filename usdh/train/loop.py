@@ -117,10 +117,13 @@ def train(
     device = resolve_device(config.device)
     loss_fns = _stage_losses(config, data)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fingerprint = run_fingerprint(config, data, n_bits, init)
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
 
     with torch.random.fork_rng(devices=cuda_devices), torch_determinism(config.threads):
+        threads = torch.get_num_threads()  # the run's own, inside torch_determinism
+        fingerprint = run_fingerprint(
+            config, data, n_bits, init, device=str(device), threads=threads
+        )
         run = _start(data, n_bits, config, loss_fns, device, fingerprint, folder, callback, monitor)
         if init is not None:
             _initialise(run.model, init)

@@ -1,0 +1,275 @@
+"""The declared shape of params.yaml: every section, key and type, unknown keys forbidden.
+
+:func:`check_schema` runs before any stage works (``usdh.params.validate_params`` calls it
+first), so a typo (``methods.itq.n_iters``, ``features.input_sise``), a wrong type
+(``split_seed: 1.7``, ``radius: 'two'``, ``precision_at: ['100']``) or a list where a mapping
+belongs fails at once with the key path, the value and what is allowed, instead of a traceback
+after ten minutes of features.
+Types are strict: no silent rounding of 1.7 to 1, no string of digits taken for a number.
+
+``methods.<m>`` is checked against the keyword arguments of the method's registered class (its
+constructor's signature, less ``n_bits`` and ``random_state``, which every run sets), and a
+``loss`` entry (there and in ablation variants) against the loss terms and their options, so the
+schema follows the code instead of copying it. The relations between sections (a protocol that is
+split for its dataset, bits that are multiples of 8, ...) stay in ``usdh.params``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = ["Params", "check_schema", "method_keys"]
+
+Count = int | float  # a count, or a share in (0, 1] (``train_subset``, ``rotation_subset``, ...)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Dataset(_Section):
+    path: str | None = None
+    download: bool = False
+    protocols: list[str]
+    train_subset: Count | None = None
+    rotation_subset: Count | None = None
+    validation_queries: Count | None = None
+
+
+class Gist(_Section):
+    orientations_per_scale: list[int] = [8, 8, 8, 8]
+    blocks: int = 4
+    prefilter_fc: float = 4.0
+    boundary: int = 32
+
+
+class Features(_Section):
+    backbone: str
+    weights: str
+    input_size: int
+    batch_size: int | None = None
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    storage_dtype: Literal["float32", "float16"] = "float32"
+    device: str = "auto"
+    threads: int | None = None
+    num_workers: int = 0
+    rotation_angles: list[float] = []
+    rotation_mode: Literal["crop", "fill"] = "crop"
+    gist: Gist | None = None
+
+
+class FeaturesOverride(Features):
+    """A section's own ``features`` entries, laid over ``features:`` (every key optional)."""
+
+    backbone: str | None = None  # type: ignore[assignment]
+    weights: str | None = None  # type: ignore[assignment]
+    input_size: int | None = None  # type: ignore[assignment]
+
+
+class Experiment(_Section):
+    dataset: str
+    protocol: str
+    protocols: list[str] | None = None
+    methods: list[str]
+    bits: list[int]
+    seeds: list[int]
+
+
+class Variant(_Section):
+    method: str
+    params: dict[str, Any] = {}
+
+
+class Calibration(_Section):
+    dataset: str
+    protocols: list[str]
+    methods: list[str]
+    bits: list[int]
+    seeds: list[int]
+    variants: dict[str, Variant] = {}
+    features: FeaturesOverride = FeaturesOverride()
+
+
+class Ablations(_Section):
+    method: str
+    bits: list[int]
+    seeds: list[int]
+    variants: dict[str, Any]  # each one's overrides are checked in usdh.params
+
+
+class Finetune(_Section):
+    methods: list[str] = []
+    bits: list[int] = []
+    seeds: list[int] = []
+    n_trainable: int = 1
+    input_size: int | None = None
+    train: dict[str, Any] = {}
+
+
+class Classification(_Section):
+    dataset: str
+    protocol: str
+    methods: list[str] = []
+    bits: list[int]
+    seeds: list[int]
+
+
+class Validation(_Section):
+    bits: int
+    seeds: list[int]
+    space: dict[str, dict[str, list[Any]]] = {}
+
+
+class Diagnostics(_Section):
+    method: str
+    batch_size: int = 256
+    batches: int = 40
+
+
+class Curve(_Section):
+    max_n: int | None = None
+    min_k: int | None = None
+    points: int
+
+
+class Examples(_Section):
+    queries: int = 4
+    top: int = 10
+    seed: int = 0
+
+
+class Evaluation(_Section):
+    precision_at: list[int] = []
+    map_at: list[int] = []
+    radius: int = 2
+    precision_curve: Curve | None = None
+    map_curve: Curve | None = None
+    examples: Examples | None = None
+
+
+class Params(_Section):
+    datasets: dict[str, Dataset]
+    split_seed: int = 0
+    features: Features
+    experiment: Experiment
+    methods: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+    validation: Validation | None = None
+    diagnostics: Diagnostics | None = None
+    ablations: Ablations | None = None
+    finetune: Finetune | None = None
+    calibration: Calibration | None = None
+    classification: Classification | None = None
+    evaluation: Evaluation | None = None
+
+
+def method_keys(name: str) -> list[str]:
+    """The keys ``methods.<name>`` may hold: the registered class's keyword arguments."""
+    from usdh.registry import method_class
+
+    sig = inspect.signature(method_class(name))
+    return [p for p in sig.parameters if p not in ("self", "n_bits", "random_state")]
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _unwrap(tp: Any) -> Any:
+    """The model or mapping inside an annotation (``X | None`` -> ``X``)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _unwrap(inner[0]) if inner else tp
+    return tp
+
+
+def _allowed(loc: tuple[Any, ...]) -> list[str]:
+    """The keys of the section that holds ``loc``'s last part (for an unknown key's message)."""
+    node: Any = Params
+    for part in loc[:-1]:
+        node = _unwrap(node)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(str(part))
+            if field is None:
+                return []
+            node = field.annotation
+        elif typing.get_origin(node) is dict:
+            node = typing.get_args(node)[1]  # a named entry: datasets.<name>, ...
+        else:
+            return []
+    node = _unwrap(node)
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return list(node.model_fields)
+    return []
+
+
+def _message(err: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    where = _where(loc)
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed(loc)
+        hint = f"; the keys are {', '.join(allowed)}" if allowed else ""
+        return f"'{where}' is not a known key{hint}"
+    if err["type"] == "missing":
+        return f"'{where}' is missing"
+    return f"'{where}': {err['msg'].lower()}, got {err.get('input')!r}"
+
+
+def _loss_problems(where: str, loss: Any) -> list[str]:
+    """A ``loss`` mapping's terms and options against ``usdh.losses.TERMS``."""
+    from usdh.losses import TERMS
+
+    if not isinstance(loss, dict):
+        return [f"'{where}' must map loss terms to options, got {loss!r}"]
+    out = []
+    for term, options in loss.items():
+        if term not in TERMS:
+            out.append(f"'{where}.{term}' is not a loss term; the terms are {', '.join(TERMS)}")
+            continue
+        if not isinstance(options, dict):
+            out.append(f"'{where}.{term}' must map options to values, got {options!r}")
+            continue
+        known = ["weight", *(p for p in inspect.signature(TERMS[term]).parameters)]
+        out += [
+            f"'{where}.{term}.{key}' is not an option of the {term} term; its options are "
+            f"{', '.join(known)}"
+            for key in options
+            if key not in known
+        ]
+    return out
+
+
+def check_schema(params: dict[str, Any]) -> list[str]:
+    """Every schema violation of ``params`` as one line each (empty: the shape is right)."""
+    problems: list[str] = []
+    try:
+        Params.model_validate(params)
+    except ValidationError as exc:
+        problems += [_message(e) for e in exc.errors(include_url=False)]
+    for name, given in (params.get("methods") or {}).items():
+        if given is None:
+            continue
+        if not isinstance(given, dict):
+            continue  # reported above: a method's parameters must be a mapping
+        try:
+            allowed = method_keys(name)
+        except (ValueError, ImportError):
+            continue  # an unknown method: reported where methods are listed
+        for key in given:
+            if key not in allowed:
+                problems.append(
+                    f"'methods.{name}.{key}' is not a parameter of {name}; its parameters are "
+                    f"{', '.join(allowed)}"
+                )
+        if "loss" in given and "loss" in allowed:
+            problems += _loss_problems(f"methods.{name}.loss", given["loss"])
+    variants = (params.get("ablations") or {}).get("variants") or {}
+    if isinstance(variants, dict):
+        for name, override in variants.items():
+            if isinstance(override, dict) and "loss" in override:
+                problems += _loss_problems(f"ablations.variants.{name}.loss", override["loss"])
+    return problems
