@@ -45,7 +45,11 @@ def _with(path: str, value):
         ("experiment.seeds", [], "experiment.seeds' must be a non-empty list"),
         ("experiment.seeds", [0, 0], "twice"),
         ("experiment.dataset", "mnist", "experiment.dataset 'mnist' is not configured"),
-        ("ablations.variants", {"x": {"loss": {"hinge": {"weight": 1}}}}, "unknown loss term"),
+        (
+            "ablations.variants",
+            {"x": {"loss": {"hinge": {"weight": 1}}}},
+            r"loss\.hinge' is not a loss term",
+        ),
         ("ablations.variants", {"x": [1]}, "must map method parameters"),
         ("ablations.method", "itq_plus", "ablations.method"),
         ("classification.dataset", "caltech", "classification.dataset 'caltech'"),

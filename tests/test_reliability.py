@@ -73,7 +73,8 @@ def test_an_unreadable_checkpoint_is_set_aside_and_training_starts_afresh(tmp_pa
         (tmp_path / CHECKPOINT_FILE).write_bytes(blob)
         with pytest.warns(UserWarning) as caught:
             again = train(data, 16, _config(), checkpoint_dir=tmp_path, resume=True)
-        text = " ".join(str(w.message) for w in caught)
+        ours = [str(w.message) for w in caught if str(tmp_path) in str(w.message)]
+        text = " ".join(ours)  # (torch may warn about a foreign pickle protocol as well)
         assert str(tmp_path / CHECKPOINT_FILE) in text and "from scratch" in text, kind
         assert "weights_only" not in text, kind  # no advice to unpickle untrusted code
         assert again.resumed_at is None, kind
@@ -334,4 +335,10 @@ def test_an_interrupted_dvc_repro_of_a_deep_fit_resumes_and_ends_bitwise_equal(t
         assert (run.codes_dir / part).read_bytes() == blob
     again = np.load(run.model)
     for key in weights.files:
+        if key == "log_":  # the epoch log: equal but for each epoch's wall time
+            cols = list(weights["log_columns_"])
+            keep = [i for i, c in enumerate(cols) if c != "seconds"]
+            a, b = weights[key][:, keep], again[key][:, keep]
+            assert np.array_equal(a, b, equal_nan=True)
+            continue
         assert np.array_equal(weights[key], again[key]), key

@@ -28,7 +28,11 @@ def unreadable(path: str | os.PathLike[str], exc: BaseException, fix: str) -> Va
     """The error for a file that exists but cannot be read: its path, what the reader said, and
     how to get a good one back."""
     said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    said = f"{type(exc).__name__}: {said[:200]}" if said else type(exc).__name__
+    if "pickle" in said.lower() or "weights_only" in said:
+        # the reader's advice (allow_pickle=True, weights_only=False) would run the file's code
+        said = "not a file of plain arrays; unpickling it is never tried"
+    else:
+        said = f"{type(exc).__name__}: {said[:200]}" if said else type(exc).__name__
     return ValueError(f"{path} cannot be read ({said}); {fix}")
 
 

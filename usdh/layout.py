@@ -52,6 +52,7 @@ __all__ = [
     "diagnostics_record",
     "features_dir",
     "features_reference",
+    "features_references",
     "find_runs",
     "method_dir",
     "prepared_dir",
@@ -123,6 +124,11 @@ def features_reference(dataset: str, protocol: str, root: Path = Path()) -> Path
         / check_name("protocol", protocol)
         / "features.json"
     )
+
+
+def features_references(root: Path = Path()) -> list[Path]:
+    """Every classification reference (:func:`features_reference`) under ``root``."""
+    return sorted(root.glob(f"{METRICS}/classification/*/*/features.json"))
 
 
 def validation_dir(dataset: str, protocol: str, method: str, root: Path = Path()) -> Path:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from usdh.io import atomic_path
-from usdh.layout import Run, features_reference, find_runs
+from usdh.layout import Run, features_references, find_runs
 from usdh.registry import methods
 from usdh.report.calibration import (
     TOLERANCE,
@@ -619,7 +619,7 @@ def collect_classification(root: str | Path) -> tuple[pd.DataFrame, dict[str, An
         {c: m.get(c) for c in CLASSIFICATION_COLUMNS} for m in _run_records(root, "classification")
     ]
     refs = {}
-    for path in sorted(Path(root).glob(str(features_reference("*", "*")))):
+    for path in features_references(Path(root)):
         m = json.loads(path.read_text())
         refs[m["dataset"]] = m
     df = pd.DataFrame(rows, columns=CLASSIFICATION_COLUMNS)
