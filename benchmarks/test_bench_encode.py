@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from usdh.hasher import TrainingViews
 from usdh.registry import methods
 
 N_FIT, N_ENCODE, DIM = 5000, 50_000, 1280
@@ -33,7 +34,12 @@ def test_encode(benchmark, features, method, n_bits):
     # deep methods: one epoch without the rotation term (this synthetic data has no rotated views)
     deep = {"epochs": 1, "progress": False, "loss": {"rotation": {"weight": 0.0}}}
     kwargs = deep if spec.deep else {}
-    hasher = cls(n_bits=n_bits, random_state=0, **kwargs).fit(features[:N_FIT])
+    fit_kwargs = {}
+    if "augmentations" in spec.views:  # a two-view method: a bank of 2 noisy views of each row
+        noise = np.random.default_rng(1).normal(size=(N_FIT, 2, features.shape[1]))
+        bank = (features[:N_FIT, None, :] + 0.1 * noise).astype(np.float32)
+        fit_kwargs["views"] = TrainingViews(augmentations=bank)
+    hasher = cls(n_bits=n_bits, random_state=0, **kwargs).fit(features[:N_FIT], **fit_kwargs)
     x = features[N_FIT:]
     codes = benchmark.pedantic(hasher.encode, (x,), rounds=3, iterations=1)
     assert codes.shape == (N_ENCODE, n_bits // 8)

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from baselines.bihalf import BiHalf
+from baselines.cibhash import CIBHash
 from baselines.greedyhash import GreedyHash
 from baselines.itq import ITQ
 from tests.test_train import ANGLES, Crash, clustered
@@ -28,8 +29,8 @@ FAST = {"n_bits": 16, "epochs": 4, "batch_size": 16, "progress": False, "threads
 
 # -- binarizers ------------------------------------------------------------------------------------
 def test_binarizers_are_modules_chosen_by_name():
-    assert list(BINARIZERS) == ["none", "sign", "bihalf"]
-    with pytest.raises(ValueError, match=r"binarizer must be one of \('none', 'sign', 'bihalf'\)"):
+    assert list(BINARIZERS) == ["none", "sign", "bihalf", "bernoulli"]
+    with pytest.raises(ValueError, match=r"binarizer must be one of \('none', 'sign', 'bihalf', "):
         build_binarizer("median")
     with pytest.raises(ValueError, match="bad option for binarizer 'sign'"):
         build_binarizer("sign", {"gamma": 1.0})
@@ -192,11 +193,14 @@ def test_fit_is_bitwise_deterministic_and_codes_are_the_sign_of_h(cls, tmp_path)
     assert d[same].mean() < d[~same].mean() - 2
 
 
-@pytest.mark.parametrize("cls", [GreedyHash, BiHalf])
+@pytest.mark.parametrize("cls", [GreedyHash, BiHalf, CIBHash])
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(cls, tmp_path):
     x, _, _ = clustered()
     cfg = cls(**FAST, lr=0.05).train_config()
-    data = FeatureBatches(x)
+    # CIBHash learns from two views of a row: a bank of three noisy copies of each
+    noise = np.random.default_rng(0).normal(size=(len(x), 3, x.shape[1]))
+    bank = (x[:, None, :] + 0.2 * noise).astype(np.float32) if cls is CIBHash else None
+    data = FeatureBatches(x, augmentations=bank)
     full = train(data, 16, cfg)
 
     def crash(row):

@@ -1,7 +1,7 @@
 """`dvc repro` of the real dvc.yaml, end to end, on Oxford-17 with a reduced params.yaml.
 
 This is the pipeline CI can afford: the same stages and code as the default CIFAR-10 run, on 1,360
-images at 32 px, all eight methods at one code length, two seeds and short deep training. It checks
+images at 32 px, all nine methods at one code length, two seeds and short deep training. It checks
 the outputs a reader gets (results, ablations, classification, tables, figures, README), that a
 second `dvc repro` does nothing, and that changing one method's parameter touches only that
 method's stages.
@@ -34,6 +34,7 @@ def reduced_params() -> dict:
             "protocols": ["retrieval", "classification", "per-class"],
             "train_subset": None,
             "rotation_subset": 200,
+            "augmentation_subset": 100,
             "validation_queries": None,
         }
     }
@@ -42,7 +43,7 @@ def reduced_params() -> dict:
         dataset="oxford17", protocol="retrieval", protocols=["retrieval", "per-class"]
     )
     params["experiment"].update(bits=[16], seeds=[0, 1])
-    for name in ("deepbit", "usdh", "greedyhash", "bihalf"):
+    for name in ("deepbit", "usdh", "greedyhash", "bihalf", "cibhash"):
         params["methods"][name].update(DEEP)
     params["ablations"].update(
         bits=[16],
@@ -98,7 +99,7 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
     dvc(tmp_path, "repro")
 
     results = pd.read_csv(tmp_path / "reports" / "results.csv")
-    methods = {"lsh", "pcah", "itq", "sh", "deepbit", "usdh", "greedyhash", "bihalf"}
+    methods = {"lsh", "pcah", "itq", "sh", "deepbit", "usdh", "greedyhash", "bihalf", "cibhash"}
     assert len(results) == len(methods) * 2 * 2  # methods x seeds x protocols at 16 bits
     assert set(results["protocol"]) == {"retrieval", "per-class"}
     assert {"dataset", "protocol", "method", "bits", "seed", "mAP", "mAP_tie_aware"} <= set(
@@ -107,7 +108,15 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
     assert set(results["method"]) == methods
     assert results["mAP"].between(0, 1).all() and (results["mAP"] > 1 / 17).all()
     # equal footing: every method saw the same training images, and the report says how long
-    assert (results["train_images"] == 680).all() and (results["fit_seconds"] > 0).all()
+    # except CIBHash, which trains on the images of its bank of augmented views
+    two_view = results["method"] == "cibhash"
+    assert (results.loc[~two_view, "train_images"] == 680).all()
+    assert (results.loc[two_view, "train_images"] == 100).all()
+    assert (results["fit_seconds"] > 0).all()
+    bank = json.loads(
+        (tmp_path / "data/banks/oxford17/efficientnet_lite0/provenance.json").read_text()
+    )
+    assert bank["methods"] == ["cibhash"] and bank["files"]["augmentations.npy"]["shape"][1] == 4
     ablations = pd.read_csv(tmp_path / "reports" / "ablations.csv")
     assert set(ablations["variant"]) == {"full", "no_rotation", "semantic_only", "bihalf_binarizer"}
     assert list(ablations.columns[:5]) == ["dataset", "variant", "bits", "seed", "mAP"]
@@ -185,8 +194,8 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
 
     calibration = {"features-calibration", "fit-calibration", "evaluate-calibration"}
     everything = {
-        "prepare", "split", "features", "fit", "evaluate", "ablate", "diagnose", "classify",
-        "classify-features", "report", *calibration,
+        "prepare", "split", "features", "bank", "fit", "evaluate", "ablate", "diagnose",
+        "classify", "classify-features", "report", *calibration,
     }  # fmt: skip
     assert touched("usdh/search.py") == {"evaluate", "ablate", "evaluate-calibration"}
     assert touched("usdh/codes.py") == {
@@ -196,6 +205,10 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
     assert touched("usdh/hasher.py") == {"fit", "ablate", "diagnose", "classify", "fit-calibration"}
 
     assert touched("usdh/report/build.py") == {"report"}
+    assert touched("usdh/augment.py") == {
+        "features", "bank", "features-calibration", "fit", "fit-calibration", "ablate",
+        "diagnose", "classify", "classify-features",
+    }  # fmt: skip
     assert touched("usdh/cli.py") == everything
     assert stale_stages(tmp_path) == set()
 

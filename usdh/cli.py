@@ -4,6 +4,7 @@
     python -m usdh split cifar10        # protocol index files into data/splits/cifar10/<protocol>/
     python -m usdh features cifar10     # backbone features into data/features/cifar10/<backbone>/
     python -m usdh features cifar10 --experiment calibration   # GIST, for the calibration
+    python -m usdh bank cifar10         # augmented views (CIBHash): data/banks/cifar10/<backbone>/
     python -m usdh fit itq              # every bits x seed: models/ and codes/retrieval/.../itq/
     python -m usdh fit itq 32 0         # one run: models/retrieval/<dataset>/<protocol>/itq/32/0/
     python -m usdh encode itq           # re-encode from the saved models
@@ -13,6 +14,7 @@
     python -m usdh finetune usdh        # end to end with the backbone's last units (a GPU's job)
     python -m usdh diagnose             # USDH's loss on ITQ's codes and on its own
     python -m usdh validate usdh        # the selection budget on the validation split
+    python -m usdh bank-study           # CIBHash with larger banks: reports/bank_size.md
 
 The run commands take ``[bits seed]`` to run one code length and seed instead of all of them;
 fit, encode and evaluate take ``--protocol P`` to run on another of ``experiment.protocols``, and
@@ -44,6 +46,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "prepare": (("dataset",), "find (or download) a dataset and decode it once"),
     "split": (("dataset",), "write the seeded index files of every configured protocol"),
     "features": (("dataset",), "backbone features of every image and of rotated views"),
+    "bank": (("dataset",), "features of seeded augmented views, for methods that need them"),
     "fit": (("method", "bits", "seed"), "fit and encode a method on the experiment's rows"),
     "encode": (("method", "bits", "seed"), "encode the protocol's queries and database again"),
     "evaluate": (("method", "bits", "seed"), "mAP, PR by radius and precision@N of saved codes"),
@@ -54,6 +57,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "diagnose": ((), "the USDH loss on ITQ's codes and on USDH's own"),
     "validate": (("method",), "the selection budget of a method on the validation split"),
     "report": ((), "tables, figures and reports/README.md from the metrics files"),
+    "bank-study": ((), "a two-view method with larger banks of views (not a stage)"),
 }
 
 _ARG_HELP = {

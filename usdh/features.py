@@ -45,6 +45,7 @@ from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 from tqdm.auto import tqdm
 
+from usdh.augment import Augmentation
 from usdh.backbones import Backbone
 from usdh.checks import check_angles, check_positive_int
 from usdh.device import resolve_device, torch_determinism
@@ -57,14 +58,17 @@ __all__ = [
     "ROTATION_MODES",
     "STORAGE_DTYPES",
     "ArrayImages",
+    "Bank",
     "FeatureSet",
     "ImageSource",
     "default_batch_size",
     "extract_features",
     "feature_provenance",
+    "load_bank",
     "load_features",
     "mean_colour",
     "prepare_image",
+    "save_bank",
     "save_features",
 ]
 
@@ -79,8 +83,19 @@ MIN_INPUT_SIZE = 32  # VGG halves the resolution five times
 FEATURES_FILE = "features.npy"
 ROTATIONS_FILE = "rotations.npy"
 ROTATION_INDICES_FILE = "rotation_indices.npy"
+AUGMENTATIONS_FILE = "augmentations.npy"
+AUGMENTATION_INDICES_FILE = "augmentation_indices.npy"
 PROVENANCE_FILE = "provenance.json"
-_OUR_FILES = frozenset({FEATURES_FILE, ROTATIONS_FILE, ROTATION_INDICES_FILE, PROVENANCE_FILE})
+_OUR_FILES = frozenset(
+    {
+        FEATURES_FILE,
+        ROTATIONS_FILE,
+        ROTATION_INDICES_FILE,
+        AUGMENTATIONS_FILE,
+        AUGMENTATION_INDICES_FILE,
+        PROVENANCE_FILE,
+    }
+)
 
 
 @runtime_checkable
@@ -157,7 +172,8 @@ def prepare_image(
 
 
 class _Views(torch.utils.data.Dataset):
-    """Position -> uint8 tensor ``(n_views, s, s, 3)`` of the image at ``indices[position]``."""
+    """Position -> uint8 tensor ``(n_views, s, s, 3)`` of the image at ``indices[position]``:
+    rotated by each of ``angles``, or, with ``augmentation``, its seeded augmented views."""
 
     def __init__(
         self,
@@ -167,6 +183,8 @@ class _Views(torch.utils.data.Dataset):
         angles: tuple[float, ...],
         rotation_mode: str,
         fill: tuple[int, int, int],
+        augmentation: Augmentation | None = None,
+        view_ids: Sequence[int] = (),
     ) -> None:
         self.images = images
         self.indices = indices
@@ -174,16 +192,25 @@ class _Views(torch.utils.data.Dataset):
         self.angles = angles
         self.rotation_mode = rotation_mode
         self.fill = fill
+        self.augmentation = augmentation
+        self.view_ids = view_ids
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, position: int) -> torch.Tensor:
-        img = self.images.image(int(self.indices[position]))
-        views = [
-            prepare_image(img, self.input_size, a, rotation_mode=self.rotation_mode, fill=self.fill)
-            for a in self.angles
-        ]
+        index = int(self.indices[position])
+        img = self.images.image(index)
+        if self.augmentation is not None:
+            aug = self.augmentation
+            views = [aug.view(img, index, v, self.input_size) for v in self.view_ids]
+        else:
+            views = [
+                prepare_image(
+                    img, self.input_size, a, rotation_mode=self.rotation_mode, fill=self.fill
+                )
+                for a in self.angles
+            ]
         return torch.from_numpy(np.stack(views))
 
 
@@ -242,11 +269,16 @@ def extract_features(
     threads: int | None = None,
     deterministic: bool = True,
     info: dict[str, Any] | None = None,
+    augmentation: Augmentation | None = None,
+    augmentation_views: Sequence[int] | None = None,
 ) -> NDArray[np.float32]:
     """Features of ``images`` (or of ``images[indices]``) as float32, in the order given.
 
     Returns ``(n, feature_dim)``, or with ``angles`` (e.g. ``DEEPBIT_ANGLES``)
-    ``(n, len(angles), feature_dim)``: one row per rotated view. ``input_size`` defaults to the
+    ``(n, len(angles), feature_dim)``: one row per rotated view; with ``augmentation`` (instead
+    of ``angles``) ``(n, augmentation.views, feature_dim)``, the seeded augmented views of
+    :mod:`usdh.augment` (``augmentation_views``: only those view numbers, e.g. the views a
+    larger bank adds). ``input_size`` defaults to the
     backbone's ``default_input_size``. ``batch_size`` counts forward passes (views), so memory does
     not grow with the number of angles; it defaults to ``default_batch_size(device, input_size)``.
     The backbone is moved to the device (and to channels-last memory on the CPU). ``threads`` pins
@@ -269,11 +301,21 @@ def extract_features(
         batch_size = default_batch_size(dev, size)
     batch_size = check_positive_int("batch_size", batch_size)
 
+    if augmentation is not None and angle_list is not None:
+        raise ValueError("give angles (rotated views) or augmentation (augmented views), not both")
     views = angle_list if angle_list is not None else (0.0,)
     n_views, dim = len(views), backbone.feature_dim
+    view_ids: list[int] = []
+    if augmentation is not None:
+        view_ids = list(
+            range(augmentation.views) if augmentation_views is None else augmentation_views
+        )
+        if not view_ids or min(view_ids) < 0:
+            raise ValueError(f"augmentation_views must be view numbers >= 0, got {view_ids}")
+        n_views = len(view_ids)
     per_batch = max(1, batch_size // n_views)
     fill = mean_colour(backbone.mean)
-    dataset = _Views(images, idx, size, views, rotation_mode, fill)
+    dataset = _Views(images, idx, size, views, rotation_mode, fill, augmentation, view_ids)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=per_batch,
@@ -304,7 +346,7 @@ def extract_features(
         tqdm(
             total=len(idx),
             unit="img",
-            desc=f"{backbone.name} {size}px" + (f" x{n_views} views" if angle_list else ""),
+            desc=f"{backbone.name} {size}px" + (f" x{n_views} views" if n_views > 1 else ""),
             disable=not progress,
         ) as bar,
     ):
@@ -335,6 +377,7 @@ def extract_features(
                 "dtype": dtype,
                 "angles": list(angle_list) if angle_list is not None else None,
                 "rotation_mode": rotation_mode if angle_list is not None else None,
+                "augmentation": augmentation.record() if augmentation is not None else None,
                 "device": str(dev),
                 "batch_size": batch_size,
                 "num_workers": num_workers,
@@ -346,11 +389,11 @@ def extract_features(
                 "images_per_s": round(len(idx) * n_views / wall, 2) if wall > 0 else None,
             }
         )
-    return out if angle_list is not None else out[:, 0]
+    return out if angle_list is not None or augmentation is not None else out[:, 0]
 
 
 # -- provenance ------------------------------------------------------------------------------------
-_VERSIONED_EXTRA = ("pillow", "efficientnet-lite-pytorch")
+VERSIONED_EXTRA = ("pillow", "efficientnet-lite-pytorch")
 
 
 def feature_provenance(
@@ -364,7 +407,8 @@ def feature_provenance(
 ) -> dict[str, Any]:
     """The provenance record of a features stage, from the ``info`` of its extraction run(s).
 
-    ``run`` describes the plain features, ``rotations_run`` the rotated views (if any); ``dataset``
+    ``run`` describes the plain features (or the bank's views), ``rotations_run`` the rotated
+    views (if any); ``dataset``
     names the dataset and ``source`` where its images came from (a path or URL). Library versions
     and the machine are added; ``extra`` keys are stored as given.
     """
@@ -395,7 +439,7 @@ def feature_provenance(
         }
         total += float(rotations_run.get("wall_time_s") or 0.0)
     record["total_wall_time_s"] = round(total, 3)
-    record["versions"] = package_versions(_VERSIONED_EXTRA)
+    record["versions"] = package_versions(VERSIONED_EXTRA)
     record["environment"] = environment(device=run.get("device"))
     record.update(extra)
     return record
@@ -424,6 +468,31 @@ def _as_storage(name: str, array: ArrayLike, storage: str, ndim: int) -> NDArray
     return np.ascontiguousarray(out)
 
 
+def _stored_views(
+    name: str,
+    views: ArrayLike | None,
+    indices: ArrayLike | None,
+    shape: tuple[int, ...],
+    dtype: str,
+) -> tuple[NDArray[np.floating], NDArray[np.int64]] | None:
+    """Extra views ``(m, n_views, D)`` (``name``: rotations, augmentations) of the rows
+    ``indices`` of features of ``shape`` ``(n, D)``, checked and in their storage dtype."""
+    index_name = f"{name.rstrip('s')}_indices"  # rotation_indices, augmentation_indices
+    if views is None:
+        if indices is not None:
+            raise ValueError(f"{index_name} given without {name}")
+        return None
+    arr = _as_storage(name, views, dtype, 3)
+    if arr.shape[2] != shape[1]:
+        raise ValueError(f"{name} have {arr.shape[2]} feature columns, features {shape[1]}")
+    if indices is None:
+        raise ValueError(f"{index_name} (the rows of features that {name} are views of) is needed")
+    idx = _check_indices(indices, shape[0])
+    if idx.shape[0] != arr.shape[0]:
+        raise ValueError(f"{idx.shape[0]} {index_name} for {arr.shape[0]} images' {name}")
+    return arr, idx
+
+
 def save_features(
     out_dir: str | os.PathLike[str],
     features: ArrayLike,
@@ -448,56 +517,59 @@ def save_features(
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
     feats = _as_storage("features", features, dtype, 2)
-    rots = idx = None
-    if rotations is not None:
-        rots = _as_storage("rotations", rotations, dtype, 3)
-        if rots.shape[2] != feats.shape[1]:
-            raise ValueError(
-                f"rotations have {rots.shape[2]} feature columns, features {feats.shape[1]}"
-            )
-        if rotation_indices is None:
-            raise ValueError("rotation_indices (the rows of features that were rotated) is needed")
-        idx = _check_indices(rotation_indices, feats.shape[0])
-        if idx.shape[0] != rots.shape[0]:
-            raise ValueError(f"{idx.shape[0]} rotation_indices for {rots.shape[0]} rotated images")
-    elif rotation_indices is not None:
-        raise ValueError("rotation_indices given without rotations")
+    rots = _stored_views("rotations", rotations, rotation_indices, feats.shape, dtype)
+    arrays = {FEATURES_FILE: feats}
+    if rots is not None:
+        arrays.update({ROTATIONS_FILE: rots[0], ROTATION_INDICES_FILE: rots[1]})
+    _write_views(Path(out_dir), arrays, provenance, dtype)
+    return Path(out_dir)
 
+
+def save_bank(
+    out_dir: str | os.PathLike[str],
+    views: ArrayLike | None,
+    indices: ArrayLike | None,
+    *,
+    shape: tuple[int, int],
+    provenance: Mapping[str, Any],
+    dtype: str = "float32",
+) -> Path:
+    """Write the bank of augmented views: ``augmentations.npy`` ``(m, n_views, D)`` of the images
+    ``indices`` (rows of the features, of ``shape`` ``(n, D)``) and ``provenance.json``;
+    ``views=None`` writes the provenance alone (no listed method needs a bank). Atomic, as
+    :func:`save_features`."""
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
+    bank = _stored_views("augmentations", views, indices, shape, dtype)
+    arrays = {}
+    if bank is not None:
+        arrays = {AUGMENTATIONS_FILE: bank[0], AUGMENTATION_INDICES_FILE: bank[1]}
+    _write_views(Path(out_dir), arrays, provenance, dtype)
+    return Path(out_dir)
+
+
+def _write_views(
+    out: Path, arrays: Mapping[str, NDArray[Any]], provenance: Mapping[str, Any], dtype: str
+) -> None:
+    """``arrays`` (file name -> array) and the provenance, which records their shapes, written
+    as one directory that replaces ``out`` only once complete."""
     record = dict(provenance)
-    files: dict[str, Any] = {FEATURES_FILE: {"shape": list(feats.shape), "dtype": dtype}}
-    if rots is not None and idx is not None:
-        files[ROTATIONS_FILE] = {"shape": list(rots.shape), "dtype": dtype}
-        files[ROTATION_INDICES_FILE] = {"shape": list(idx.shape), "dtype": "int64"}
-    record["files"] = files
+    record["files"] = {
+        name: {"shape": list(a.shape), "dtype": "int64" if a.dtype.kind == "i" else dtype}
+        for name, a in arrays.items()
+    }
     record["storage_dtype"] = dtype
     text = json.dumps(record, indent=2, sort_keys=True, default=str)  # fail before writing anything
-
-    out = Path(out_dir)
     with staged_dir(out, owned=lambda name: name in _OUR_FILES) as stage:
-        save_npy(stage / FEATURES_FILE, feats)
-        if rots is not None and idx is not None:
-            save_npy(stage / ROTATIONS_FILE, rots)
-            save_npy(stage / ROTATION_INDICES_FILE, idx)
+        for name, a in arrays.items():
+            save_npy(stage / name, a)
         save_json(stage / PROVENANCE_FILE, json.loads(text))
-    return out
 
 
-def load_features(out_dir: str | os.PathLike[str], *, mmap_mode: str | None = None) -> FeatureSet:
-    """Read what ``save_features`` wrote. Features come back as float32 unless memory-mapped."""
-    folder = Path(out_dir)
-    path = folder / FEATURES_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; run the features stage first")
+def _reader(folder: Path, recorded: Mapping[str, Any], fix: str):  # type: ignore[no-untyped-def]
+    """``read(name, mmap)``: one array of ``folder``, checked against its recorded shape."""
 
-    fix = f"rerun the features stage that writes {folder} (dvc repro -f -s features@...)"
-    prov_path = folder / PROVENANCE_FILE
-    try:
-        provenance = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
-    except (OSError, ValueError) as exc:
-        raise unreadable(prov_path, exc, fix) from exc
-    recorded = provenance.get("files") or {}
-
-    def read(name: str, mmap: str | None = mmap_mode) -> np.ndarray:
+    def read(name: str, mmap: str | None) -> np.ndarray:
         try:
             arr = np.load(folder / name, mmap_mode=mmap, allow_pickle=False)  # type: ignore[arg-type]
         except (OSError, ValueError, EOFError) as exc:
@@ -512,8 +584,51 @@ def load_features(out_dir: str | os.PathLike[str], *, mmap_mode: str | None = No
             arr = arr.astype(np.float32)
         return arr
 
+    return read
+
+
+def _provenance(folder: Path, fix: str) -> dict[str, Any]:
+    prov_path = folder / PROVENANCE_FILE
+    try:
+        return json.loads(prov_path.read_text()) if prov_path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise unreadable(prov_path, exc, fix) from exc
+
+
+def load_features(out_dir: str | os.PathLike[str], *, mmap_mode: str | None = None) -> FeatureSet:
+    """Read what ``save_features`` wrote. Features come back as float32 unless memory-mapped."""
+    folder = Path(out_dir)
+    path = folder / FEATURES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run the features stage first")
+    fix = f"rerun the features stage that writes {folder} (dvc repro -f -s features@...)"
+    provenance = _provenance(folder, fix)
+    read = _reader(folder, provenance.get("files") or {}, fix)
     rotations = indices = None
     if (folder / ROTATIONS_FILE).is_file():
-        rotations = read(ROTATIONS_FILE)
+        rotations = read(ROTATIONS_FILE, mmap_mode)
         indices = read(ROTATION_INDICES_FILE, None)
-    return FeatureSet(read(FEATURES_FILE), rotations, indices, provenance)
+    return FeatureSet(read(FEATURES_FILE, mmap_mode), rotations, indices, provenance)
+
+
+@dataclass
+class Bank:
+    """What ``load_bank`` returns: the augmented views ``(m, n_views, D)`` of the rows
+    ``indices`` (both None when the bank stage built none) and the provenance."""
+
+    views: NDArray[np.floating] | None
+    indices: NDArray[np.int64] | None
+    provenance: dict[str, Any]
+
+
+def load_bank(out_dir: str | os.PathLike[str]) -> Bank:
+    """Read what ``save_bank`` wrote (float32)."""
+    folder = Path(out_dir)
+    fix = f"rerun the bank stage that writes {folder} (dvc repro -f -s bank@...)"
+    if not (folder / PROVENANCE_FILE).is_file():
+        raise FileNotFoundError(f"{folder / PROVENANCE_FILE} not found; run the bank stage first")
+    provenance = _provenance(folder, fix)
+    if not (folder / AUGMENTATIONS_FILE).is_file():
+        return Bank(None, None, provenance)
+    read = _reader(folder, provenance.get("files") or {}, fix)
+    return Bank(read(AUGMENTATIONS_FILE, None), read(AUGMENTATION_INDICES_FILE, None), provenance)

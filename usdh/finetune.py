@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from usdh.augment import Augmentation
 from usdh.backbones import Backbone
 from usdh.data import training_part
 from usdh.features import ImageSource, extract_features
@@ -68,6 +69,7 @@ def finetune_method(
     rotation_mode: str = "crop",
     batch_size: int | None = None,
     record: dict[str, Any] | None = None,
+    augmentation: Augmentation | None = None,
 ) -> USDH:
     """Fine-tune ``backbone``'s last units and a deep method's head; save both and the codes.
 
@@ -92,6 +94,7 @@ def finetune_method(
         input_size=input_size,
         angles=angles,
         rotation_mode=rotation_mode,
+        augmentation=augmentation,
     )
     start = time.perf_counter()
     result = train(data, bits, config, checkpoint_dir=run.checkpoints, resume=True)

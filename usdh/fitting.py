@@ -6,17 +6,18 @@ section merged with any overrides (:func:`merge_params`, recursive, everywhere);
 trains on the rows :func:`usdh.data.training_rows` picks (the protocol's training pool, or its
 seeded ``train_subset``: the same rows for all, shallow or deep) with the extra inputs it
 declares (:class:`usdh.hasher.TrainingViews`: the rotated views of those of its rows that have
-them); the fitted state and a record of the run (params, rows, seconds, environment) are saved
-where :mod:`usdh.layout` says.
+them, the bank of augmented views of those in the bank); the fitted state and a record of the
+run (params, rows, seconds, environment) are saved where :mod:`usdh.layout` says.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,11 +28,15 @@ from usdh.layout import Run
 from usdh.provenance import environment
 from usdh.registry import MethodSpec, get_method
 
-#: ``views(spec, rows, subset)``: a deep method's stored extra inputs for its training rows
+if TYPE_CHECKING:
+    from usdh.features import Bank
+
+#: ``views(spec, rows, split)``: a deep method's stored extra inputs for its training rows
 Views = Callable[..., TrainingViews | None]
 
 __all__ = [
     "Fitted",
+    "bank_for",
     "fit_on_rows",
     "make_hasher",
     "merge_params",
@@ -59,23 +64,12 @@ def make_hasher(
     return get_method(name).load()(n_bits=bits, random_state=seed, **dict(method_params or {}))
 
 
-def stored_views(
-    spec: MethodSpec,
-    rows: np.ndarray,
-    rotations: np.ndarray | None,
-    rotation_indices: np.ndarray | None,
-    angles: Any,
-    subset: np.ndarray | None = None,
-) -> TrainingViews | None:
-    """The views the features stage stored of those ``rows`` that have them (and are in
-    ``subset``, the split's rotation subset, when given), for a method that declares it uses them
-    (``views.rows``: their positions in ``rows``). The features stage stores the views of every
-    protocol's subset; ``subset`` keeps a run to its own protocol's."""
-    if "rotations" not in spec.views or rotations is None:
-        return None
-    if rotation_indices is None:
-        raise ValueError("the stored rotated views have no row indices; rerun the features stage")
-    stored = np.asarray(rotation_indices)
+def _positions(
+    rows: np.ndarray, stored: np.ndarray, subset: np.ndarray | None, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which of the ``stored`` image indices are among ``rows`` (and in ``subset``, when given):
+    the mask over ``stored`` and their positions in ``rows``."""
+    stored = np.asarray(stored)
     order = np.argsort(rows, kind="stable")
     where = np.searchsorted(rows, stored, sorter=order)
     where = np.minimum(where, len(rows) - 1)
@@ -84,26 +78,81 @@ def stored_views(
         hit &= np.isin(stored, np.asarray(subset))
     if not hit.any():
         raise ValueError(
-            "none of the stored rotated views belongs to the rows this run trains on; rerun the "
-            "features stage after changing the split"
+            f"none of the stored {what} belongs to the rows this run trains on; rerun the stage "
+            f"that stores them after changing the split"
         )
-    views = np.asarray(rotations)[hit] if not hit.all() else np.asarray(rotations)
-    return TrainingViews(views, tuple(float(a) for a in angles), order[where[hit]])
+    return hit, order[where[hit]]
 
 
-def views_from_features(fs: Any) -> Views:
-    """``views(spec, rows, subset)`` over a stored feature set's rotated views (a
-    :class:`usdh.features.FeatureSet`), for :func:`fit_on_rows`."""
+def stored_views(
+    spec: MethodSpec,
+    rows: np.ndarray,
+    split: Mapping[str, np.ndarray],
+    *,
+    rotations: np.ndarray | None = None,
+    rotation_indices: np.ndarray | None = None,
+    angles: Any = None,
+    bank: Bank | None = None,
+) -> TrainingViews | None:
+    """The stored views of those ``rows`` that have them, for the kinds the method declares: the
+    rotated views of the features stage (of the split's ``rotation_subset``, when drawn) and the
+    augmented views of the bank stage (of its ``augmentation_subset``). The stages store the
+    views of every protocol's subset; the split keeps a run to its own protocol's. Positions
+    (``views.rows``, ``views.augmentation_rows``) index ``rows``."""
+    out: dict[str, Any] = {}
+    if "rotations" in spec.views and rotations is not None:
+        if rotation_indices is None:
+            raise ValueError(
+                "the stored rotated views have no row indices; rerun the features stage"
+            )
+        hit, pos = _positions(rows, rotation_indices, split.get("rotation_subset"), "rotated views")
+        views = np.asarray(rotations)[hit] if not hit.all() else np.asarray(rotations)
+        out.update(rotations=views, angles=tuple(float(a) for a in angles), rows=pos)
+    if "augmentations" in spec.views:
+        if bank is None or bank.views is None or bank.indices is None:
+            raise ValueError(
+                f"method {spec.name!r} trains on augmented views, but no bank holds them; list "
+                f"it in params.yaml and run the bank stage (python -m usdh bank <dataset>)"
+            )
+        hit, pos = _positions(
+            rows, bank.indices, split.get("augmentation_subset"), "augmented views"
+        )
+        views = bank.views[hit] if not hit.all() else bank.views
+        out.update(augmentations=views, augmentation_rows=pos)
+    return TrainingViews(**out) if out else None
+
+
+def views_from_features(fs: Any, bank: Bank | None = None) -> Views:
+    """``views(spec, rows, split)`` over a stored feature set's rotated views (a
+    :class:`usdh.features.FeatureSet`) and a bank's augmented views, for :func:`fit_on_rows`."""
     prov = fs.provenance
     angles = (prov.get("rotations") or {}).get("angles") or prov.get("angles")
     rotations = None if fs.rotations is None else np.asarray(fs.rotations)
 
     def views(
-        spec: MethodSpec, rows: np.ndarray, subset: np.ndarray | None = None
+        spec: MethodSpec, rows: np.ndarray, split: Mapping[str, np.ndarray]
     ) -> TrainingViews | None:
-        return stored_views(spec, rows, rotations, fs.rotation_indices, angles, subset)
+        return stored_views(
+            spec,
+            rows,
+            split,
+            rotations=rotations,
+            rotation_indices=fs.rotation_indices,
+            angles=angles,
+            bank=bank,
+        )
 
     return views
+
+
+def bank_for(methods: Iterable[str], bank_dir: Path) -> Bank | None:
+    """The bank of augmented views when one of ``methods`` trains on them, else None (so the
+    other methods' stages never read it)."""
+    if not any("augmentations" in get_method(m).views for m in methods):
+        return None
+    from usdh.features import load_bank
+
+    return load_bank(bank_dir)
 
 
 @dataclass
@@ -131,8 +180,8 @@ def fit_on_rows(
 ) -> Fitted:
     """Fit method ``name`` on its training rows of ``split``.
 
-    ``views(spec, rows, subset)`` gives a deep method's extra inputs (``subset``: the split's
-    rotation subset); with ``run``, a deep method keeps
+    ``views(spec, rows, split)`` gives a deep method's extra inputs
+    (:func:`views_from_features`); with ``run``, a deep method keeps
     a checkpoint in the run's scratch folder (:attr:`usdh.layout.Run.checkpoints`) and resumes
     from it; ``monitor`` (deep methods) is logged
     after every epoch (see :meth:`usdh.method.USDH.fit`).
@@ -143,15 +192,18 @@ def fit_on_rows(
     rows = split[part]
     kwargs: dict[str, Any] = {}
     if spec.deep:
-        subset = split.get("rotation_subset")
-        kwargs["views"] = views(spec, rows, subset) if views is not None else None
+        kwargs["views"] = views(spec, rows, split) if views is not None else None
         if run is not None:
             kwargs.update(checkpoint_dir=run.checkpoints, resume=True)
         if monitor is not None:
             kwargs["monitor"] = monitor
     start = time.perf_counter()
     hasher.fit(features[rows], **kwargs)
-    return Fitted(name, hasher, part, len(rows), time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    # a method that trains on augmented views trains on the images of its bank only
+    if getattr(hasher, "train_part_", None) == "augmentation_subset":
+        part = "augmentation_subset"
+    return Fitted(name, hasher, part, getattr(hasher, "n_train_", len(rows)), seconds)
 
 
 def _schedule(hasher: BaseHasher, n_train: int) -> dict[str, int]:

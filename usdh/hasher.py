@@ -59,47 +59,71 @@ def check_features(
     return arr
 
 
+def _check_rows_views(
+    name: str, views: Any, rows: Any, X: NDArray[np.floating]
+) -> tuple[NDArray[np.floating], NDArray[np.int64] | None]:
+    """Views ``(M, A, D)`` of the rows ``rows`` of ``X`` (without ``rows``: row ``j``, M = N),
+    checked to belong to ``X``."""
+    arr = np.asarray(views)
+    idx = None if rows is None else np.asarray(rows)
+    m = X.shape[0] if idx is None else idx.shape[0]
+    if arr.ndim != 3 or arr.shape[0] != m or arr.shape[2] != X.shape[1]:
+        raise ValueError(
+            f"{name} must have shape (M, A, D) = ({m}, A, {X.shape[1]}), one row of views per "
+            f"row of X that has them, got {arr.shape}"
+        )
+    if idx is not None and (
+        idx.ndim != 1
+        or idx.dtype.kind not in "iu"
+        or (idx.size and (idx.min() < 0 or idx.max() >= X.shape[0]))
+        or np.unique(idx).size != idx.size
+    ):
+        raise ValueError(f"{name}: rows must be distinct row indices of X (0..{X.shape[0] - 1})")
+    check_features(arr.reshape(-1, arr.shape[2]), name=name)
+    return arr, idx
+
+
 @dataclass(frozen=True)
 class TrainingViews:
     """Extra training inputs of a deep fit, beside the features of its training rows.
 
     ``rotations`` (M, A, D): row ``j`` holds the features of training row ``rows[j]`` (without
     ``rows``: row ``j``, M = N) rotated by each of ``angles`` (A degrees, positive =
-    counter-clockwise), as the features stage stores them.
+    counter-clockwise), as the features stage stores them. ``augmentations`` (M', V, D): the bank
+    of V augmented views of training row ``augmentation_rows[j]`` (:mod:`usdh.augment`).
     """
 
     rotations: NDArray[np.floating] | None = None
     angles: tuple[float, ...] | None = None
     rows: NDArray[np.int64] | None = None
+    augmentations: NDArray[np.floating] | None = None
+    augmentation_rows: NDArray[np.int64] | None = None
 
     def checked(self, X: NDArray[np.floating]) -> TrainingViews:
         """These views, once checked to belong to the training features ``X`` (N, D)."""
+        aug, aug_rows = None, None
+        if self.augmentations is not None:
+            aug, aug_rows = _check_rows_views(
+                "augmentations", self.augmentations, self.augmentation_rows, X
+            )
+            if aug.shape[1] < 2:
+                raise ValueError(
+                    f"augmentations hold {aug.shape[1]} view(s) per image; training draws two "
+                    f"distinct views, so at least 2 are needed"
+                )
+        elif self.augmentation_rows is not None:
+            raise ValueError("augmentation_rows given without augmentations")
         if self.rotations is None:
             if self.angles is not None or self.rows is not None:
                 raise ValueError("angles or rows given without rotations")
-            return self
-        rot = np.asarray(self.rotations)
-        rows = None if self.rows is None else np.asarray(self.rows)
-        m = X.shape[0] if rows is None else rows.shape[0]
-        if rot.ndim != 3 or rot.shape[0] != m or rot.shape[2] != X.shape[1]:
-            raise ValueError(
-                f"rotations must have shape (M, A, D) = ({m}, A, {X.shape[1]}), one row of "
-                f"rotated views per rotated row of X, got {rot.shape}"
-            )
-        if rows is not None and (
-            rows.ndim != 1
-            or rows.dtype.kind not in "iu"
-            or (rows.size and (rows.min() < 0 or rows.max() >= X.shape[0]))
-            or np.unique(rows).size != rows.size
-        ):
-            raise ValueError(f"rows must be distinct row indices of X (0..{X.shape[0] - 1})")
-        check_features(rot.reshape(-1, rot.shape[2]), name="rotations")
+            return TrainingViews(augmentations=aug, augmentation_rows=aug_rows)
+        rot, rows = _check_rows_views("rotations", self.rotations, self.rows, X)
         if self.angles is None or len(self.angles) != rot.shape[1]:
             raise ValueError(
                 f"angles must list the {rot.shape[1]} rotation angles (degrees) of the views, "
                 f"got {self.angles!r}"
             )
-        return TrainingViews(rot, tuple(float(a) for a in self.angles), rows)
+        return TrainingViews(rot, tuple(float(a) for a in self.angles), rows, aug, aug_rows)
 
 
 class BaseHasher:

@@ -114,6 +114,11 @@ def features_dir(dataset: str, backbone: str | None = None, root: Path = Path())
     return base if backbone is None else base / check_name("backbone", backbone)
 
 
+def bank_dir(dataset: str, backbone: str, root: Path = Path()) -> Path:
+    """The bank of augmented views of one dataset's images (the bank stage, ``usdh.augment``)."""
+    return root / DATA / "banks" / check_name("dataset", dataset) / check_name("backbone", backbone)
+
+
 def features_reference(dataset: str, protocol: str, root: Path = Path()) -> Path:
     """Metrics of the linear classifier on real-valued features (the classification reference)."""
     return (

@@ -23,8 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "PAIR_TERMS",
     "TERMS",
+    "BottleneckLoss",
     "CompositeLoss",
+    "ContrastiveLoss",
     "EntropyLoss",
     "LossTerm",
     "PenaltyLoss",
@@ -56,6 +59,8 @@ class LossTerm(nn.Module):
         angles: torch.Tensor | None = None,
         index: torch.Tensor | None = None,
         rot_mask: torch.Tensor | None = None,
+        h_pair: torch.Tensor | None = None,
+        codes_pair: torch.Tensor | None = None,
     ) -> torch.Tensor:
         raise NotImplementedError
 
@@ -352,11 +357,95 @@ def _pairwise_likelihood(
     return torch.stack(parts).mean()
 
 
+def _check_pair(h: torch.Tensor, other: torch.Tensor | None, what: str, term: str) -> torch.Tensor:
+    if other is None:
+        raise ValueError(f"the {term} term needs the {what} of a second view of every image")
+    if other.shape != h.shape:
+        raise ValueError(
+            f"the second view's {what} have shape {tuple(other.shape)}, not {tuple(h.shape)}"
+        )
+    return other
+
+
+class ContrastiveLoss(LossTerm):
+    """NT-Xent between the codes of two views of each image (CIBHash's contrastive term).
+
+    The 2B codes ``[u; u']`` are compared by cosine similarity divided by ``temperature``; each
+    code's positive is the other view of its image, its negatives the other 2B - 2 codes; the loss
+    is the cross-entropy of picking the positive, averaged over the 2B codes (CIBHash's
+    ``NtXentLoss``: its sum over 2B rows divided by 2B; temperature 0.3 in its release).
+    """
+
+    name = "contrastive"
+    needs = frozenset({"pairs"})
+
+    def __init__(self, temperature: float = 0.3) -> None:
+        super().__init__()
+        t = temperature
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
+            raise ValueError(f"contrastive temperature must be a number > 0, got {temperature!r}")
+        self.temperature = float(t)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        *,
+        codes: torch.Tensor | None = None,
+        codes_pair: torch.Tensor | None = None,
+        **_: Any,
+    ) -> torch.Tensor:
+        u = h if codes is None else codes
+        u_pair = _check_pair(u, codes_pair, "codes", self.name)
+        b = u.shape[0]
+        if b < 2:
+            raise ValueError("the contrastive term needs at least 2 images per batch")
+        z = F.normalize(torch.cat([u, u_pair]), dim=1)
+        logits = z @ z.T / self.temperature
+        self_pairs = torch.eye(2 * b, dtype=torch.bool, device=z.device)
+        logits = logits.masked_fill(self_pairs, float("-inf"))
+        positive = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+        return F.cross_entropy(logits, positive)
+
+
+class BottleneckLoss(LossTerm):
+    """The symmetric KL divergence between the bit probabilities of two views of each image,
+    each direction against the other view's probabilities held fixed (CIBHash's information-
+    bottleneck term, weight 0.001 in its release): ``1/2 (KL(p || sg(p')) + KL(p' || sg(p)))``,
+    summed over bits (Bernoulli KLs, ``1e-8`` inside each log as in the release) and averaged over
+    the batch. ``h`` must be probabilities (the sigmoid activation)."""
+
+    name = "bottleneck"
+    needs = frozenset({"pairs"})
+    eps = 1e-8
+
+    def _kl(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        q = q.detach()
+        e = self.eps
+        kl = p * ((p + e).log() - (q + e).log()) + (1 - p) * ((1 - p + e).log() - (1 - q + e).log())
+        return kl.sum(dim=1).mean()
+
+    def forward(
+        self, h: torch.Tensor, *, h_pair: torch.Tensor | None = None, **_: Any
+    ) -> torch.Tensor:
+        other = _check_pair(h, h_pair, "relaxed codes", self.name)
+        return 0.5 * (self._kl(h, other) + self._kl(other, h))
+
+
 #: term name -> class; params.yaml's ``loss`` section names these
 TERMS: dict[str, type[LossTerm]] = {
     cls.name: cls
-    for cls in (SemanticLoss, QuantizationLoss, EntropyLoss, RotationLoss, PenaltyLoss)
+    for cls in (
+        SemanticLoss,
+        QuantizationLoss,
+        EntropyLoss,
+        RotationLoss,
+        PenaltyLoss,
+        ContrastiveLoss,
+        BottleneckLoss,
+    )
 }
+#: the terms that compare two augmented views of an image (they need a bank, ``usdh.augment``)
+PAIR_TERMS = tuple(name for name, cls in TERMS.items() if "pairs" in cls.needs)
 
 
 class CompositeLoss(nn.Module):
@@ -387,7 +476,7 @@ class CompositeLoss(nn.Module):
         self, h: torch.Tensor, **inputs: torch.Tensor | None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """``inputs``: the keyword inputs of :meth:`LossTerm.forward` (codes, features, h_rot,
-        angles, index, rot_mask), passed to every term."""
+        angles, index, rot_mask, h_pair, codes_pair), passed to every term."""
         total = h.new_zeros(())
         parts: dict[str, float] = {}
         for name, term in self.terms.items():

@@ -213,7 +213,9 @@ class USDH(BaseHasher):
         | None = None,
     ) -> Self:
         """Train on features ``X`` (N, D); ``views.rotations`` are rows of X rotated by
-        ``views.angles``, needed when the rotation term is on. ``checkpoint_dir`` keeps a
+        ``views.angles``, needed when the rotation term is on; with ``views.augmentations`` (a
+        bank of augmented views of some rows) training runs on those rows only, drawing two of
+        their views per step for the two-view terms. ``checkpoint_dir`` keeps a
         checkpoint and ``train_log.csv`` per epoch; ``resume`` continues from it.
         ``monitor(encode)`` is called after every epoch with the epoch's encoder (features to
         packed codes) and its value is logged as ``val_mAP`` (the validation command passes the
@@ -223,7 +225,15 @@ class USDH(BaseHasher):
         arr = self._check_fit_input(X)
         config = self.train_config()
         views = (views or TrainingViews()).checked(arr)
-        data = FeatureBatches(arr, views.rotations, views.angles, views.rows)
+        self.train_part_ = None
+        if views.augmentations is not None:
+            # a method that learns from two views of an image trains on the images of the bank
+            arr, views = _bank_rows(arr, views)
+            self.train_part_ = "augmentation_subset"
+        self.n_train_ = int(arr.shape[0])
+        data = FeatureBatches(
+            arr, views.rotations, views.angles, views.rows, augmentations=views.augmentations
+        )
         watch = None
         if monitor is not None:
             watch = Monitor(("val_mAP",), lambda model: {"val_mAP": monitor(self._encoder(model))})
@@ -342,6 +352,24 @@ class USDH(BaseHasher):
         columns = [str(c) for c in self.log_columns_]
         rows = [dict(zip(columns, map(float, r), strict=True)) for r in self.log_]
         write_log_csv(Path(path), columns, rows)
+
+
+def _bank_rows(
+    X: NDArray[np.floating], views: TrainingViews
+) -> tuple[NDArray[np.floating], TrainingViews]:
+    """The rows of ``X`` that the bank holds views of, and the views re-indexed to them (rotated
+    views of other rows are dropped)."""
+    n = X.shape[0]
+    rows = np.arange(n) if views.augmentation_rows is None else np.asarray(views.augmentation_rows)
+    rotations, angles, rot_rows = views.rotations, views.angles, None
+    if rotations is not None:
+        where = np.full(n, -1, dtype=np.int64)
+        where[rows] = np.arange(len(rows))
+        old = np.arange(n) if views.rows is None else np.asarray(views.rows)
+        keep = where[old] >= 0
+        rotations, rot_rows = (rotations[keep], where[old[keep]]) if keep.any() else (None, None)
+        angles = angles if rotations is not None else None
+    return X[rows], TrainingViews(rotations, angles, rot_rows, views.augmentations, None)
 
 
 def with_defaults(**defaults: Any) -> Callable[[type[USDH]], type[USDH]]:

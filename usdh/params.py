@@ -20,7 +20,15 @@ __all__ = [
 
 #: the loss terms an ablation variant may override: the names of ``usdh.losses.TERMS``, kept here
 #: so that checking params.yaml never imports torch (tests/test_params.py checks the two agree)
-LOSS_TERMS = ("semantic", "quantization", "entropy", "rotation", "penalty")
+LOSS_TERMS = (
+    "semantic",
+    "quantization",
+    "entropy",
+    "rotation",
+    "penalty",
+    "contrastive",
+    "bottleneck",
+)
 
 
 #: the params sections whose runs ``features``, ``fit``, ``encode`` and ``evaluate`` serve
@@ -196,6 +204,18 @@ def validate_params(params: dict[str, Any]) -> None:
                 _fail(f"unknown method {m!r} in classification.methods; known: {', '.join(known)}")
         _int_list(cls.get("bits"), "classification.bits", multiple_of=8, minimum=8)
         _int_list(cls.get("seeds"), "classification.seeds")
+    study = params.get("bank_study")
+    if study is not None:
+        m = study["method"]
+        if m not in known or "augmentations" not in known[m].views:
+            two_view = [k for k, spec in known.items() if "augmentations" in spec.views]
+            _fail(
+                f"bank_study.method {m!r} must be a method that trains on augmented views "
+                f"({', '.join(two_view) or 'none is registered'})"
+            )
+        _int_list(study["views"], "bank_study.views", minimum=2)
+        _int_list([study["bits"]], "bank_study.bits", multiple_of=8, minimum=8)
+        _int_list(study["seeds"], "bank_study.seeds")
 
 
 def _validate_calibration(

@@ -42,8 +42,9 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "usdh.methods"
 #: extra training inputs a method can need beyond the features: ``rotations`` (the rotated views
-#: the features stage stores for the training rows)
-VIEWS = ("rotations",)
+#: the features stage stores for the training rows) and ``augmentations`` (the bank of augmented
+#: views, :mod:`usdh.augment`, which the features stage builds only when a listed method needs it)
+VIEWS = ("rotations", "augmentations")
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ BUILTIN: tuple[MethodSpec, ...] = (
     MethodSpec("usdh", "usdh.method:USDH", True, True, ("rotations",)),
     MethodSpec("greedyhash", "baselines.greedyhash:GreedyHash", True, True),
     MethodSpec("bihalf", "baselines.bihalf:BiHalf", True, True),
+    MethodSpec("cibhash", "baselines.cibhash:CIBHash", True, True, ("augmentations",)),
 )
 
 

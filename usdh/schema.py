@@ -39,6 +39,7 @@ class Dataset(_Section):
     train_subset: Count | None = None
     rotation_subset: Count | None = None
     validation_queries: Count | None = None
+    augmentation_subset: Count | None = None
 
 
 class Gist(_Section):
@@ -46,6 +47,20 @@ class Gist(_Section):
     blocks: int = 4
     prefilter_fc: float = 4.0
     boundary: int = 32
+
+
+class Augmentation(_Section):
+    """The bank of augmented views (``usdh.augment.Augmentation``; the release's recipe)."""
+
+    views: int = 4
+    crop_scale: list[float] = [0.5, 1.0]
+    crop_ratio: list[float] = [0.75, 1.3333333333333333]
+    flip: float = 0.5
+    jitter: list[float] = [0.4, 0.4, 0.4, 0.1]
+    jitter_p: float = 0.7
+    grayscale: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: list[float] = [0.1, 2.0]
 
 
 class Features(_Section):
@@ -60,6 +75,7 @@ class Features(_Section):
     num_workers: int = 0
     rotation_angles: list[float] = []
     rotation_mode: Literal["crop", "fill"] = "crop"
+    augmentation: Augmentation | None = None
     gist: Gist | None = None
 
 
@@ -109,6 +125,13 @@ class Finetune(_Section):
     n_trainable: int = 1
     input_size: int | None = None
     train: dict[str, Any] = {}
+
+
+class BankStudy(_Section):
+    method: str
+    views: list[int]
+    bits: int
+    seeds: list[int]
 
 
 class Classification(_Section):
@@ -165,6 +188,7 @@ class Params(_Section):
     calibration: Calibration | None = None
     classification: Classification | None = None
     evaluation: Evaluation | None = None
+    bank_study: BankStudy | None = None
 
 
 def method_keys(name: str) -> list[str]:

@@ -17,6 +17,10 @@
   (0, 1], a share of them, like ``train_subset`` and ``validation_queries``) whose rotated views
   the features stage computes (four backbone passes per image: the rotation term draws on a
   subset, every other term sees all training images).
+* ``augmentation_subset=m`` adds ``augmentation_subset``: ``m`` of the training images
+  (``default_rng([seed, 4])``, a count or a share) whose bank of augmented views the features
+  stage computes when a listed method trains on augmented views (``usdh.augment``); such a
+  method trains on these images only.
 * ``validation_queries=m`` adds the model-selection split that mirrors the protocol: ``val_query``,
   ``m`` training images (``default_rng([seed, 3])``, labels unused in the draw), and
   ``val_database``, the other training images, which the validation fits also train on; the
@@ -84,6 +88,7 @@ SPLIT_FILE = "split.json"
 _ROTATION_STREAM = 1  # default_rng([seed, 1]) draws rotation_subset
 _SUBSET_STREAM = 2  # default_rng([seed, 2]) draws train_subset
 _VALIDATION_STREAM = 3  # default_rng([seed, 3]) draws val_query
+_AUGMENTATION_STREAM = 4  # default_rng([seed, 4]) draws augmentation_subset
 
 Parts = dict[str, NDArray[np.int64]]
 Builder = Callable[[ImageDataset, np.random.Generator, dict[str, Any], str], Parts]
@@ -431,14 +436,15 @@ def make_split(
     train_subset: float | None = None,
     rotation_subset: float | None = None,
     validation_queries: float | None = None,
+    augmentation_subset: float | None = None,
     **params: Any,
 ) -> Split:
     """Draw the ``protocol`` split of ``ds`` with ``seed`` (see the module doc for each protocol).
 
     ``protocol`` defaults to the dataset's (``DEFAULT_PROTOCOLS``); ``params`` override the
     protocol's defaults (e.g. ``n_query_per_class=10`` for a small copy); ``train_subset``,
-    ``rotation_subset`` and ``validation_queries`` add the seeded, label-free parts the module doc
-    describes.
+    ``rotation_subset``, ``validation_queries`` and ``augmentation_subset`` add the seeded,
+    label-free parts the module doc describes.
     """
     proto = get_protocol(protocol if protocol is not None else default_protocol(ds.name))
     if proto.dataset is not None and proto.dataset != ds.name:
@@ -466,6 +472,10 @@ def make_split(
     if rotation_subset is not None:
         parts["rotation_subset"] = _draw(
             pool, rotation_subset, "rotation_subset", seed, _ROTATION_STREAM
+        )
+    if augmentation_subset is not None:
+        parts["augmentation_subset"] = _draw(
+            pool, augmentation_subset, "augmentation_subset", seed, _AUGMENTATION_STREAM
         )
     if validation_queries is not None:
         drawn = _draw(pool, validation_queries, "validation_queries", seed, _VALIDATION_STREAM)

@@ -312,7 +312,8 @@ def caption(stem: str, seeds: str) -> str:
     if stem.startswith("training"):
         return (
             "Per-epoch training losses of the lowest seed (named in each panel): every term "
-            "unweighted, the total weighted; dotted vertical lines mark the start of a new "
-            "training stage (DeepBit's three stages)."
+            "unweighted (solid), the weighted total dash-dotted (CIBHash's contrastive term is "
+            "nearly all of its total); dotted vertical lines mark the start of a new training "
+            "stage (DeepBit's three stages)."
         )
     return ""

@@ -57,6 +57,10 @@ class RunContext:
         return layout.features_dir(self.run.dataset, self.backbone)
 
     @property
+    def bank_dir(self) -> Path:
+        return layout.bank_dir(self.run.dataset, self.backbone)
+
+    @property
     def prepared_dir(self) -> Path:
         return layout.prepared_dir(self.run.dataset)
 

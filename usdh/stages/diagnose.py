@@ -89,7 +89,7 @@ def run(params: dict[str, Any]) -> None:
     order = torch.from_numpy(rng.permutation(len(rows)))
     batches = [order[i : i + batch] for i in range(0, len(order) - batch + 1, batch)]
     x = np.asarray(fs.features[rows], dtype=np.float32)
-    views = views_from_features(fs)(get_method(target), rows, split.get("rotation_subset"))
+    views = views_from_features(fs)(get_method(target), rows, split)
     data = (
         FeatureBatches(x)
         if views is None

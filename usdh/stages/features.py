@@ -42,16 +42,19 @@ def pipeline_backbone(params: dict[str, Any], experiment: str = "experiment") ->
     )
 
 
-def rotation_rows(splits: list[Mapping[str, np.ndarray]]) -> np.ndarray:
-    """The images whose rotated views are computed: every protocol's rotation subset (default:
-    its training images), once each, in the order of the first protocol, then the next's new ones.
+def rotation_rows(
+    splits: list[Mapping[str, np.ndarray]], subset: str = "rotation_subset"
+) -> np.ndarray:
+    """The images whose rotated (or, with ``subset="augmentation_subset"``, augmented) views are
+    computed: every protocol's subset (default: its training images), once each, in the order of
+    the first protocol, then the next's new ones.
 
     Each fit uses only its own split's subset of them (:func:`usdh.fitting.stored_views`).
     """
     rows: list[np.ndarray] = []
     seen: set[int] = set()
     for split in splits:
-        part = split["rotation_subset"] if "rotation_subset" in split else training_rows(split)
+        part = split[subset] if subset in split else training_rows(split)
         new = np.asarray([i for i in part.tolist() if i not in seen], dtype=np.int64)
         seen.update(new.tolist())
         rows.append(new)

@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from usdh.augment import Augmentation
 from usdh.data import load_prepared, load_split
 from usdh.features import load_features
 from usdh.finetune import finetune_method
 from usdh.fitting import merge_params
 from usdh.params import section
+from usdh.registry import get_method
 from usdh.stages.common import RunContext, grid, method_outputs, method_params, run_context
 from usdh.stages.evaluate import KINDS as SCORES
 from usdh.stages.evaluate import evaluate_context, log_metrics, score_files
@@ -71,6 +73,12 @@ def run(
             rotation_mode=fp["rotation_mode"],
             batch_size=fp["batch_size"],
             record=ctx.record,
+            # a two-view method sees fresh augmented views of the images every step
+            augmentation=(
+                Augmentation.from_params(fp.get("augmentation"), int(params["split_seed"]))
+                if "augmentations" in get_method(method).views
+                else None
+            ),
         )
         m = evaluate_context(params, ctx, mode="finetune")
         log_metrics(f"finetuned {method} {ctx.run.bits} bits seed {ctx.run.seed}", m)

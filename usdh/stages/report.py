@@ -53,6 +53,7 @@ def run(params: dict[str, Any]) -> None:
         if cal_prov.is_file():
             record = json.loads(cal_prov.read_text())
             context["calibration"] = {k: record.get(k) for k in ("layer", "images_per_s")}
+    context["bank_views"] = (fp.get("augmentation") or {}).get("views")
     context["ablated"] = (params.get("ablations") or {}).get("method", "usdh")
     # the method the verdict judges against every other one
     context["target"] = (params.get("diagnostics") or {}).get("method", "usdh")

@@ -11,7 +11,14 @@ import numpy as np
 
 from usdh.data import load_split
 from usdh.features import load_features
-from usdh.fitting import Fitted, fit_on_rows, merge_params, save_fitted, views_from_features
+from usdh.fitting import (
+    Fitted,
+    bank_for,
+    fit_on_rows,
+    merge_params,
+    save_fitted,
+    views_from_features,
+)
 from usdh.stages.common import RunContext, method_params
 
 __all__ = ["Inputs", "fitted_runs"]
@@ -41,7 +48,7 @@ def fitted_runs(
     first = contexts[0]
     fs = load_features(first.features_dir, mmap_mode="r")
     data = Inputs(np.asarray(fs.features), load_split(first.split_dir))
-    views = views_from_features(fs)
+    views = views_from_features(fs, bank_for({c.method for c in contexts}, first.bank_dir))
     for ctx in contexts:
         own = merge_params(method_params(params, ctx.method), ctx.overrides)
         chosen = merge_params(own, overrides or {})

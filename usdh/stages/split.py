@@ -31,6 +31,7 @@ def run(params: dict[str, Any], dataset: str) -> None:
             train_subset=cfg.get("train_subset"),
             rotation_subset=cfg.get("rotation_subset"),
             validation_queries=cfg.get("validation_queries"),
+            augmentation_subset=cfg.get("augmentation_subset"),
         )
         save_split(split, layout.split_dir(dataset, protocol))
         sizes = ", ".join(f"{k} {len(v)}" for k, v in split.items())

@@ -26,7 +26,7 @@ import numpy as np
 from usdh import layout
 from usdh.data import PROTOCOLS, load_prepared, load_split
 from usdh.features import load_features
-from usdh.fitting import fit_on_rows, merge_params, views_from_features
+from usdh.fitting import bank_for, fit_on_rows, merge_params, views_from_features
 from usdh.io import atomic_path, save_json
 from usdh.metrics import mean_average_precision
 from usdh.params import ParamsError, section
@@ -88,8 +88,10 @@ def run(params: dict[str, Any], method: str) -> None:
     q_rows, db_rows = split["val_query"], split["val_database"]
     # validation fits train on the validation database; rotated views only of the split's subset
     fit_split = {"train": db_rows}
-    if "rotation_subset" in split:
-        fit_split["rotation_subset"] = split["rotation_subset"]
+    for subset in ("rotation_subset", "augmentation_subset"):
+        if subset in split:
+            fit_split[subset] = split[subset]
+    views = views_from_features(fs, bank_for([method], ctx.bank_dir))
     topk = PROTOCOLS[ctx.run.protocol].topk
     q_x, db_x = features[q_rows], features[db_rows]
     q_y, db_y = labels[q_rows], labels[db_rows]
@@ -123,7 +125,7 @@ def run(params: dict[str, Any], method: str) -> None:
                 chosen,
                 features,
                 fit_split,
-                fs,
+                views,
                 val_map,
                 out,
                 record,
@@ -176,7 +178,7 @@ def _fit_and_score(
     chosen: dict[str, Any],
     features: np.ndarray,
     fit_split: dict[str, np.ndarray],
-    fs: Any,
+    views: Any,
     val_map: Any,
     out: Path,
     record: dict[str, Any],
@@ -192,7 +194,7 @@ def _fit_and_score(
             features,
             fit_split,
             method_params=chosen,
-            views=views_from_features(fs),
+            views=views,
             monitor=val_map,
         )
     except NonFiniteLossError as exc:  # a diverged setting scores nothing, recorded

@@ -10,6 +10,7 @@ on the data that wrote it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,24 +20,35 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from usdh.augment import Augmentation
 from usdh.backbones import Backbone
 from usdh.checks import check_angles
 from usdh.features import DEEPBIT_ANGLES, ROTATION_MODES, ImageSource, mean_colour, prepare_image
 from usdh.train.model import HashHead, HashModel
 
-__all__ = ["Batch", "Batches", "FeatureBatches", "ImageBatches"]
+__all__ = ["Batch", "Batches", "FeatureBatches", "ImageBatches", "two_views"]
 
 
 @dataclass
 class Batch:
     """Model inputs for one batch: ``x`` (B, ...), rotated views ``x_rot`` (B' * A, ...) or None,
-    the semantic term's features (B, D), and ``rot_mask`` (B,): which rows the B' rotated views
-    belong to (None: every row)."""
+    the semantic term's features (B, D), ``rot_mask`` (B,): which rows the B' rotated views
+    belong to (None: every row), and ``x_pair`` (B, ...): a second augmented view of each row
+    (then ``x`` is the first), for the terms that compare two views of an image."""
 
     x: torch.Tensor
     x_rot: torch.Tensor | None
     features: torch.Tensor
     rot_mask: torch.Tensor | None = None
+    x_pair: torch.Tensor | None = None
+
+
+def two_views(n: int, n_views: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """For each of ``n`` images, two distinct view numbers in ``0..n_views - 1``, uniformly over
+    the ordered pairs: the first uniform, the second uniform among the others."""
+    first = torch.randint(n_views, (n,), generator=generator)
+    second = (first + torch.randint(1, n_views, (n,), generator=generator)) % n_views
+    return first, second
 
 
 def _as_float32(name: str, array: ArrayLike, ndim: int) -> torch.Tensor:
@@ -48,12 +60,15 @@ def _as_float32(name: str, array: ArrayLike, ndim: int) -> torch.Tensor:
 
 
 class FeatureBatches:
-    """Head mode: cached backbone features ``(N, D)`` and, optionally, rotated views ``(M, A, D)``.
+    """Head mode: cached backbone features ``(N, D)`` and, optionally, rotated views ``(M, A, D)``
+    and a bank of augmented views ``(N, V, D)``.
 
     Row ``j`` of ``rotations`` holds the features of row ``rotation_rows[j]`` (default: row ``j``,
     M = N) rotated by each of ``angles`` (degrees, positive = counter-clockwise, as the features
     stage makes them). With a subset, the rotation term of a batch sees the batch's rows that are
-    in it, and every other term sees the whole batch.
+    in it, and every other term sees the whole batch. Row ``j`` of ``augmentations`` holds V
+    augmented views of row ``j`` (:mod:`usdh.augment`); a batch for the two-view terms draws two
+    distinct ones of each row.
     """
 
     mode = "head"
@@ -64,8 +79,20 @@ class FeatureBatches:
         rotations: ArrayLike | None = None,
         angles: Iterable[float] | None = None,
         rotation_rows: ArrayLike | None = None,
+        augmentations: ArrayLike | None = None,
     ) -> None:
         self.features = _as_float32("features", features, 2)
+        self.augmentations: torch.Tensor | None = None
+        if augmentations is not None:
+            aug = _as_float32("augmentations", augmentations, 3)
+            if aug.shape[0] != self.features.shape[0] or aug.shape[2] != self.features.shape[1]:
+                raise ValueError(
+                    f"augmentations must have shape (N, V, D) = ({self.features.shape[0]}, V, "
+                    f"{self.features.shape[1]}), V views of every row, got {tuple(aug.shape)}"
+                )
+            if aug.shape[1] < 2:
+                raise ValueError("augmentations need at least 2 views per row (two are drawn)")
+            self.augmentations = aug
         self.rotations: torch.Tensor | None = None
         self.angles: tuple[float, ...] | None = None
         self.rotation_rows: torch.Tensor | None = None
@@ -109,6 +136,10 @@ class FeatureBatches:
         return self.rotations is not None
 
     @property
+    def has_pairs(self) -> bool:
+        return self.augmentations is not None
+
+    @property
     def in_features(self) -> int:
         return int(self.features.shape[1])
 
@@ -117,14 +148,27 @@ class FeatureBatches:
 
     def to(self, device: torch.device) -> None:
         self.features = self.features.to(device)
+        if self.augmentations is not None:
+            self.augmentations = self.augmentations.to(device)
         if self.rotations is not None:
             self.rotations = self.rotations.to(device)
         if self._rot_pos is not None:
             self._rot_pos = self._rot_pos.to(device)
 
-    def batch(self, idx: torch.Tensor, rotations: bool) -> Batch:
+    def batch(
+        self, idx: torch.Tensor, rotations: bool, pairs: torch.Generator | None = None
+    ) -> Batch:
+        """The batch of rows ``idx``; rotated views if ``rotations``; with ``pairs`` (the
+        generator of the view draws), two augmented views of each row as ``x`` and ``x_pair``."""
         idx = idx.to(self.features.device)
         x = self.features[idx]
+        features, x_pair = x, None
+        if pairs is not None:
+            if self.augmentations is None:
+                raise ValueError("two-view terms need augmented views; none were given")
+            first, second = two_views(len(idx), self.augmentations.shape[1], pairs)
+            x = self.augmentations[idx, first.to(idx.device)]
+            x_pair = self.augmentations[idx, second.to(idx.device)]
         x_rot, mask = None, None
         if rotations:
             assert self.rotations is not None
@@ -134,7 +178,7 @@ class FeatureBatches:
                 mask = pos >= 0
                 rows = pos[mask]
             x_rot = self.rotations[rows].reshape(-1, self.features.shape[1])
-        return Batch(x, x_rot, x, mask)
+        return Batch(x, x_rot, features, mask, x_pair)
 
     def fingerprint(self) -> dict[str, Any]:
         digest = hashlib.sha256(self.features.cpu().numpy().tobytes())
@@ -142,6 +186,8 @@ class FeatureBatches:
             digest.update(self.rotations.cpu().numpy().tobytes())
         if self.rotation_rows is not None:
             digest.update(self.rotation_rows.numpy().tobytes())
+        if self.augmentations is not None:  # only then, so that other fits keep their digest
+            digest.update(self.augmentations.cpu().numpy().tobytes())
         return {
             "mode": self.mode,
             "shape": list(self.features.shape),
@@ -173,6 +219,7 @@ class ImageBatches:
         angles: Iterable[float] | None = DEEPBIT_ANGLES,
         rotation_mode: str = "crop",
         tail_dropout: bool = False,
+        augmentation: Augmentation | None = None,
     ) -> None:
         if not isinstance(images, ImageSource):
             raise TypeError("images must have __len__ and image(i) -> PIL.Image (ImageSource)")
@@ -193,12 +240,17 @@ class ImageBatches:
         self.angles = check_angles(angles)
         self.rotation_mode = rotation_mode
         self.tail_dropout = tail_dropout
+        self.augmentation = augmentation
         self._fill = mean_colour(backbone.mean)
         self._device = torch.device("cpu")
 
     @property
     def has_rotations(self) -> bool:
         return bool(self.angles)
+
+    @property
+    def has_pairs(self) -> bool:
+        return self.augmentation is not None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -220,11 +272,25 @@ class ImageBatches:
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         return self.backbone.normalize(x)
 
-    def batch(self, idx: torch.Tensor, rotations: bool) -> Batch:
-        plain, rotated = [], []
+    def batch(
+        self, idx: torch.Tensor, rotations: bool, pairs: torch.Generator | None = None
+    ) -> Batch:
+        """With ``pairs``, two fresh augmented views of every image (``x``, ``x_pair``), drawn
+        with the recipe of the bank (:mod:`usdh.augment`) under a seed drawn from ``pairs``."""
+        plain, rotated, second = [], [], []
+        step_seed = None
+        if pairs is not None:
+            if self.augmentation is None:
+                raise ValueError("two-view terms need an augmentation recipe; none was given")
+            step_seed = int(torch.randint(2**31 - 1, (1,), generator=pairs))
+            recipe = dataclasses.replace(self.augmentation, seed=step_seed)
         for i in idx.tolist():
             img = self.images.image(int(i))
-            plain.append(prepare_image(img, self.input_size))
+            if step_seed is not None:
+                plain.append(recipe.view(img, int(i), 0, self.input_size))
+                second.append(recipe.view(img, int(i), 1, self.input_size))
+            else:
+                plain.append(prepare_image(img, self.input_size))
             if rotations:
                 assert self.angles is not None
                 rotated.extend(
@@ -234,7 +300,9 @@ class ImageBatches:
                     for a in self.angles
                 )
         x_rot = self._pixels(rotated) if rotations else None
-        return Batch(self._pixels(plain), x_rot, self.features[idx.to(self.features.device)])
+        x_pair = self._pixels(second) if second else None
+        features = self.features[idx.to(self.features.device)]
+        return Batch(self._pixels(plain), x_rot, features, None, x_pair)
 
     def fingerprint(self) -> dict[str, Any]:
         return {
@@ -248,6 +316,7 @@ class ImageBatches:
             "angles": self.angles,
             "rotation_mode": self.rotation_mode,
             "tail_dropout": self.tail_dropout,
+            **({"augmentation": self.augmentation.record()} if self.augmentation else {}),
         }
 
 

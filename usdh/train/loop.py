@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from usdh.checks import check_positive_int
 from usdh.device import resolve_device, seed_everything, torch_determinism
-from usdh.losses import CompositeLoss, build_loss
+from usdh.losses import PAIR_TERMS, CompositeLoss, build_loss
 from usdh.train.batches import Batches, FeatureBatches, ImageBatches
 from usdh.train.checkpoint import (
     CHECKPOINT_FILE,
@@ -155,6 +155,12 @@ def _stage_losses(config: TrainConfig, data: Batches) -> list[CompositeLoss]:
             raise ValueError(
                 f"the rotation term is active in stage {s + 1} but there are no rotated views; "
                 f"pass rotations and angles, or set the rotation weight to 0"
+            )
+        if "pairs" in fn.needs and not data.has_pairs:
+            raise ValueError(
+                f"a two-view term ({', '.join(t for t in fn.active if t in PAIR_TERMS)}) is active "
+                f"in stage {s + 1} but there are no augmented views; pass the bank of augmented "
+                f"views (usdh.augment), or set the term's weight to 0"
             )
     return loss_fns
 
@@ -367,7 +373,7 @@ def _train_pass(
     sums: dict[str, float] = {}
     count = 0
     for i, idx in enumerate(_batches(run.train_idx, run.config.batch_size, run.gen)):
-        total, parts = _loss_of(run.model, loss_fn, run.data, idx, run.angles)
+        total, parts = _loss_of(run.model, loss_fn, run.data, idx, run.angles, run.gen)
         _check_finite(total, parts, f"{where}, batch {i + 1}", lr)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -421,19 +427,29 @@ def _loss_of(
     data: Batches,
     idx: torch.Tensor,
     angles: torch.Tensor | None,
+    gen: torch.Generator,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The one place a batch becomes ``(h, u, features, h_rot)`` and a loss."""
+    """The one place a batch becomes ``(h, u, features, h_rot, h_pair, u_pair)`` and a loss.
+
+    ``gen`` draws the two views of each row for the two-view terms (only when one is active, so
+    the other methods' draws are unchanged)."""
     need_rot = "rotations" in loss_fn.needs
-    b = data.batch(idx, need_rot)
+    need_pairs = "pairs" in loss_fn.needs
+    b = data.batch(idx, need_rot, gen if need_pairs else None)
     x = b.x if b.x_rot is None else torch.cat([b.x, b.x_rot])
+    if b.x_pair is not None:
+        x = torch.cat([x, b.x_pair])
     out = model(x)
     n = b.x.shape[0]
     h = out[:n]
-    h_rot = None
+    h_rot = h_pair = codes_pair = None
+    if need_pairs:
+        h_pair = out[out.shape[0] - n :]
+        codes_pair = model.head.codes(h_pair)
     if need_rot:
         n_rot = n if b.rot_mask is None else int(b.rot_mask.sum())
         n_views = len(angles) if angles is not None else 0
-        h_rot = out[n:].reshape(n_rot, n_views, out.shape[1])
+        h_rot = out[n : n + n_rot * n_views].reshape(n_rot, n_views, out.shape[1])
     features = b.features if "features" in loss_fn.needs else None
     index = idx if "index" in loss_fn.needs else None
     return loss_fn(
@@ -444,6 +460,8 @@ def _loss_of(
         angles=angles if need_rot else None,
         index=index,
         rot_mask=b.rot_mask,
+        h_pair=h_pair,
+        codes_pair=codes_pair,
     )
 
 
@@ -470,9 +488,10 @@ def _evaluate(
         return []
     model.eval()
     sums: dict[str, float] = {}
+    views = torch.Generator().manual_seed(0)  # the same validation views after every epoch
     with torch.no_grad():
         for idx_b in _batches(idx, batch_size, None):
-            total, parts = _loss_of(model, loss_fn, data, idx_b, angles)
+            total, parts = _loss_of(model, loss_fn, data, idx_b, angles, views)
             _check_finite(total, parts, f"{where} (validation)", lr)
             _accumulate(sums, total, parts, len(idx_b))
     return [(k, v / len(idx)) for k, v in sums.items()]

@@ -124,6 +124,20 @@ class _BiHalfSTE(torch.autograd.Function):
         return grad + ctx.gamma * (s - b) / b.numel(), None
 
 
+class _BernoulliSTE(torch.autograd.Function):
+    """``u = +1 where s > t, else -1`` for thresholds ``t``; backward ``g / 2``: the identity with
+    respect to the bit probability ``p = (s + 1) / 2``, as CIBHash's ``hash_layer`` passes the
+    gradient of ``sign(p - t')`` straight to ``p``."""
+
+    @staticmethod
+    def forward(ctx: Any, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.where(s > t, 1.0, -1.0).to(s.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return 0.5 * grad, None
+
+
 class Binarizer(nn.Module):
     """Signed relaxed codes ``s`` to the codes ``u`` the loss terms compare."""
 
@@ -156,11 +170,31 @@ class BiHalfBinarizer(Binarizer):
         return _BiHalfSTE.apply(s, self.gamma)
 
 
+class BernoulliBinarizer(Binarizer):
+    """Bits drawn from their probabilities ``p = (s + 1) / 2`` (sigmoid outputs): ``u = +1`` with
+    probability ``p``, by comparing ``p`` with uniform noise drawn from torch's seeded generator
+    (CIBHash's probabilistic binary layer), with the straight-through gradient with respect to
+    ``p``. ``sample=False`` thresholds ``p`` at 0.5 instead (what CIBHash's release runs: its
+    ``hash_layer(prob - 0.5)``, github.com/qiuzx2/CIBHash ``model/CIBHash.py``)."""
+
+    def __init__(self, sample: bool = True) -> None:
+        super().__init__()
+        if not isinstance(sample, bool):
+            raise ValueError(f"bernoulli sample must be true or false, got {sample!r}")
+        self.sample = sample
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        # p > U  <=>  s > 2U - 1, with U uniform on [0, 1)
+        t = 2.0 * torch.rand_like(s) - 1.0 if self.sample else torch.zeros_like(s)
+        return _BernoulliSTE.apply(s, t)
+
+
 #: binarizer name -> module class
 BINARIZERS: dict[str, type[Binarizer]] = {
     "none": NoBinarizer,
     "sign": SignBinarizer,
     "bihalf": BiHalfBinarizer,
+    "bernoulli": BernoulliBinarizer,
 }
 
 
