@@ -298,7 +298,16 @@ def test_an_interrupted_dvc_repro_of_a_deep_fit_resumes_and_ends_bitwise_equal(t
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     dvc(tmp_path, "init", "--no-scm", "-q")
     stage = "fit@usdh-retrieval"
-    dvc(tmp_path, "repro", "-s", "prepare@oxford17", "split@oxford17", "features@oxford17")
+    # the bank stage too: every fit stage reads its output (here a record that none is needed)
+    dvc(
+        tmp_path,
+        "repro",
+        "-s",
+        "prepare@oxford17",
+        "split@oxford17",
+        "features@oxford17",
+        "bank@oxford17",
+    )
 
     run = layout.Run("retrieval", "oxford17", "retrieval", "usdh", 16, 0, tmp_path)
     ckpt = run.checkpoints / CHECKPOINT_FILE
