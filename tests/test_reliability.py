@@ -294,7 +294,7 @@ def test_an_interrupted_dvc_repro_of_a_deep_fit_resumes_and_ends_bitwise_equal(t
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     params = reduced_params()
     params["experiment"].update(methods=["usdh"], protocols=["retrieval"], seeds=[0])
-    params["methods"]["usdh"].update(epochs=40, batch_size=8)  # long enough to interrupt
+    params["methods"]["usdh"].update(epochs=400, batch_size=8)  # long enough to interrupt
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     dvc(tmp_path, "init", "--no-scm", "-q")
     stage = "fit@usdh-retrieval"
@@ -329,7 +329,7 @@ def test_an_interrupted_dvc_repro_of_a_deep_fit_resumes_and_ends_bitwise_equal(t
     proc.wait(timeout=120)
     assert ckpt.is_file()
     stopped_at = torch.load(ckpt, weights_only=True)["progress"]["epoch"]
-    assert 0 < stopped_at < 40
+    assert 0 < stopped_at < 400
 
     dvc(tmp_path, "repro", "-s", stage)
     record = json.loads(run.fit_record.read_text())
