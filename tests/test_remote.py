@@ -1,0 +1,134 @@
+"""The grid split across machines through DVC's own machinery: git, a shared remote, the run-cache.
+
+Two git clones of one project (standing in for two machines), a bare repository as their git
+origin and one local directory as their DVC remote, on a reduced Oxford-17 configuration:
+
+- machine A runs one method's stages, pushes the data and the run-cache to the DVC remote, and
+  commits and pushes what git tracks (dvc.lock, metrics/, plots/, reports/);
+- machine B pulls both; its `dvc repro` reruns none of A's stages, runs the rest and writes the
+  report, and its `metrics/` come out byte for byte as in A's own run of the whole grid (A goes on
+  alone afterwards: the single-machine run).
+
+The run-cache is what lets a third machine that never saw A's dvc.lock (a parallel branch) still
+restore A's stages: checked on a clone without A's commit. README "Running the grid on several
+machines" gives these commands.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.test_pipeline import OXFORD, ROOT, dvc, reduced_params
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "usdh-bench test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "usdh-bench test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+}
+
+
+def git(folder: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", *args],
+        cwd=folder,
+        env={**os.environ, **GIT_ENV},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, f"git {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+def _origin(tmp_path: Path, params: dict) -> Path:
+    """A bare origin holding the project, with the DVC remote in its committed .dvc/config."""
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    for name in ("usdh", "baselines"):
+        shutil.copytree(ROOT / name, seed / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", seed / "dvc.yaml")
+    (seed / "reports").mkdir()
+    shutil.copy(ROOT / "reports" / "timings.md", seed / "reports" / "timings.md")
+    (seed / "params.yaml").write_text(yaml.safe_dump(params))
+    git(seed, "init", "-q", "-b", "main")
+    dvc(seed, "init", "-q")
+    dvc(seed, "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote"))
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "project")
+    git(seed, "push", "-q", str(origin), "main")
+    return origin
+
+
+def _clone(origin: Path, folder: Path) -> Path:
+    git(origin.parent, "clone", "-q", str(origin), str(folder))
+    return folder
+
+
+def _ran(log: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", log))
+
+
+def _restored(log: str) -> set[str]:
+    return set(re.findall(r"Stage '([^']+)' is cached - skipping run", log))
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not OXFORD.exists(), reason="needs ../shared/data/oxford17-256.tar.gz")
+def test_machine_b_reruns_none_of_machine_a_stages(tmp_path):
+    params = reduced_params()
+    params["experiment"].update(methods=["itq", "usdh"], protocols=["retrieval"], seeds=[0])
+    params["ablations"].update(variants={"no_rotation": {"loss": {"rotation": {"weight": 0.0}}}})
+    params["classification"].update(methods=["itq"])
+    params["calibration"].update(methods=["itq"])
+    origin = _origin(tmp_path, params)
+    a = _clone(origin, tmp_path / "a")
+    b = _clone(origin, tmp_path / "b")
+    c = _clone(origin, tmp_path / "c")  # a parallel branch: never pulls A's commit
+
+    # machine A: USDH's part of the grid (and what it needs upstream)
+    part = ("fit@usdh-retrieval", "evaluate@usdh-retrieval")
+    mine = _ran(dvc(a, "repro", *part))
+    assert set(part) <= mine and "fit@itq-retrieval" not in mine
+    dvc(a, "push", "--run-cache")
+    git(a, "add", "-A")
+    git(a, "commit", "-q", "-m", "grid: usdh")
+    git(a, "push", "-q", "origin", "main")
+
+    # machine B: pull A's commit and data, then the whole grid
+    git(b, "pull", "-q", "origin", "main")
+    dvc(b, "fetch", "--run-cache")
+    log_b = dvc(b, "repro", "--pull")
+    assert not mine & _ran(log_b), log_b
+    assert {"fit@itq-retrieval", "evaluate@itq-retrieval", "report"} <= _ran(log_b)
+    assert "Running stage" not in dvc(b, "repro")
+
+    # machine C, without A's dvc.lock: the run-cache restores every A stage whose outputs DVC
+    # caches (DVC does not push the run-cache copies of `cache: false` outputs, the metrics and
+    # plots, so evaluate@ stages come back through git, as on B)
+    dvc(c, "fetch", "--run-cache")
+    cached_only = {s for s in mine if not s.startswith("evaluate@")}
+    log_c = dvc(c, "repro", "--pull", *sorted(cached_only))
+    assert _restored(log_c) == cached_only and not _ran(log_c), log_c
+
+    # A alone finishes the grid: the single-machine run B must agree with, byte for byte
+    dvc(a, "repro")
+    assert _tree(b / "metrics") == _tree(a / "metrics")
+    # the report's results agree too, but for the wall-clock columns of the stages B ran itself
+    clock = ["fit_seconds", "codes_per_s"]
+    res_a, res_b = (pd.read_csv(m / "reports" / "results.csv") for m in (a, b))
+    pd.testing.assert_frame_equal(res_a.drop(columns=clock), res_b.drop(columns=clock))
