@@ -24,6 +24,10 @@ def _rows(data: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
                 f"peak RSS {info['peak_rss_mb']} MB "
                 f"(without the search: {info['peak_rss_without_search_mb']} MB)"
             )
+        if "recall" in info:  # approximate search: what the speed costs in recall
+            shown += f", recall@{info.get('k', '?')} {info['recall']:.3f}"
+            if "build_s" in info:
+                shown += f", build {info['build_s']:.1f} s"
         if "bytes_read_per_s" in info:
             shown = f"{info['bytes_read_per_s'] / 1e9:.1f} GB read/s"
         groups[bench.get("group") or "ungrouped"].append(
@@ -69,6 +73,7 @@ def write_benchmark_report(json_path: Path, out_dir: Path) -> None:
             )
         lines.append("")
     lines += _roofline(data)
+    lines += _exact_or_approximate(data)
     with atomic_path(out_dir / "README.md") as tmp:
         tmp.write_text("\n".join(lines))
     _figure(groups, out_dir / "benchmarks.png")
@@ -101,6 +106,50 @@ def _roofline(data: dict[str, Any]) -> list[str]:
     for b in scans:
         rate = b["extra_info"]["code_bytes_scanned_per_s"]
         lines.append(f"| {b['name']} | {rate / 1e9:.1f} GB/s | {rate / bw:.2f} |")
+    return [*lines, ""]
+
+
+def _exact_or_approximate(data: dict[str, Any]) -> list[str]:
+    """Per database size: exact search beside the fastest approximate setting at two recalls."""
+    sizes: dict[str, dict[str, Any]] = defaultdict(lambda: {"exact": None, "approx": []})
+    for b in data.get("benchmarks", []):
+        group, info = b.get("group") or "", b["extra_info"]
+        if not group.startswith("ann-") or "queries_per_s" not in info:
+            continue
+        entry = sizes[group.removeprefix("ann-top1000-")]
+        if b["name"].startswith("test_exact"):
+            entry["exact"] = info
+        else:
+            entry["approx"].append((b["name"], info))
+    if not sizes:
+        return []
+    lines = [
+        "## Exact or approximate search",
+        "",
+        "Each approximate index's fastest setting that reaches a recall of the exact top-1,000",
+        "(tie-aware), beside exact search in the same run; build time is extra (`build_s`).",
+        "Exact search is the right tool wherever no approximate setting at the recall one needs",
+        "beats it.",
+        "",
+        "| database | exact queries/s | fastest at recall >= 0.95 | fastest at recall >= 0.99 |",
+        "| --- | --- | --- | --- |",
+    ]
+    for size, entry in sizes.items():
+        exact = entry["exact"]
+        if exact is None:
+            continue
+        cells = []
+        for floor in (0.95, 0.99):
+            ok = [(i["queries_per_s"], n, i) for n, i in entry["approx"] if i["recall"] >= floor]
+            if not ok:
+                cells.append("none reaches it")
+                continue
+            qps, name, info = max(ok)
+            cells.append(
+                f"{name} ({qps:,} q/s, {qps / exact['queries_per_s']:.2f}x exact, "
+                f"build {info.get('build_s', 0):.0f} s)"
+            )
+        lines.append(f"| {size} | {exact['queries_per_s']:,} | {cells[0]} | {cells[1]} |")
     return [*lines, ""]
 
 

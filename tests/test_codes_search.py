@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests import reference as ref
+from usdh import _kernels
 from usdh.codes import check_codes, pack_bits, swap_bitorder, to_words, unpack_bits
-from usdh.search import hamming_distances, hamming_rank
+from usdh.search import PRUNE_MIN_DB, _rank_pruned, hamming_distances, hamming_rank
 
 
 @st.composite
@@ -79,6 +80,49 @@ def test_hamming_rank_matches_brute_force(pair, data):
         assert idx[i].tolist() == order.tolist()
         assert dist[i].tolist() == d[i, order].tolist()
     assert (hamming_distances(q, db) == d).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(code_pair(max_db=300), st.data())
+def test_the_pruned_top_k_matches_brute_force(pair, data):
+    """The sampled-radius road (forced here on small databases, with samples small enough to
+    misjudge the radius either way, so the exact re-ranking of flagged queries runs too)."""
+    q, db = pair
+    if q.shape[1] > 8:  # the pruned road serves codes of one 64-bit word
+        q, db = q[:, :8], db[:, :8]
+    k = data.draw(st.integers(1, db.shape[0]))
+    n_chunks = data.draw(st.integers(1, 8))
+    chunk = data.draw(st.integers(1, 16))
+    slack = data.draw(st.sampled_from([0.3, 1.0, 1.5, 4.0]))
+    qw, dbw = to_words(q), to_words(db)
+    idx, dist = _rank_pruned(
+        qw, dbw, q.shape[1] * 8, k, n_chunks=n_chunks, chunk=chunk, slack=slack
+    )
+    d = ref.distances(q, db)
+    for i in range(q.shape[0]):
+        order = ref.ranking(d[i])[:k]
+        assert idx[i].tolist() == order.tolist()
+        assert dist[i].tolist() == d[i, order].tolist()
+
+
+def test_hamming_rank_takes_the_pruned_road_at_scale_and_agrees_with_faiss():
+    faiss = pytest.importorskip("faiss")
+    rng = np.random.default_rng(3)
+    # clustered codes (many ties, a skewed distance histogram), in class order as datasets are
+    centers = rng.integers(0, 256, (10, 8), dtype=np.uint8)
+    db = np.repeat(centers, 10_000, axis=0)
+    db ^= (rng.random(db.shape) < 0.1).astype(np.uint8) << rng.integers(0, 8, db.shape).astype(
+        np.uint8
+    )
+    q = db[rng.choice(len(db), 40, replace=False)] ^ np.uint8(1)
+    assert len(db) >= PRUNE_MIN_DB
+    idx, dist = hamming_rank(q, db, 500)
+    index = faiss.IndexBinaryFlat(64)
+    index.add(db)
+    fdist, _ = index.search(q, 500)
+    assert (dist == fdist).all()
+    exact_idx, exact_dist = _kernels.rank_topk(to_words(q), to_words(db), 64, 500)
+    assert (idx == exact_idx).all() and (dist == exact_dist).all()
 
 
 @pytest.mark.parametrize(

@@ -257,3 +257,159 @@ def tie_aware_ap(n_all, n_rel, cutoffs, harm, lgam):  # pragma: no cover - compi
                 result = s_before / rel_before
             out[i, c] = result
     return out
+
+
+@nb.njit(**_JIT)
+def _dist_at(q, dbw, j):  # pragma: no cover - compiled
+    d = 0
+    for t in range(dbw.shape[1]):
+        d += _ctpop64(q[t] ^ dbw[j, t])
+    return d
+
+
+@nb.njit(**_JIT)
+def _radius_from_sample(q, dbw, n_bits, k, n_chunks, chunk, slack):  # pragma: no cover
+    """The radius within which about ``slack * k`` database codes lie, estimated from
+    ``n_chunks`` contiguous runs of ``chunk`` codes spread evenly over the database (contiguous
+    so the sample reads whole cache lines; spread so a database sorted by class is still sampled
+    evenly), and the buffer size that count suggests."""
+    n = dbw.shape[0]
+    hist = np.zeros(n_bits + 1, dtype=np.int64)
+    m = 0
+    step = n // n_chunks
+    for c in range(n_chunks):
+        start = c * step
+        for j in range(start, min(start + chunk, n)):
+            hist[_dist_at(q, dbw, j)] += 1
+            m += 1
+    target = slack * k * m / n
+    acc = 0
+    r = 0
+    while True:
+        acc += hist[r]
+        if acc >= target or r == n_bits:
+            break
+        r += 1
+    return r, min(n, int(1.5 * acc * n / m) + 2 * k)
+
+
+@nb.njit(**_JIT)
+def _keep(cand_i, cand_d, c, cap, j, d):  # pragma: no cover - compiled
+    if c < cap:
+        cand_i[c] = j
+        cand_d[c] = d
+    return c + 1
+
+
+_TILE = 32  # database codes per tile; a tile with a code within the radius is rescanned
+
+
+@nb.njit(**_JIT)
+def _rescan(q, dbw, r, start, stop, cand_i, cand_d, c, cap):  # pragma: no cover - compiled
+    for j in range(start, stop):
+        d = _dist_at(q, dbw, j)
+        if d <= r:
+            c = _keep(cand_i, cand_d, c, cap, j, d)
+    return c
+
+
+@nb.njit(**_JIT)
+def _pass_block(qs, nb_q, dbw, rs, cand_i, cand_d, caps, counts):  # pragma: no cover - compiled
+    """Every code within radius ``rs[b]`` of each of the ``nb_q`` queries ``qs[:nb_q]``, in
+    database order; their number goes to ``counts[b]``.
+
+    The database is read in tiles. First each tile is only counted (how many codes lie within
+    the radius): a branch-free loop that LLVM vectorises (VPOPCNTQ where the CPU has it), and for
+    64-bit codes four queries share each load. Only tiles that hold a code within the radius, a
+    minority, are scanned again one code at a time to keep those codes.
+    """
+    n, w = dbw.shape
+    for start in range(0, n, _TILE):
+        stop = min(start + _TILE, n)
+        if w == 1 and nb_q == 4:
+            a0, a1, a2, a3 = qs[0, 0], qs[1, 0], qs[2, 0], qs[3, 0]
+            r0, r1, r2, r3 = rs[0], rs[1], rs[2], rs[3]
+            h0 = h1 = h2 = h3 = 0
+            for j in range(start, stop):
+                x = dbw[j, 0]
+                h0 += _ctpop64(a0 ^ x) <= r0
+                h1 += _ctpop64(a1 ^ x) <= r1
+                h2 += _ctpop64(a2 ^ x) <= r2
+                h3 += _ctpop64(a3 ^ x) <= r3
+            hits = (h0, h1, h2, h3)
+            for b in range(4):
+                if hits[b]:
+                    counts[b] = _rescan(
+                        qs[b], dbw, rs[b], start, stop, cand_i[b], cand_d[b], counts[b], caps[b]
+                    )
+            continue
+        for b in range(nb_q):
+            r = rs[b]
+            h = 0
+            for j in range(start, stop):
+                h += _dist_at(qs[b], dbw, j) <= r
+            if h:
+                counts[b] = _rescan(
+                    qs[b], dbw, r, start, stop, cand_i[b], cand_d[b], counts[b], caps[b]
+                )
+
+
+@nb.njit(**_JIT)
+def _place(cand_i, cand_d, c, r, k, idx_row, dist_row):  # pragma: no cover - compiled
+    """Counting sort of the kept codes by distance (stable: database order within a distance)."""
+    slots = np.zeros(r + 2, dtype=np.int64)
+    for t in range(c):
+        slots[cand_d[t] + 1] += 1
+    for s in range(1, r + 2):
+        slots[s] += slots[s - 1]
+    for t in range(c):
+        d = cand_d[t]
+        pos = slots[d]
+        if pos < k:
+            idx_row[pos] = cand_i[t]
+            dist_row[pos] = d
+        slots[d] = pos + 1
+
+
+_BLOCK = 4  # 64-bit queries that share one pass over the database
+
+
+@nb.njit(parallel=True, **_JIT)
+def rank_topk_pruned(qw, dbw, n_bits, k, n_chunks, chunk, slack):  # pragma: no cover - compiled
+    """Top-k as ``rank_topk`` returns it, from one pass over the database per query.
+
+    A sample of the database estimates, per query, the radius r within which about ``slack * k``
+    codes lie; one pass keeps only the codes within r, in database order (64-bit codes: four
+    queries share the pass, so each database word is read once for all four), and a counting
+    sort of those gives exactly the order of ranking everything. Nothing n-sized is written, so
+    memory is O(k) per query. Where the estimate was off (fewer than k codes within r, or more
+    than the buffer sized from it holds) the query is flagged for the exact kernel: the result
+    never depends on the sample, only the time does.
+    """
+    nq = qw.shape[0]
+    idx = np.empty((nq, k), dtype=np.int32)
+    dist = np.empty((nq, k), dtype=np.uint16)
+    redo = np.zeros(nq, dtype=np.bool_)
+    block = _BLOCK
+    n_blocks = (nq + block - 1) // block
+    for blk in nb.prange(n_blocks):
+        lo = blk * block
+        nb_q = min(block, nq - lo)
+        radius = np.full(_BLOCK, -1, dtype=np.int64)  # -1 keeps nothing (an empty slot)
+        cap = np.zeros(_BLOCK, dtype=np.int64)
+        for b in range(nb_q):
+            radius[b], cap[b] = _radius_from_sample(
+                qw[lo + b], dbw, n_bits, k, n_chunks, chunk, slack
+            )
+        width = max(1, cap.max())
+        cand_i = np.empty((_BLOCK, width), dtype=np.int32)
+        cand_d = np.empty((_BLOCK, width), dtype=np.uint16)
+        count = np.zeros(_BLOCK, dtype=np.int64)
+        _pass_block(qw[lo : lo + nb_q], nb_q, dbw, radius, cand_i, cand_d, cap, count)
+        for b in range(nb_q):
+            i = lo + b
+            if count[b] < k or count[b] > cap[b]:
+                redo[i] = True
+            else:
+                _place(cand_i[b], cand_d[b], count[b], radius[b], k, idx[i], dist[i])
+    return idx, dist, redo

@@ -4,6 +4,11 @@ Ranking is by Hamming distance, ties broken by ascending database index, so resu
 determined by the codes (no dependence on thread count or sort stability). Distances are small
 integers, so each query is ranked by a counting sort in O(N): XOR and popcount over 64-bit words,
 a histogram of distances, then one pass that places each candidate in its slot.
+
+A short list (k much smaller than the database, codes of up to 64 bits) takes a faster road to the
+same answer: a sample of the database estimates the radius that holds a little more than k codes,
+one vectorised pass keeps only the codes within it, and the counting sort runs on those; a query
+whose estimate was off is ranked the long way (``_kernels.rank_topk_pruned``).
 """
 
 from __future__ import annotations
@@ -71,4 +76,36 @@ def hamming_rank(
             f"hamming_rank supports up to 2**31 - 1 database codes of up to 65,535 bits, got "
             f"{n_db} codes of {q.shape[1] * 8} bits; split the database into shards"
         )
-    return _kernels.rank_topk(to_words(q), to_words(db), q.shape[1] * 8, k)
+    qw, dbw = to_words(q), to_words(db)
+    if dbw.shape[1] == 1 and n_db >= PRUNE_MIN_DB and k * 16 <= n_db:
+        return _rank_pruned(qw, dbw, q.shape[1] * 8, k)
+    return _kernels.rank_topk(qw, dbw, q.shape[1] * 8, k)
+
+
+PRUNE_MIN_DB = 65_536  # below this one exact pass is as fast as sampling first
+SAMPLE_CHUNK = 256  # contiguous codes per sample chunk (whole cache lines)
+SAMPLE_HITS = 50  # codes the sample should see within the radius, so the estimate is steady
+SLACK = 1.5  # the radius is chosen to hold about SLACK * k codes
+
+
+def _rank_pruned(
+    qw: NDArray[np.uint64],
+    dbw: NDArray[np.uint64],
+    n_bits: int,
+    k: int,
+    *,
+    n_chunks: int | None = None,
+    chunk: int = SAMPLE_CHUNK,
+    slack: float = SLACK,
+) -> tuple[NDArray[np.int32], NDArray[np.uint16]]:
+    """The pruned kernel, with the queries it flags ranked again by the exact one."""
+    n_db = dbw.shape[0]
+    if n_chunks is None:
+        # a sample of SAMPLE_HITS * n / (slack * k) codes sees about SAMPLE_HITS within the radius
+        wanted = int(SAMPLE_HITS * n_db / (slack * k))
+        n_chunks = max(64, min(wanted, n_db // 4) // chunk)
+    idx, dist, redo = _kernels.rank_topk_pruned(qw, dbw, n_bits, k, n_chunks, chunk, slack)
+    if redo.any():
+        again = np.flatnonzero(redo)
+        idx[again], dist[again] = _kernels.rank_topk(qw[again], dbw, n_bits, k)
+    return idx, dist

@@ -1,0 +1,132 @@
+"""Throughput alone and while one other CPU-bound process runs, for OpenMP's waiting settings.
+
+Torch (and MKL and oneDNN inside it) run their parallel regions on GNU OpenMP worker threads,
+which by default spin for a while at the end of each region instead of sleeping. When another
+process holds one of the two cores, a spinning worker burns the core its partner needs and every
+region waits for the scheduler: the collapse issue 16 measured (28x for a features stage beside
+another one). What a waiting setting costs alone and saves under load is measured here, for the
+three CPU-heavy kinds of work of the pipeline:
+
+- ``features``: EfficientNet-Lite0 at 160 px (random weights: the speed is the same), batch 8;
+- ``fit``: USDH's head fit with the pipeline's settings (one epoch, no rotation term) on 5,000
+  rows of 1280-d features;
+- ``evaluate``: every retrieval metric of 1,000 queries against 50,000 64-bit codes (numba).
+
+Each measurement runs in a fresh child process (the OpenMP runtime reads its settings once, when
+it loads) for a fixed time and reports units per second (``extra_info``); ``load="busy"`` starts a
+single-threaded busy loop first and stops it after. The thread count is never changed, since
+results depend on it (docs/reliability.md); only how idle workers wait. In short mode
+(``--benchmark-disable``, what CI runs) each child measures for half a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+SETTINGS = {
+    "default": {},
+    "spin-10000": {"GOMP_SPINCOUNT": "10000"},
+    "spin-3000": {"GOMP_SPINCOUNT": "3000"},
+    "spin-1000": {"GOMP_SPINCOUNT": "1000"},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+}
+WORKLOADS = ("features", "fit", "evaluate")
+UNITS = {"features": "images_per_s", "fit": "codes_per_s", "evaluate": "queries_per_s"}
+
+_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np
+
+    kind, seconds = sys.argv[1], float(sys.argv[2])
+    rng = np.random.default_rng(0)
+    if kind == "features":
+        from usdh.backbones import build_backbone
+        from usdh.features import ArrayImages, extract_features
+
+        model = build_backbone("efficientnet_lite0", "random", input_size=160, progress=False)
+        images = ArrayImages(rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8))
+
+        def step():
+            extract_features(images, model, 160, batch_size=8, device="cpu", progress=False)
+            return 16
+    elif kind == "fit":
+        from pathlib import Path
+
+        import yaml
+        from usdh.registry import methods
+
+        params = yaml.safe_load(Path("params.yaml").read_text())["methods"]["usdh"]
+        params.update(epochs=1, progress=False)
+        params["loss"]["rotation"]["weight"] = 0.0  # no rotated views in this setting
+        x = np.maximum(rng.normal(size=(5000, 1280)), 0).astype(np.float32)
+        cls = methods()["usdh"].load()
+
+        def step():
+            cls(n_bits=32, random_state=0, **params).fit(x)
+            return 5000
+    else:
+        from usdh.metrics import evaluate_retrieval
+
+        q = np.packbits(rng.integers(0, 2, (1000, 64)), axis=1)
+        db = np.packbits(rng.integers(0, 2, (50000, 64)), axis=1)
+        ql, dl = rng.integers(0, 10, 1000), rng.integers(0, 10, 50000)
+
+        def step():
+            evaluate_retrieval(q, db, ql, dl, topk=1000)
+            return 1000
+    step()  # warm-up: compiled kernels, allocator, first-touch
+    done, t0 = 0, time.perf_counter()
+    while True:
+        done += step()
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds:
+            break
+    print(json.dumps({"rate": done / elapsed}))
+    """
+)
+
+
+@pytest.fixture
+def busy(request):
+    """One single-threaded CPU-bound process beside the measurement, when the test asks."""
+    if request.node.callspec.params["load"] != "busy":
+        yield None
+        return
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    time.sleep(0.5)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _rate(workload: str, setting: str, seconds: float) -> float:
+    env = {**os.environ, **SETTINGS[setting]}
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, workload, str(seconds)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])["rate"]
+
+
+@pytest.mark.parametrize("load", ["alone", "busy"])
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_throughput_under_load(benchmark, request, busy, workload, setting, load):
+    benchmark.group = f"load-{workload}"
+    seconds = 0.5 if request.config.getoption("benchmark_disable", False) else 10.0
+    rate = benchmark.pedantic(_rate, (workload, setting, seconds), rounds=1, iterations=1)
+    assert rate > 0
+    benchmark.extra_info.update({"setting": setting, "load": load, UNITS[workload]: round(rate, 1)})
