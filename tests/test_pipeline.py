@@ -70,6 +70,19 @@ def reduced_params() -> dict:
     return params
 
 
+def project_copy(folder: Path, params: dict) -> Path:
+    """What a stage runs or reads from the project (the code, dvc.yaml, the report's timing
+    notes) copied into ``folder``, with ``params`` as its params.yaml; DVC is not initialised."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("usdh", "baselines"):
+        shutil.copytree(ROOT / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", folder / "dvc.yaml")
+    (folder / "reports").mkdir(exist_ok=True)
+    shutil.copy(ROOT / "reports" / "timings.md", folder / "reports" / "timings.md")
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    return folder
+
+
 def dvc(folder: Path, *args: str) -> str:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     env["TQDM_DISABLE"] = "1"
@@ -88,12 +101,7 @@ def dvc(folder: Path, *args: str) -> str:
 @pytest.mark.slow
 @pytest.mark.skipif(not OXFORD.exists(), reason="needs ../shared/data/oxford17-256.tar.gz")
 def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
-    for name in ("usdh", "baselines"):  # copies: the test edits them to check dependencies
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
-    (tmp_path / "reports").mkdir()
-    shutil.copy(ROOT / "reports" / "timings.md", tmp_path / "reports" / "timings.md")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(reduced_params()))
+    project_copy(tmp_path, reduced_params())  # a copy: the test edits it to check dependencies
     dvc(tmp_path, "init", "--no-scm", "-q")
 
     dvc(tmp_path, "repro")

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from baselines.itq import ITQ
 from baselines.pcah import PCAH
@@ -287,15 +286,12 @@ def test_finite_but_huge_features_say_what_is_wrong():
 @pytest.mark.slow
 @pytest.mark.skipif(not OXFORD.exists(), reason="needs ../shared/data/oxford17-256.tar.gz")
 def test_an_interrupted_dvc_repro_of_a_deep_fit_resumes_and_ends_bitwise_equal(tmp_path):
-    from tests.test_pipeline import dvc, reduced_params
+    from tests.test_pipeline import dvc, project_copy, reduced_params
 
-    shutil.copytree(ROOT / "usdh", tmp_path / "usdh", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "baselines", tmp_path / "baselines")
-    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     params = reduced_params()
     params["experiment"].update(methods=["usdh"], protocols=["retrieval"], seeds=[0])
     params["methods"]["usdh"].update(epochs=400, batch_size=8)  # long enough to interrupt
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    project_copy(tmp_path, params)
     dvc(tmp_path, "init", "--no-scm", "-q")
     stage = "fit@usdh-retrieval"
     # the bank stage too: every fit stage reads its output (here a record that none is needed)

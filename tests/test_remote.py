@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from tests.test_pipeline import OXFORD, ROOT, dvc, reduced_params
+from tests.test_pipeline import OXFORD, dvc, project_copy, reduced_params
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "usdh-bench test",
@@ -53,14 +51,7 @@ def _origin(tmp_path: Path, params: dict) -> Path:
     """A bare origin holding the project, with the DVC remote in its committed .dvc/config."""
     origin = tmp_path / "origin.git"
     git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
-    seed = tmp_path / "seed"
-    seed.mkdir()
-    for name in ("usdh", "baselines"):
-        shutil.copytree(ROOT / name, seed / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", seed / "dvc.yaml")
-    (seed / "reports").mkdir()
-    shutil.copy(ROOT / "reports" / "timings.md", seed / "reports" / "timings.md")
-    (seed / "params.yaml").write_text(yaml.safe_dump(params))
+    seed = project_copy(tmp_path / "seed", params)
     git(seed, "init", "-q", "-b", "main")
     dvc(seed, "init", "-q")
     dvc(seed, "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote"))

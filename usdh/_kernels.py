@@ -30,6 +30,14 @@ def _ctpop64(typingctx, x):  # pragma: no cover - compiled
 
 
 @nb.njit(**_JIT)
+def _dist_at(q, dbw, j):  # pragma: no cover - compiled
+    d = 0
+    for t in range(dbw.shape[1]):
+        d += _ctpop64(q[t] ^ dbw[j, t])
+    return d
+
+
+@nb.njit(**_JIT)
 def _distances(q, db, out):  # pragma: no cover - compiled
     """Hamming distances of one query (W words) to every database row, into ``out`` (uint8)."""
     n, w = db.shape
@@ -44,10 +52,7 @@ def _distances(q, db, out):  # pragma: no cover - compiled
             out[j] = _ctpop64(q0 ^ db[j, 0]) + _ctpop64(q1 ^ db[j, 1])
     else:
         for j in range(n):
-            d = np.uint64(0)
-            for t in range(w):
-                d += _ctpop64(q[t] ^ db[j, t])
-            out[j] = d
+            out[j] = _dist_at(q, db, j)
 
 
 @nb.njit(parallel=True, **_JIT)
@@ -257,14 +262,6 @@ def tie_aware_ap(n_all, n_rel, cutoffs, harm, lgam):  # pragma: no cover - compi
                 result = s_before / rel_before
             out[i, c] = result
     return out
-
-
-@nb.njit(**_JIT)
-def _dist_at(q, dbw, j):  # pragma: no cover - compiled
-    d = 0
-    for t in range(dbw.shape[1]):
-        d += _ctpop64(q[t] ^ dbw[j, t])
-    return d
 
 
 @nb.njit(**_JIT)

@@ -17,7 +17,7 @@ from usdh.params import features_params, section
 from usdh.provenance import package_versions
 from usdh.registry import get_method
 from usdh.stages.common import dataset_params
-from usdh.stages.features import pipeline_backbone, rotation_rows
+from usdh.stages.features import extraction_settings, pipeline_backbone, rotation_rows
 
 log = logging.getLogger("usdh")
 
@@ -88,12 +88,7 @@ def run(params: dict[str, Any], dataset: str) -> None:
     views = extract_features(
         ds,
         backbone,
-        input_size=fp["input_size"],
-        batch_size=fp["batch_size"],
-        device=fp["device"],
-        dtype=fp["dtype"],
-        num_workers=fp["num_workers"],
-        threads=fp["threads"],
+        **extraction_settings(fp),
         indices=rows,
         augmentation=augmentation,
         info=info,

@@ -31,7 +31,7 @@ from usdh.metrics import evaluate_retrieval
 from usdh.params import features_params, section
 from usdh.provenance import environment
 from usdh.stages.common import method_params, run_context
-from usdh.stages.features import pipeline_backbone
+from usdh.stages.features import extraction_settings, pipeline_backbone
 
 log = logging.getLogger("usdh")
 
@@ -68,7 +68,7 @@ def run(params: dict[str, Any]) -> None:
         extra = extract_features(
             ds,
             backbone,
-            **{k: fp[k] for k in ("input_size", "batch_size", "device", "dtype", "threads")},
+            **extraction_settings(fp),
             indices=rows,
             augmentation=Augmentation.from_params({**recipe, "views": n_views}, seed),
             augmentation_views=range(have, n_views),

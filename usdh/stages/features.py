@@ -42,6 +42,13 @@ def pipeline_backbone(params: dict[str, Any], experiment: str = "experiment") ->
     )
 
 
+def extraction_settings(fp: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``extract_features`` settings of ``features:``, one place for every stage that runs the
+    backbone (features, bank, bank study), so none of them can drift from the others."""
+    keys = ("input_size", "batch_size", "device", "dtype", "num_workers", "threads")
+    return {k: fp[k] for k in keys}
+
+
 def rotation_rows(
     splits: list[Mapping[str, np.ndarray]], subset: str = "rotation_subset"
 ) -> np.ndarray:
@@ -71,14 +78,7 @@ def run(params: dict[str, Any], dataset: str, experiment: str = "experiment") ->
     splits = [load_split(layout.split_dir(dataset, p), ds) for p in cfg["protocols"]]
     rot_idx = rotation_rows(splits)
     backbone = pipeline_backbone(params, experiment)
-    common = {
-        "input_size": fp["input_size"],
-        "batch_size": fp["batch_size"],
-        "device": fp["device"],
-        "dtype": fp["dtype"],
-        "num_workers": fp["num_workers"],
-        "threads": fp["threads"],
-    }
+    common = extraction_settings(fp)
     info: dict[str, Any] = {}
     feats = extract_features(ds, backbone, info=info, **common)
     rinfo: dict[str, Any] = {}
