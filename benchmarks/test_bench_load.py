@@ -45,6 +45,7 @@ UNITS = {"features": "images_per_s", "fit": "codes_per_s", "evaluate": "queries_
 
 _CHILD = textwrap.dedent(
     """
+    import usdh  # first, as in every stage (python -m usdh): it chooses before numpy loads
     import json, sys, time
     import numpy as np
 
