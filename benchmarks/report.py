@@ -30,6 +30,10 @@ def _rows(data: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
                 shown += f", build {info['build_s']:.1f} s"
         if "bytes_read_per_s" in info:
             shown = f"{info['bytes_read_per_s'] / 1e9:.1f} GB read/s"
+        if info.get("spins"):  # the load benchmark: the spin count the child process ran with
+            shown += f", GOMP_SPINCOUNT {int(info['spins']):,}"
+        if "serial_seconds" in info:  # the queue benchmark: the serial run it is compared with
+            shown = f"{info['jobs']} at once; one at a time took {info['serial_seconds']} s"
         groups[bench.get("group") or "ungrouped"].append(
             {
                 "name": bench["name"],

@@ -6,7 +6,8 @@ and is not slower. Each run is a fresh git + DVC project (the reduced Oxford-17 
 tests/test_remote.py: ITQ and USDH, one protocol, seed 0, with torch's default thread count, the
 case users run) with two experiments queued that share no stage: input size 32 and 48 px, so
 everything from the features on differs. The wall time is from `dvc queue start` until the queue
-is empty. `-j 2` then checks that both experiments' metrics equal `-j 1`'s byte for byte.
+is empty; the benchmark times `-j 2` and records the serial `-j 1` run it makes first in
+``serial_seconds``, whose metrics `-j 2` must equal byte for byte.
 """
 
 from __future__ import annotations
@@ -17,19 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pipeline import OXFORD, dvc, project_copy, reduced_params
-from tests.test_remote import git
+from tests.test_pipeline import OXFORD, dvc, project_copy
+from tests.test_remote import git, two_method_params
 
 SIZES = (32, 48)
-_METRICS: dict[int, dict[int, dict[str, bytes]]] = {}  # jobs -> size -> metrics files
 
 
 def _project(folder: Path) -> Path:
-    params = reduced_params()
-    params["experiment"].update(methods=["itq", "usdh"], protocols=["retrieval"], seeds=[0])
-    params["ablations"].update(variants={"no_rotation": {"loss": {"rotation": {"weight": 0.0}}}})
-    params["classification"].update(methods=["itq"])
-    params["calibration"].update(methods=["itq"])
+    params = two_method_params()
     params["features"]["threads"] = None  # torch's default thread count
     params["methods"]["usdh"]["threads"] = None
     project_copy(folder, params)
@@ -42,7 +38,8 @@ def _project(folder: Path) -> Path:
     return folder
 
 
-def _run_queue(folder: Path, jobs: int) -> None:
+def _run_queue(folder: Path, jobs: int) -> float:
+    start = time.perf_counter()
     dvc(folder, "queue", "start", "-j", str(jobs))
     while True:
         time.sleep(1.0)
@@ -50,6 +47,7 @@ def _run_queue(folder: Path, jobs: int) -> None:
         if "Running" not in status and "Queued" not in status:
             break
     assert status.count("Success") == len(SIZES), status
+    return time.perf_counter() - start
 
 
 def _metrics(folder: Path) -> dict[int, dict[str, bytes]]:
@@ -62,14 +60,20 @@ def _metrics(folder: Path) -> dict[int, dict[str, bytes]]:
 
 
 @pytest.mark.skipif(not OXFORD.exists(), reason="needs ../shared/data/oxford17-256.tar.gz")
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_queue(benchmark, tmp_path, jobs):
+def test_queue_two_at_once(benchmark, tmp_path):
+    """The timed run is ``-j 2``; the serial run beside it, in the same test, is both the speed
+    reference and the metrics two at once must reproduce byte for byte."""
     benchmark.group = "queue"
-    folder = _project(tmp_path / f"j{jobs}")
-    benchmark.pedantic(_run_queue, (folder, jobs), rounds=1, iterations=1)
-    _METRICS[jobs] = _metrics(folder)
-    assert all(_METRICS[jobs][size] for size in SIZES)
-    if jobs == 2 and 1 in _METRICS:
-        assert _METRICS[2] == _METRICS[1]  # two at once change no metric
-    benchmark.extra_info.update({"jobs": jobs, "experiments": len(SIZES)})
+    serial = _project(tmp_path / "j1")
+    serial_s = _run_queue(serial, 1)
+    expected = _metrics(serial)
+    shutil.rmtree(serial)
+    assert all(expected[size] for size in SIZES)
+
+    folder = _project(tmp_path / "j2")
+    benchmark.pedantic(_run_queue, (folder, 2), rounds=1, iterations=1)
+    assert _metrics(folder) == expected  # two at once change no metric
     shutil.rmtree(folder)
+    benchmark.extra_info.update(
+        {"jobs": 2, "experiments": len(SIZES), "serial_seconds": round(serial_s, 1)}
+    )

@@ -3,9 +3,11 @@ every process from the load it sees, short spins beside a real competitor."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -75,6 +77,30 @@ def test_a_process_started_beside_a_busy_one_chooses_short_spins():
     assert _child_choice(env) == "300000"
 
 
+def test_the_process_own_running_threads_are_not_taken_for_competitors():
+    """numpy or torch may start threads before usdh is imported; they run for us, not against us."""
+    cpus = _omp._cpus()
+    stop = threading.Event()
+    block = b"x" * (1 << 20)
+
+    def hash_until_stopped() -> None:
+        while not stop.is_set():
+            hashlib.sha256(block).digest()  # releases the GIL: the thread stays runnable
+
+    workers = [threading.Thread(target=hash_until_stopped) for _ in range(cpus)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(0.2)
+        assert _omp._own_running() >= 2  # the reader and at least one hashing thread
+        # counted as others, our own cpus hashing threads alone would fill the CPU
+        assert _omp.other_runnable() < cpus
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+
+
 def test_usdh_is_imported_before_torch_in_every_stage_entry_point():
     """The setting only works if usdh's __init__ runs before torch loads libgomp: the CLI is
     ``python -m usdh``, so usdh/__init__.py runs first; this checks it sets the variable there."""
@@ -84,7 +110,7 @@ def test_usdh_is_imported_before_torch_in_every_stage_entry_point():
             "-c",
             "import sys, usdh, os; print('torch' in sys.modules, 'GOMP_SPINCOUNT' in os.environ)",
         ],
-        env={k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", _omp.MARK)},
+        env=_omp.without_waiting(),
         capture_output=True,
         text=True,
         check=True,

@@ -80,13 +80,19 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not OXFORD.exists(), reason="needs ../shared/data/oxford17-256.tar.gz")
-def test_machine_b_reruns_none_of_machine_a_stages(tmp_path):
+def two_method_params() -> dict:
+    """The reduced configuration cut to two methods (a shallow and a deep one), one protocol, one
+    seed and one ablation: every kind of stage, in a few minutes."""
     params = reduced_params()
     params["experiment"].update(methods=["itq", "usdh"], protocols=["retrieval"], seeds=[0])
     params["ablations"].update(variants={"no_rotation": {"loss": {"rotation": {"weight": 0.0}}}})
     params["classification"].update(methods=["itq"])
     params["calibration"].update(methods=["itq"])
-    origin = _origin(tmp_path, params)
+    return params
+
+
+def test_machine_b_reruns_none_of_machine_a_stages(tmp_path):
+    origin = _origin(tmp_path, two_method_params())
     a = _clone(origin, tmp_path / "a")
     b = _clone(origin, tmp_path / "b")
     c = _clone(origin, tmp_path / "c")  # a parallel branch: never pulls A's commit
