@@ -30,6 +30,11 @@ def _rows(data: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
                 shown += f", build {info['build_s']:.1f} s"
         if "bytes_read_per_s" in info:
             shown = f"{info['bytes_read_per_s'] / 1e9:.1f} GB read/s"
+        if "speedup_median" in info:  # the paired search: ours over faiss's, per pair
+            shown += (
+                f" (faiss {info['faiss_queries_per_s']:,}); {info['speedup_median']}x faiss per "
+                f"pair, {info['speedup_min']}-{info['speedup_max']}x over {info['pairs']} pairs"
+            )
         if info.get("spins"):  # the load benchmark: the spin count the child process ran with
             shown += f", GOMP_SPINCOUNT {int(info['spins']):,}"
         if "serial_seconds" in info:  # the queue benchmark: the serial run it is compared with

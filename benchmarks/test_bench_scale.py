@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 import numba as nb
 import numpy as np
@@ -75,6 +76,54 @@ def test_faiss_search(benchmark, size, n_bits, use_heap):
     dist, _ = benchmark.pedantic(index.search, (q, K), rounds=3, iterations=1)
     _record(benchmark, SIZES[size], n_bits)
     assert (dist[:5] == hamming_rank(q[:5], db, K)[1]).all()
+
+
+PAIRED_ROUNDS = 7
+
+
+def _paired(q: np.ndarray, db: np.ndarray, index, rounds: int) -> dict[str, list[float]]:
+    """Seconds of ours and of faiss, one right after the other, which goes first alternating."""
+    ours: list[float] = []
+    theirs: list[float] = []
+    for r in range(rounds):
+        for which in (0, 1) if r % 2 == 0 else (1, 0):
+            start = time.perf_counter()
+            if which == 0:
+                hamming_rank(q, db, K)
+            else:
+                index.search(q, K)
+            (ours if which == 0 else theirs).append(time.perf_counter() - start)
+    return {"ours": ours, "theirs": theirs}
+
+
+def test_paired_against_faiss(benchmark, request):
+    """Ours against faiss's fastest exact mode at 1M x 64 bits, alternating in one loop.
+
+    The two medians of ``scale-top1000-1M-64b`` are taken minutes apart, and on this shared virtual
+    machine faiss's time alone moved from 0.69 to 1.0 s between runs; a ratio per pair, both
+    timed within a second of each other, is what decides issue 16's goal of at least 1.5x.
+    """
+    benchmark.group = "paired-top1000-1M-64b"
+    rounds = 1 if request.config.getoption("benchmark_disable", False) else PAIRED_ROUNDS
+    q, db = problem(SIZES["1M"], 64)
+    index = faiss.IndexBinaryFlat(64)
+    index.add(db)
+    index.use_heap = False
+    hamming_rank(q[:2], db, K)
+    got = benchmark.pedantic(_paired, (q, db, index, rounds), rounds=1, iterations=1)
+    ratios = sorted(t / o for o, t in zip(got["ours"], got["theirs"], strict=True))
+    benchmark.extra_info.update(
+        {
+            "n_db": SIZES["1M"],
+            "n_bits": 64,
+            "pairs": rounds,
+            "queries_per_s": round(N_QUERY / float(np.median(got["ours"]))),
+            "faiss_queries_per_s": round(N_QUERY / float(np.median(got["theirs"]))),
+            "speedup_median": round(float(np.median(ratios)), 2),
+            "speedup_min": round(ratios[0], 2),
+            "speedup_max": round(ratios[-1], 2),
+        }
+    )
 
 
 @nb.njit(parallel=True, cache=True)
