@@ -78,8 +78,6 @@ def _tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not OXFORD.exists(), reason="needs ../shared/data/oxford17-256.tar.gz")
 def two_method_params() -> dict:
     """The reduced configuration cut to two methods (a shallow and a deep one), one protocol, one
     seed and one ablation: every kind of stage, in a few minutes."""
@@ -91,6 +89,8 @@ def two_method_params() -> dict:
     return params
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not OXFORD.exists(), reason="needs ../shared/data/oxford17-256.tar.gz")
 def test_machine_b_reruns_none_of_machine_a_stages(tmp_path):
     origin = _origin(tmp_path, two_method_params())
     a = _clone(origin, tmp_path / "a")
