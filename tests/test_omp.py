@@ -1,12 +1,14 @@
-"""The OpenMP waiting setting usdh chooses at import (usdh/_omp.py): never a user's, re-chosen by
-every process from the load it sees, short spins beside a real competitor."""
+"""How usdh makes OpenMP's idle workers wait (usdh/_omp.py): libgomp's short "throttled" spins
+while other processes crowd the CPU, its defaults otherwise, never against a user's setting."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -14,71 +16,177 @@ import pytest
 
 from usdh import _omp
 
-
-def test_room_on_the_cpu_gets_the_longer_spin_and_a_full_cpu_the_shorter():
-    env: dict[str, str] = {}
-    assert _omp.choose_spin_count(env, others=0) == _omp.SPIN_IDLE
-    assert env["GOMP_SPINCOUNT"] == str(_omp.SPIN_IDLE)
-    assert _omp.choose_spin_count(env, others=1) == _omp.SPIN_BUSY  # ours: chosen again
-    assert env["GOMP_SPINCOUNT"] == env[_omp.MARK] == str(_omp.SPIN_BUSY)
+LINUX = _omp.other_runnable() is not None
+needs_proc = pytest.mark.skipif(not LINUX, reason="reads Linux's /proc")
 
 
-def test_fewer_threads_than_cpus_leave_room_for_others():
+def _busy(n: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def _wait_for(condition, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_one_competitor_crowds_a_cpu_our_threads_fill():
     cpus = _omp._cpus()
-    env = {"OMP_NUM_THREADS": "1"}
-    expected = _omp.SPIN_IDLE if cpus >= 2 else _omp.SPIN_BUSY
-    assert _omp.choose_spin_count(env, others=cpus - 1) == expected
-    assert _omp.choose_spin_count(env, others=cpus) == _omp.SPIN_BUSY
+    assert not _omp.crowded(0, {})
+    assert _omp.crowded(1, {})
+    # with fewer threads of ours, the others may have the rest
+    assert not _omp.crowded(cpus - 1, {"OMP_NUM_THREADS": "1"})
+    assert _omp.crowded(cpus, {"OMP_NUM_THREADS": "1"})
 
 
-@pytest.mark.parametrize(
-    "env",
-    [
-        {"GOMP_SPINCOUNT": "300000"},
-        {"OMP_WAIT_POLICY": "PASSIVE"},
-        {"GOMP_SPINCOUNT": "1000", _omp.MARK: "10000"},  # changed after usdh set it: the user's
-    ],
+@pytest.mark.parametrize("env", [{"GOMP_SPINCOUNT": "300000"}, {"OMP_WAIT_POLICY": "PASSIVE"}])
+def test_a_users_own_waiting_setting_starts_no_watch(env):
+    assert _omp.watch(env) is None
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@needs_proc
+def test_teams_are_held_in_every_loaded_libgomp_while_crowded_and_let_go_after():
+    import torch
+
+    torch.ones(1 << 20).add_(1)  # loads torch's libgomp and starts its pool
+    libraries = _omp.gomp_libraries()
+    assert libraries, "torch runs on GNU OpenMP here"
+    before = _threads()
+    watcher = _omp.Watcher(patience=2)
+    assert watcher.poll(others=0) is False
+    assert watcher.poll(others=5) is False  # one crowded look is not enough
+    assert watcher.poll(others=0) is False
+    assert watcher.poll(others=5) is False
+    assert watcher.poll(others=5) is True  # two in a row are
+    assert watcher.held == libraries
+    # per library: the helper thread and the cpus OpenMP threads it adds, all asleep
+    assert _threads() == before + len(libraries) * (_omp._cpus() + 1)
+    assert watcher.poll(others=0) is True
+    assert watcher.poll(others=0) is False
+    assert watcher.held == [] and _wait_for(lambda: _threads() == before)
+    assert watcher.switches == 2
+
+
+@needs_proc
+def test_the_first_look_decides_at_once():
+    watcher = _omp.Watcher(patience=3)
+    try:
+        assert watcher.poll(others=5) is (len(_omp.gomp_libraries()) > 0)
+        assert watcher.crowded
+    finally:
+        watcher.stop()
+    assert watcher.held == [] and not watcher.crowded
+
+
+_SPIN_CPU = textwrap.dedent(
+    """
+    import json, time
+    import torch
+    from usdh import _omp
+
+    torch.set_num_threads(2)
+    x = torch.zeros(1 << 20)
+
+    def idle_cpu_s():
+        # short parallel regions with pauses: the workers' CPU time is mostly their waiting
+        t0 = time.process_time()
+        for _ in range(40):
+            x.add_(1)
+            time.sleep(0.02)
+        return time.process_time() - t0
+
+    idle_cpu_s()
+    watcher = _omp.Watcher()
+    default = idle_cpu_s()
+    watcher.poll(others=5)
+    held = idle_cpu_s()
+    watcher.stop()
+    print(json.dumps({"default": default, "held": held, "after": idle_cpu_s()}))
+    """
 )
-def test_a_users_own_waiting_setting_is_never_overridden(env):
-    before = dict(env)
-    assert _omp.choose_spin_count(env, others=5) is None
-    assert env == before
 
 
-def _child_choice(env: dict[str, str]) -> str:
+@needs_proc
+@pytest.mark.skipif(_omp._cpus() < 2, reason="one CPU: no OpenMP team to wait")
+def test_held_teams_cut_the_idle_workers_spinning_in_torch():
+    """The effect itself, in CPU time rather than speed: after each of 40 short parallel regions
+    the default spins keep a worker busy for milliseconds; the throttled spins barely at all."""
     out = subprocess.run(
-        [sys.executable, "-c", "import os, usdh; print(os.environ['GOMP_SPINCOUNT'])"],
-        env=env,
+        [sys.executable, "-c", _SPIN_CPU],
+        env=_omp.without_waiting(),
         capture_output=True,
         text=True,
         check=True,
     )
-    return out.stdout.strip()
+    cpu = json.loads(out.stdout.strip().splitlines()[-1])
+    assert cpu["held"] < cpu["default"] / 3, cpu
+    assert cpu["after"] > 2 * cpu["held"], cpu  # the default is back once the teams are let go
 
 
-@pytest.mark.skipif(_omp.other_runnable() is None, reason="reads Linux's /proc/stat")
-def test_a_process_started_beside_a_busy_one_chooses_short_spins():
-    # the parent's own choice travels in the environment; the child must choose again
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    env["GOMP_SPINCOUNT"] = env[_omp.MARK] = str(_omp.SPIN_IDLE)
-    # one busy thread per CPU: whatever the machine, ours no longer fit
-    busy = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(_omp._cpus())
-    ]
+@needs_proc
+def test_a_competitor_that_starts_later_is_seen_and_its_end_too():
+    watcher = _omp.Watcher(interval_s=0.1).start()
+    busy = _busy(_omp._cpus())  # one busy thread per CPU: crowded on any machine
+    try:
+        assert _wait_for(lambda: watcher.crowded), "the busy processes were not seen"
+    finally:
+        _stop(busy)
+    try:
+        assert _wait_for(lambda: not watcher.crowded), "their end was not seen"
+    finally:
+        watcher.stop()
+
+
+@needs_proc
+def test_a_stage_started_beside_a_busy_process_holds_short_spins_from_the_start():
+    child = textwrap.dedent(
+        """
+        import json, time
+        from usdh import _omp
+        watcher = _omp.watch()
+        time.sleep(0.3)
+        print(json.dumps(None if watcher is None else watcher.crowded))
+        """
+    )
+    busy = _busy(_omp._cpus())
     try:
         time.sleep(0.5)
-        assert _omp.other_runnable() >= 1
-        assert _child_choice(env) == str(_omp.SPIN_BUSY)
+        run = [sys.executable, "-c", child]
+        got = subprocess.run(run, env=_omp.without_waiting(), capture_output=True, text=True)
+        assert json.loads(got.stdout) is True, got.stderr
+        users = _omp.without_waiting() | {"GOMP_SPINCOUNT": "300000"}
+        got = subprocess.run(run, env=users, capture_output=True, text=True)
+        assert json.loads(got.stdout) is None, got.stderr  # the user's own, even beside a busy CPU
     finally:
-        for proc in busy:
-            proc.kill()
-            proc.wait()
-    env["GOMP_SPINCOUNT"] = "300000"  # the user's own, even beside a busy CPU
-    assert _child_choice(env) == "300000"
+        _stop(busy)
 
 
+def test_every_stage_starts_the_watch(monkeypatch, tmp_path):
+    from usdh import cli
+
+    started = []
+    monkeypatch.setattr(cli, "watch", lambda: started.append(True))
+    missing = tmp_path / "missing.yaml"
+    assert cli.main(["--params", str(missing), "prepare", "cifar10"]) == 2
+    assert started == [True]
+
+
+@needs_proc
 def test_the_process_own_running_threads_are_not_taken_for_competitors():
-    """numpy or torch may start threads before usdh is imported; they run for us, not against us."""
+    """numpy or torch run threads of their own; they run for us, not against us."""
     cpus = _omp._cpus()
     stop = threading.Event()
     block = b"x" * (1 << 20)
@@ -99,20 +207,3 @@ def test_the_process_own_running_threads_are_not_taken_for_competitors():
         stop.set()
         for worker in workers:
             worker.join()
-
-
-def test_usdh_is_imported_before_torch_in_every_stage_entry_point():
-    """The setting only works if usdh's __init__ runs before torch loads libgomp: the CLI is
-    ``python -m usdh``, so usdh/__init__.py runs first; this checks it sets the variable there."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, usdh, os; print('torch' in sys.modules, 'GOMP_SPINCOUNT' in os.environ)",
-        ],
-        env=_omp.without_waiting(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert out.stdout.split() == ["False", "True"]

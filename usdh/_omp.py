@@ -1,44 +1,47 @@
-"""How OpenMP's idle worker threads wait, chosen before torch or numba load their runtime.
+"""Short OpenMP spins while another process shares the CPU, libgomp's own defaults otherwise.
 
 Torch (with MKL and oneDNN) and numba's ``omp`` layer run on GNU OpenMP, whose idle workers spin
 300,000 times before they sleep. On a shared CPU that spinning takes the core another process
-needs, and a features stage ran 28x slower beside a second one (issue 16; docs/load.md). The
-thread count would cure it too, but results depend on it; how workers wait does not change a
-single result, so only that is set here, once, when ``usdh`` is imported:
+needs: a features stage ran 28x slower beside a second one (issue 16; docs/load.md). The thread
+count would cure it too, but results depend on it; how workers wait changes no result, and
+libgomp has a second way to wait built in: while it manages more threads than there are CPUs it
+spins only 100 times (its "throttled" count; GCC's libgomp/env.c and config/linux/wait.h).
 
-- ``SPIN_IDLE`` spins when the CPU has room for our threads: libgomp's own default, so a process
-  that runs alone runs exactly as it would without usdh (shorter spins cost features up to 11%
-  alone, docs/load.md);
-- ``SPIN_BUSY`` spins when other runnable threads already fill it: workers soon sleep and leave the
-  core to the other process.
-
-The measurements behind both numbers, and what no single number achieves, are in docs/load.md.
-A user's own ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` is never overridden. The choice is made
-when the process starts; a competitor that starts later is not seen.
+:func:`watch` starts one daemon thread that reads the kernel's run queue twice a second. While
+other processes' runnable threads and ours do not fit on the CPU, it holds an idle OpenMP team
+of ``cpus + 1`` threads in every libgomp the process has loaded (torch bundles its own, numba and
+faiss may use others). Those threads sleep, but libgomp counts them, so every wait in that
+runtime spins briefly and leaves the core to the other process. When the competitor has gone
+the teams are let go and the default returns. Alone nothing changes: no team is held, and the
+watch costs a few file reads each half second. A competitor that starts after the process is
+seen within a second. A user's own ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` is never
+overridden: with either set, no watch starts.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
+import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping
 
-SPIN_IDLE = 300_000  # libgomp's default when OMP_WAIT_POLICY is unset
-SPIN_BUSY = 1_000
-MARK = "USDH_GOMP_SPINCOUNT"  # says the GOMP_SPINCOUNT beside it is ours, so a child re-chooses
-WAITING = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", MARK)  # every variable that decides the waiting
+log = logging.getLogger(__name__)
+
+WAITING = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")  # a user's own waiting setting: left alone
 
 
-def without_waiting(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+def without_waiting(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """A copy of ``environ`` (default ``os.environ``) with no waiting setting, so a child process
-    chooses its own, as a freshly started stage would."""
+    waits as a freshly started stage would."""
     env = os.environ if environ is None else environ
     return {k: v for k, v in env.items() if k not in WAITING}
 
 
 def _own_running() -> int:
     """This process's threads that are running or runnable now (the reader among them): numpy's
-    or torch's threads started before usdh was imported are ours, not a competitor's."""
+    or torch's threads are ours, not a competitor's."""
     running = 0
     try:
         tasks = os.listdir("/proc/self/task")
@@ -79,23 +82,142 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def choose_spin_count(
-    environ: MutableMapping[str, str] | None = None, others: int | None = None
-) -> int | None:
-    """Set ``GOMP_SPINCOUNT`` in ``environ`` (default ``os.environ``) and return it, or return
-    ``None`` where the user set their own waiting. ``others`` overrides the measured number of
-    other runnable threads."""
+def crowded(others: int, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``others`` runnable threads and our OpenMP threads (``OMP_NUM_THREADS``, else one
+    per CPU) overfill the CPUs this process may use."""
     env = os.environ if environ is None else environ
-    own = env.get("GOMP_SPINCOUNT")
-    if "OMP_WAIT_POLICY" in env or (own is not None and env.get(MARK) != own):
-        return None
-    if others is None:
-        others = other_runnable() or 0
     cpus = _cpus()
     try:
         threads = int(env.get("OMP_NUM_THREADS", cpus))
     except ValueError:
         threads = cpus
-    spins = SPIN_BUSY if others + threads > cpus else SPIN_IDLE
-    env["GOMP_SPINCOUNT"] = env[MARK] = str(spins)
-    return spins
+    return others + threads > cpus
+
+
+def gomp_libraries() -> list[str]:
+    """Every GNU OpenMP runtime mapped into this process, by file: each keeps its own count."""
+    found = set()
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                path = line.rstrip("\n").split(maxsplit=5)[-1]
+                if path.startswith("/") and os.path.basename(path).startswith("libgomp"):
+                    found.add(path)
+    except OSError:
+        return []
+    return sorted(found)
+
+
+class _IdleTeam:
+    """An OpenMP team of ``size`` threads in one libgomp, asleep until :meth:`release`.
+
+    A helper thread runs one empty parallel region (each thread calls ``free(NULL)``, a C no-op
+    that needs no GIL); the team's threads stay in the helper's pool, asleep, and libgomp counts
+    them until the helper exits, when libgomp lets the pool go."""
+
+    def __init__(self, library: str, size: int) -> None:
+        parallel = ctypes.CDLL(library).GOMP_parallel
+        parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        parallel.restype = None
+        free = ctypes.cast(ctypes.CDLL(None).free, ctypes.c_void_p)
+        self._done = threading.Event()
+        started = threading.Event()
+
+        def hold() -> None:
+            parallel(free, None, size, 0)
+            started.set()
+            self._done.wait()
+
+        self._thread = threading.Thread(target=hold, name="usdh-omp-idle-team", daemon=True)
+        self._thread.start()
+        started.wait()
+
+    def release(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+class Watcher:
+    """Holds idle teams while the CPU is crowded (see the module's docstring).
+
+    ``patience`` polls in a row must agree before the state changes, so a process that runs for
+    a moment neither starts nor ends the short spins; the very first poll decides at once."""
+
+    def __init__(self, interval_s: float = 0.5, patience: int = 2) -> None:
+        self.interval_s = interval_s
+        self.patience = patience
+        self.switches = 0
+        self._teams: dict[str, _IdleTeam] = {}
+        self._crowded = False
+        self._streak = 0
+        self._polls = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def held(self) -> list[str]:
+        """The libgomp files in which an idle team is held now."""
+        return sorted(self._teams)
+
+    @property
+    def crowded(self) -> bool:
+        return self._crowded
+
+    def poll(self, others: int | None = None) -> bool:
+        """One look at the run queue (``others`` overrides it); returns whether teams are held."""
+        if others is None:
+            others = other_runnable(samples=3) or 0
+        now = crowded(others)
+        first, self._polls = self._polls == 0, self._polls + 1
+        self._streak = self._streak + 1 if now != self._crowded else 0
+        if now != self._crowded and (first or self._streak >= self.patience):
+            self._crowded, self._streak = now, 0
+            self.switches += 1
+            log.debug("CPU crowded: %s, so OpenMP's %s spins", now, "short" if now else "default")
+        if self._crowded:
+            for library in gomp_libraries():  # a runtime loaded since the last poll, too
+                if library not in self._teams:
+                    self._teams[library] = _IdleTeam(library, _cpus() + 1)
+        else:
+            self._let_go()
+        return bool(self._teams)
+
+    def _let_go(self) -> None:
+        for team in self._teams.values():
+            team.release()
+        self._teams.clear()
+
+    def start(self) -> Watcher:
+        def run() -> None:
+            while not self._stop.is_set():
+                self.poll()
+                self._stop.wait(self.interval_s)
+
+        self._thread = threading.Thread(target=run, name="usdh-omp-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching and let every team go: libgomp's defaults return."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._let_go()
+        self._crowded = False
+
+
+_watcher: Watcher | None = None
+_lock = threading.Lock()
+
+
+def watch(environ: Mapping[str, str] | None = None) -> Watcher | None:
+    """Start this process's watcher once (every stage does, in ``usdh.cli.main``) and return it;
+    ``None`` where the user set their own waiting or the machine has no ``/proc`` to read."""
+    global _watcher
+    env = os.environ if environ is None else environ
+    if any(k in env for k in WAITING) or other_runnable(samples=1) is None:
+        return None
+    with _lock:
+        if _watcher is None:
+            _watcher = Watcher().start()
+        return _watcher

@@ -35,6 +35,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from usdh._omp import watch
 from usdh.params import EXPERIMENTS, load_params, validate_params
 
 __all__ = ["COMMANDS", "EXPERIMENT_COMMANDS", "PROTOCOL_COMMANDS", "main", "stage_module"]
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    watch()  # short OpenMP spins while another process shares the CPU (usdh/_omp.py)
     if not sys.stderr.isatty():
         # in logs (CI, dvc's captured output) a progress bar line every 10 s is plenty
         os.environ.setdefault("TQDM_MININTERVAL", "10")

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import json
 import os
+import pickle
 import shutil
 import tempfile
 import uuid
@@ -24,16 +25,20 @@ import numpy as np
 __all__ = ["atomic_path", "save_json", "save_npy", "staged_dir", "unreadable"]
 
 
+def reader_said(exc: BaseException) -> str:
+    """The first line of a reader's error, short; never its advice to unpickle (numpy's
+    allow_pickle=True, torch's weights_only=False), which would run the file's code."""
+    said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    advises_pickle = "pickle" in said.lower() or "weights_only" in said
+    if isinstance(exc, pickle.UnpicklingError) or advises_pickle:
+        return "not a file of plain arrays or tensors; unpickling it is never tried"
+    return f"{type(exc).__name__}: {said[:200]}" if said else type(exc).__name__
+
+
 def unreadable(path: str | os.PathLike[str], exc: BaseException, fix: str) -> ValueError:
     """The error for a file that exists but cannot be read: its path, what the reader said, and
     how to get a good one back."""
-    said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if "pickle" in said.lower() or "weights_only" in said:
-        # the reader's advice (allow_pickle=True, weights_only=False) would run the file's code
-        said = "not a file of plain arrays; unpickling it is never tried"
-    else:
-        said = f"{type(exc).__name__}: {said[:200]}" if said else type(exc).__name__
-    return ValueError(f"{path} cannot be read ({said}); {fix}")
+    return ValueError(f"{path} cannot be read ({reader_said(exc)}); {fix}")
 
 
 def _disk_full(exc: BaseException, folder: Path) -> bool:

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from usdh.io import atomic_path
+from usdh.io import atomic_path, reader_said
 from usdh.train.batches import Batches
 from usdh.train.config import TrainConfig
 from usdh.train.model import HashModel
@@ -148,14 +148,8 @@ def load_checkpoint(path: Path, fingerprint: str, stacklevel: int = 2) -> dict[s
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except _UNREADABLE as exc:
-        if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
-            # torch's own message advises weights_only=False: never for a file we did not write
-            why = "not a checkpoint that loads without running code"
-        else:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            why = f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
         warnings.warn(
-            f"{path} cannot be read ({why}); ignoring it and training from scratch",
+            f"{path} cannot be read ({reader_said(exc)}); ignoring it and training from scratch",
             stacklevel=stacklevel + 1,
         )
         return None
