@@ -66,6 +66,13 @@ def write_benchmark_report(json_path: Path, out_dir: Path) -> None:
         f"run {data.get('datetime', '?')}.",
         "",
     ]
+    for rerun in data.get("reruns", []):
+        lines += [
+            f"Rerun {rerun['datetime']} on the same machine, replacing the earlier rows: "
+            + ", ".join(f"`{g}`" for g in rerun["groups"])
+            + ".",
+            "",
+        ]
     for group, rows in groups.items():
         fastest = rows[0]["median_s"]
         lines += [
@@ -86,6 +93,23 @@ def write_benchmark_report(json_path: Path, out_dir: Path) -> None:
     with atomic_path(out_dir / "README.md") as tmp:
         tmp.write_text("\n".join(lines))
     _figure(groups, out_dir / "benchmarks.png")
+
+
+def merge_rerun(base_json: Path, rerun_json: Path) -> None:
+    """Put a partial rerun's groups (``pytest --benchmark benchmarks/test_bench_load.py``, say) in
+    place of the same groups of the full run in ``base_json``, and record which and when, so the
+    report says which rows come from which run."""
+    base = json.loads(Path(base_json).read_text())
+    rerun = json.loads(Path(rerun_json).read_text())
+    groups = sorted({b.get("group") or "ungrouped" for b in rerun.get("benchmarks", [])})
+    if not groups:
+        raise ValueError(f"{rerun_json} holds no benchmarks; nothing to merge")
+    kept = [b for b in base["benchmarks"] if (b.get("group") or "ungrouped") not in groups]
+    base["benchmarks"] = kept + rerun["benchmarks"]
+    reruns = [r for r in base.get("reruns", []) if not set(r["groups"]) <= set(groups)]
+    base["reruns"] = [*reruns, {"datetime": rerun.get("datetime", "?"), "groups": groups}]
+    with atomic_path(Path(base_json)) as tmp:
+        tmp.write_text(json.dumps(base, indent=4))
 
 
 def _roofline(data: dict[str, Any]) -> list[str]:
@@ -188,3 +212,12 @@ def _figure(groups: dict[str, list[dict[str, Any]]], path: Path) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fig.savefig(fh, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
+
+
+if __name__ == "__main__":  # python -m benchmarks.report BASE.json RERUN.json OUT_DIR
+    import sys
+
+    if len(sys.argv) != 4:
+        sys.exit("usage: python -m benchmarks.report BASE.json RERUN.json OUT_DIR")
+    merge_rerun(Path(sys.argv[1]), Path(sys.argv[2]))
+    write_benchmark_report(Path(sys.argv[1]), Path(sys.argv[3]))

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pipeline import OXFORD, dvc, project_copy
-from tests.test_remote import git, two_method_params
+from tests.test_pipeline import OXFORD, dvc
+from tests.test_remote import git_dvc_project, two_method_params
 
 SIZES = (32, 48)
 
@@ -28,11 +28,7 @@ def _project(folder: Path) -> Path:
     params = two_method_params()
     params["features"]["threads"] = None  # torch's default thread count
     params["methods"]["usdh"]["threads"] = None
-    project_copy(folder, params)
-    git(folder, "init", "-q", "-b", "main")
-    dvc(folder, "init", "-q")
-    git(folder, "add", "-A")
-    git(folder, "commit", "-q", "-m", "project")
+    git_dvc_project(folder, params)
     for size in SIZES:
         dvc(folder, "exp", "run", "--queue", "-n", f"px{size}", "-S", f"features.input_size={size}")
     return folder

@@ -47,16 +47,24 @@ def git(folder: Path, *args: str) -> str:
     return out.stdout
 
 
+def git_dvc_project(folder: Path, params: dict, remote: Path | None = None) -> Path:
+    """The project with ``params``, as a git repository with DVC initialised and one commit;
+    with ``remote``, that directory is the default DVC remote in the committed .dvc/config."""
+    project_copy(folder, params)
+    git(folder, "init", "-q", "-b", "main")
+    dvc(folder, "init", "-q")
+    if remote is not None:
+        dvc(folder, "remote", "add", "-d", "shared", str(remote))
+    git(folder, "add", "-A")
+    git(folder, "commit", "-q", "-m", "project")
+    return folder
+
+
 def _origin(tmp_path: Path, params: dict) -> Path:
     """A bare origin holding the project, with the DVC remote in its committed .dvc/config."""
     origin = tmp_path / "origin.git"
     git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
-    seed = project_copy(tmp_path / "seed", params)
-    git(seed, "init", "-q", "-b", "main")
-    dvc(seed, "init", "-q")
-    dvc(seed, "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote"))
-    git(seed, "add", "-A")
-    git(seed, "commit", "-q", "-m", "project")
+    seed = git_dvc_project(tmp_path / "seed", params, remote=tmp_path / "dvc-remote")
     git(seed, "push", "-q", str(origin), "main")
     return origin
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -294,3 +297,45 @@ def test_calibration_lsh_between_centred_and_uncentred(tmp_path):
     gaps = gap_readings(df)
     lsh = gaps[gaps["row"] == "LSH (`1k-5k-59k`, mAP@all)"]
     assert "LSH without centring, as stated" in set(lsh["reading"])
+
+
+def _bench(name: str, group: str, median: float) -> dict:
+    return {
+        "name": name,
+        "group": group,
+        "stats": {"median": median, "rounds": 1},
+        "extra_info": {},
+    }
+
+
+def test_a_partial_benchmark_rerun_replaces_its_groups_and_says_so(tmp_path: Path) -> None:
+    from benchmarks.report import merge_rerun, write_benchmark_report
+
+    base, rerun = tmp_path / "base.json", tmp_path / "rerun.json"
+    base.write_text(
+        json.dumps(
+            {
+                "datetime": "2026-11-30T10:00",
+                "benchmarks": [
+                    _bench("a1", "A", 1.0),
+                    _bench("b1", "B", 2.0),
+                    _bench("b2", "B", 3),
+                ],
+            }
+        )
+    )
+    rerun.write_text(
+        json.dumps({"datetime": "2026-11-30T15:00", "benchmarks": [_bench("b3", "B", 4)]})
+    )
+    merge_rerun(base, rerun)
+    merge_rerun(base, rerun)  # again: one record of the rerun, not two
+    merged = json.loads(base.read_text())
+    assert [b["name"] for b in merged["benchmarks"]] == ["a1", "b3"]
+    assert merged["reruns"] == [{"datetime": "2026-11-30T15:00", "groups": ["B"]}]
+    write_benchmark_report(base, tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    assert "Rerun 2026-11-30T15:00 on the same machine, replacing the earlier rows: `B`." in readme
+    assert "| b3 |" in readme and "| b1 |" not in readme
+    rerun.write_text(json.dumps({"datetime": "x", "benchmarks": []}))
+    with pytest.raises(ValueError, match="no benchmarks"):
+        merge_rerun(base, rerun)
