@@ -207,3 +207,23 @@ def test_the_process_own_running_threads_are_not_taken_for_competitors():
         stop.set()
         for worker in workers:
             worker.join()
+
+
+@needs_proc
+def test_a_runtime_without_gomp_parallel_is_skipped_with_a_warning(monkeypatch, caplog):
+    """A file that looks like libgomp but is not one must neither hang nor stop the watch."""
+    import ctypes.util
+
+    libc = ctypes.util.find_library("c")
+    assert libc
+    real = _omp.gomp_libraries()
+    monkeypatch.setattr(_omp, "gomp_libraries", lambda: sorted([libc, *real]))
+    watcher = _omp.Watcher()
+    try:
+        with caplog.at_level("WARNING", logger="usdh._omp"):
+            watcher.poll(others=5)
+            watcher.poll(others=5)  # tried once, not at every look
+        assert watcher.held == real
+        assert sum(libc in r.getMessage() for r in caplog.records) == 1
+    finally:
+        watcher.stop()

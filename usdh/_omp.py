@@ -116,21 +116,30 @@ class _IdleTeam:
     them until the helper exits, when libgomp lets the pool go."""
 
     def __init__(self, library: str, size: int) -> None:
+        # OSError / AttributeError here: not a libgomp with GOMP_parallel (GCC 4.9 and later)
         parallel = ctypes.CDLL(library).GOMP_parallel
         parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
         parallel.restype = None
         free = ctypes.cast(ctypes.CDLL(None).free, ctypes.c_void_p)
         self._done = threading.Event()
         started = threading.Event()
+        failed: list[BaseException] = []
 
         def hold() -> None:
-            parallel(free, None, size, 0)
-            started.set()
+            try:
+                parallel(free, None, size, 0)
+            except BaseException as exc:  # handed to the caller below
+                failed.append(exc)
+                return
+            finally:
+                started.set()
             self._done.wait()
 
         self._thread = threading.Thread(target=hold, name="usdh-omp-idle-team", daemon=True)
         self._thread.start()
         started.wait()
+        if failed:
+            raise OSError(f"could not start an idle OpenMP team in {library}: {failed[0]}")
 
     def release(self) -> None:
         self._done.set()
@@ -148,6 +157,7 @@ class Watcher:
         self.patience = patience
         self.switches = 0
         self._teams: dict[str, _IdleTeam] = {}
+        self._failed: set[str] = set()  # libraries in which no team could be started
         self._crowded = False
         self._streak = 0
         self._polls = 0
@@ -176,8 +186,14 @@ class Watcher:
             log.debug("CPU crowded: %s, so OpenMP's %s spins", now, "short" if now else "default")
         if self._crowded:
             for library in gomp_libraries():  # a runtime loaded since the last poll, too
-                if library not in self._teams:
+                if library in self._teams or library in self._failed:
+                    continue
+                try:
                     self._teams[library] = _IdleTeam(library, _cpus() + 1)
+                except (OSError, AttributeError) as exc:
+                    # that runtime keeps its default spins; the stage itself is not at stake
+                    self._failed.add(library)
+                    log.warning("%s; its idle workers keep libgomp's default spins", exc)
         else:
             self._let_go()
         return bool(self._teams)
