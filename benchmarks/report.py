@@ -35,8 +35,8 @@ def _rows(data: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
                 f" (faiss {info['faiss_queries_per_s']:,}); {info['speedup_median']}x faiss per "
                 f"pair, {info['speedup_min']}-{info['speedup_max']}x over {info['pairs']} pairs"
             )
-        if info.get("short_spins") is not None:  # the load benchmark's usdh child, at its end
-            shown += ", short spins held" if info["short_spins"] else ", default spins"
+        if info.get("held_share") is not None:  # the load benchmark's usdh child
+            shown += f", short spins held {info['held_share']:.0%} of the time"
         if "serial_seconds" in info:  # the queue benchmark: the serial run it is compared with
             shown = f"{info['jobs']} at once; one at a time took {info['serial_seconds']} s"
         groups[bench.get("group") or "ungrouped"].append(
