@@ -34,6 +34,7 @@ import time
 
 import pytest
 
+from tests.test_omp import _busy, _stop
 from usdh import _omp
 
 SETTINGS = {
@@ -114,17 +115,13 @@ _CHILD = textwrap.dedent(
 )
 
 
-def _busy_loop() -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
-
-
 def _rate(workload: str, setting: str, load: str, seconds: float) -> dict:
     """Units per second (``rate``) and, for ``usdh``, the share of the measurement during which
     the watcher held the short spins (``held_share``)."""
     # the parent's own waiting setting must not leak into the child
     env = _omp.without_waiting() | SETTINGS[setting]
-    busy = _busy_loop() if load == "busy" else None
-    if busy is not None:
+    busy = _busy(1) if load == "busy" else []
+    if busy:
         time.sleep(0.5)
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, workload, str(seconds)],
@@ -136,15 +133,13 @@ def _rate(workload: str, setting: str, load: str, seconds: float) -> dict:
     try:
         assert child.stdout.readline().strip() == "ready"
         if load == "late":
-            busy = _busy_loop()
+            busy = _busy(1)
         out, _ = child.communicate("go\n")
         assert child.returncode == 0, f"the {workload} child failed"
     finally:
         if child.poll() is None:
             child.kill()
-        if busy is not None:
-            busy.kill()
-            busy.wait()
+        _stop(busy)
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from usdh import _omp
 
-LINUX = _omp.other_runnable() is not None
+LINUX = _omp.can_watch()
 needs_proc = pytest.mark.skipif(not LINUX, reason="reads Linux's /proc")
 
 
@@ -41,11 +41,11 @@ def _wait_for(condition, timeout_s: float = 10.0) -> bool:
 
 def test_one_competitor_crowds_a_cpu_our_threads_fill():
     cpus = _omp._cpus()
-    assert not _omp.crowded(0, {})
-    assert _omp.crowded(1, {})
+    assert not _omp.overfilled(0, {})
+    assert _omp.overfilled(1, {})
     # with fewer threads of ours, the others may have the rest
-    assert not _omp.crowded(cpus - 1, {"OMP_NUM_THREADS": "1"})
-    assert _omp.crowded(cpus, {"OMP_NUM_THREADS": "1"})
+    assert not _omp.overfilled(cpus - 1, {"OMP_NUM_THREADS": "1"})
+    assert _omp.overfilled(cpus, {"OMP_NUM_THREADS": "1"})
 
 
 @pytest.mark.parametrize("env", [{"GOMP_SPINCOUNT": "300000"}, {"OMP_WAIT_POLICY": "PASSIVE"}])
@@ -184,10 +184,7 @@ def test_every_stage_starts_the_watch(monkeypatch, tmp_path):
     assert started == [True]
 
 
-@needs_proc
-def test_the_process_own_running_threads_are_not_taken_for_competitors():
-    """numpy or torch run threads of their own; they run for us, not against us."""
-    cpus = _omp._cpus()
+def _hash_threads(n: int) -> tuple[list[threading.Thread], threading.Event]:
     stop = threading.Event()
     block = b"x" * (1 << 20)
 
@@ -195,18 +192,90 @@ def test_the_process_own_running_threads_are_not_taken_for_competitors():
         while not stop.is_set():
             hashlib.sha256(block).digest()  # releases the GIL: the thread stays runnable
 
-    workers = [threading.Thread(target=hash_until_stopped) for _ in range(cpus)]
+    workers = [threading.Thread(target=hash_until_stopped) for _ in range(n)]
     for worker in workers:
         worker.start()
+    return workers, stop
+
+
+@needs_proc
+def test_the_process_own_running_threads_are_not_taken_for_competitors():
+    """numpy or torch run threads of their own; they run for us, not against us."""
+    cpus = _omp._cpus()
+    workers, stop = _hash_threads(cpus)
     try:
         time.sleep(0.2)
-        assert _omp._own_running() >= 2  # the reader and at least one hashing thread
         # counted as others, our own cpus hashing threads alone would fill the CPU
         assert _omp.other_runnable() < cpus
     finally:
         stop.set()
         for worker in workers:
             worker.join()
+
+
+_THREADED_COMPETITOR = textwrap.dedent(
+    """
+    import hashlib, sys, threading, time
+    block = b"x" * (1 << 20)
+
+    def spin():
+        while True:
+            hashlib.sha256(block).digest()
+
+    for _ in range(int(sys.argv[1])):
+        threading.Thread(target=spin, daemon=True).start()
+    print("ready", flush=True)
+    time.sleep(60)  # the main thread sleeps: the process's own state reads "S"
+    """
+)
+
+
+@needs_proc
+def test_every_running_thread_of_a_competitor_counts_not_its_main_thread_state():
+    """A competitor whose main thread sleeps while its workers run (torch, faiss) is busy all
+    the same: the count is by thread, from /proc/<pid>/task, not by process."""
+    quiet = _omp.other_runnable()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _THREADED_COMPETITOR, "2"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.2)
+        with open(f"/proc/{proc.pid}/stat") as f:
+            assert f.read().rsplit(")", 1)[1].split()[0] == "S"  # the main thread sleeps
+        assert _omp.other_runnable() >= quiet + 2
+    finally:
+        _stop([proc])
+    assert _wait_for(lambda: _omp.other_runnable() <= quiet)
+
+
+@needs_proc
+def test_a_busy_competitor_is_never_taken_for_gone_while_our_threads_come_and_go():
+    """With the short spins on, our OpenMP workers sleep and wake many times a millisecond. A
+    count made as the kernel's runnable total less our own, read a moment apart, then took a
+    busy competitor for gone (7 switches in a 15 s head fit); the direct count never may."""
+    cpus = _omp._cpus()
+    stop = threading.Event()
+    block = b"x" * (1 << 14)
+
+    def come_and_go() -> None:
+        while not stop.is_set():
+            hashlib.sha256(block).digest()  # runs for a few microseconds without the GIL ...
+            time.sleep(0.0001)  # ... then sleeps for a moment, as a throttled worker does
+
+    churn = [threading.Thread(target=come_and_go) for _ in range(cpus)]
+    busy = _busy(cpus)
+    for thread in churn:
+        thread.start()
+    try:
+        time.sleep(0.3)
+        seen = [_omp.other_runnable(samples=1) for _ in range(300)]
+    finally:
+        stop.set()
+        for thread in churn:
+            thread.join()
+        _stop(busy)
+    assert min(seen) >= cpus, f"fewest seen {min(seen)}, {sum(n < cpus for n in seen)} of 300 low"
 
 
 @needs_proc

@@ -7,15 +7,15 @@ count would cure it too, but results depend on it; how workers wait changes no r
 libgomp has a second way to wait built in: while it manages more threads than there are CPUs it
 spins only 100 times (its "throttled" count; GCC's libgomp/env.c and config/linux/wait.h).
 
-:func:`watch` starts one daemon thread that reads the kernel's run queue twice a second. While
-other processes' runnable threads and ours do not fit on the CPU, it holds an idle OpenMP team
-of ``cpus + 1`` threads in every libgomp the process has loaded (torch bundles its own, numba and
-faiss may use others). Those threads sleep, but libgomp counts them, so every wait in that
-runtime spins briefly and leaves the core to the other process. When the competitor has gone
-the teams are let go and the default returns. Alone nothing changes: no team is held, and the
-watch costs a few file reads each half second. A competitor that starts after the process is
-seen within a second. A user's own ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` is never
-overridden: with either set, no watch starts.
+:func:`watch` starts one daemon thread that, twice a second, counts the runnable threads of the
+other processes it can see in ``/proc``. While those and ours do not fit on the CPU, it holds an
+idle OpenMP team of ``cpus + 1`` threads in every libgomp the process has loaded (torch bundles
+its own, numba and faiss may use others). Those threads sleep, but libgomp counts them, so every
+wait in that runtime spins briefly and leaves the core to the other process. When the competitor
+has gone the teams are let go and the default returns. Alone nothing changes: no team is held,
+and a count costs about a millisecond of CPU (a few hundred small file reads). A competitor that
+starts after the process is seen within a second. A user's own ``GOMP_SPINCOUNT`` or
+``OMP_WAIT_POLICY`` is never overridden: with either set, no watch starts.
 """
 
 from __future__ import annotations
@@ -39,40 +39,57 @@ def without_waiting(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in WAITING}
 
 
-def _own_running() -> int:
-    """This process's threads that are running or runnable now (the reader among them): numpy's
-    or torch's threads are ours, not a competitor's."""
-    running = 0
+def _state(stat_file: str) -> bytes:
+    """The state letter of one thread (b"R": running or runnable), b"" if it has ended."""
     try:
-        tasks = os.listdir("/proc/self/task")
+        fd = os.open(stat_file, os.O_RDONLY)
+    except OSError:  # the thread ended between listing and reading
+        return b""
+    try:
+        stat = os.read(fd, 4096)
     except OSError:
-        return 1
-    for tid in tasks:
-        try:
-            with open(f"/proc/self/task/{tid}/stat", encoding="ascii", errors="replace") as f:
-                stat = f.read()
-        except OSError:  # the thread ended between listing and reading
+        return b""
+    finally:
+        os.close(fd)
+    close = stat.rfind(b")")  # the name may hold spaces and parentheses
+    return stat[close + 2 : close + 3]
+
+
+def _running_elsewhere() -> int:
+    """Running or runnable threads of every other process we can see, counted one by one.
+
+    Counted directly rather than as the kernel's ``procs_running`` less our own: those two are
+    read a moment apart, and with the short spins our workers sleep and wake many times a
+    millisecond, so the difference took a busy competitor for gone (docs/load.md, "Limits")."""
+    own = str(os.getpid())
+    running = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or pid == own:
             continue
-        state = stat[stat.rfind(")") + 2 : stat.rfind(")") + 3]  # the name may hold spaces
-        running += state == "R"
-    return max(running, 1)
-
-
-def other_runnable(samples: int = 5, interval_s: float = 0.002) -> int | None:
-    """Runnable threads of other processes: the fewest seen over a few reads of the kernel's
-    ``procs_running`` less this process's own running threads, so a thread that runs for a moment
-    is not taken for a competitor. ``None`` where ``/proc/stat`` does not exist (not Linux)."""
-    seen = []
-    for i in range(samples):
         try:
-            with open("/proc/stat", encoding="ascii") as f:
-                line = next(row for row in f if row.startswith("procs_running"))
-        except (OSError, StopIteration):
-            return None
-        seen.append(int(line.split()[1]) - _own_running())
-        if i + 1 < samples:
-            time.sleep(interval_s)
-    return max(0, min(seen))
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:  # the process ended, or is not ours to read
+            continue
+        running += sum(_state(f"/proc/{pid}/task/{tid}/stat") == b"R" for tid in tasks)
+    return running
+
+
+def can_watch() -> bool:
+    """Whether this system shows threads' states in ``/proc`` (Linux)."""
+    return os.path.isdir("/proc/self/task")
+
+
+def other_runnable(samples: int = 3, interval_s: float = 0.002) -> int:
+    """Runnable threads of other processes: the fewest over a few counts, so a thread that runs
+    for a moment (a daemon, a kernel worker) is not taken for a competitor. A count of none
+    ends the look at once: alone, a look is one count."""
+    fewest = _running_elsewhere()
+    for _ in range(samples - 1):
+        if fewest == 0:
+            break
+        time.sleep(interval_s)
+        fewest = min(fewest, _running_elsewhere())
+    return fewest
 
 
 def _cpus() -> int:
@@ -82,7 +99,7 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def crowded(others: int, environ: Mapping[str, str] | None = None) -> bool:
+def overfilled(others: int, environ: Mapping[str, str] | None = None) -> bool:
     """Whether ``others`` runnable threads and our OpenMP threads (``OMP_NUM_THREADS``, else one
     per CPU) overfill the CPUs this process may use."""
     env = os.environ if environ is None else environ
@@ -160,7 +177,7 @@ class Watcher:
         self._failed: set[str] = set()  # libraries in which no team could be started
         self._crowded = False
         self._streak = 0
-        self._polls = 0
+        self._looked = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -176,9 +193,9 @@ class Watcher:
     def poll(self, others: int | None = None) -> bool:
         """One look at the run queue (``others`` overrides it); returns whether teams are held."""
         if others is None:
-            others = other_runnable(samples=3) or 0
-        now = crowded(others)
-        first, self._polls = self._polls == 0, self._polls + 1
+            others = other_runnable()
+        now = overfilled(others)
+        first, self._looked = not self._looked, True
         self._streak = self._streak + 1 if now != self._crowded else 0
         if now != self._crowded and (first or self._streak >= self.patience):
             self._crowded, self._streak = now, 0
@@ -231,7 +248,7 @@ def watch(environ: Mapping[str, str] | None = None) -> Watcher | None:
     ``None`` where the user set their own waiting or the machine has no ``/proc`` to read."""
     global _watcher
     env = os.environ if environ is None else environ
-    if any(k in env for k in WAITING) or other_runnable(samples=1) is None:
+    if any(k in env for k in WAITING) or not can_watch():
         return None
     with _lock:
         if _watcher is None:
