@@ -60,7 +60,8 @@ def _running_elsewhere() -> int:
 
     Counted directly rather than as the kernel's ``procs_running`` less our own: those two are
     read a moment apart, and with the short spins our workers sleep and wake many times a
-    millisecond, so the difference took a busy competitor for gone (docs/load.md, "Limits")."""
+    millisecond, so the difference took a busy competitor for gone (docs/load.md, "The third
+    version"). Our own child processes (data loader workers) count as others, as they did."""
     own = str(os.getpid())
     running = 0
     for pid in os.listdir("/proc"):
@@ -191,7 +192,8 @@ class Watcher:
         return self._crowded
 
     def poll(self, others: int | None = None) -> bool:
-        """One look at the run queue (``others`` overrides it); returns whether teams are held."""
+        """One look at the other processes (``others`` overrides their count); returns whether
+        teams are held."""
         if others is None:
             others = other_runnable()
         now = overfilled(others)
