@@ -52,6 +52,11 @@ def _rows(data: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return groups
 
 
+def _machine(info: dict[str, Any]) -> str:
+    cpu = info.get("cpu", {})
+    return f"{cpu.get('brand_raw', '?')}, {cpu.get('count', '?')} CPUs"
+
+
 def write_benchmark_report(json_path: Path, out_dir: Path) -> None:
     """README.md (one table per benchmark group, fastest first) and benchmarks.png."""
     data = json.loads(Path(json_path).read_text())
@@ -61,16 +66,23 @@ def write_benchmark_report(json_path: Path, out_dir: Path) -> None:
         "# Benchmarks",
         "",
         "Written by `pytest --benchmark` from `benchmarks.json` (pytest-benchmark).",
-        f"Machine: {machine.get('cpu', {}).get('brand_raw', '?')}, "
-        f"{machine.get('cpu', {}).get('count', '?')} CPUs, Python {machine.get('python_version')}; "
+        f"Machine: {_machine(machine)}, Python {machine.get('python_version')}; "
         f"run {data.get('datetime', '?')}.",
         "",
     ]
     for rerun in data.get("reruns", []):
+        # a record without a machine was written when reruns were assumed to share the run's
+        where = _machine(rerun.get("machine_info", machine))
+        other = where != _machine(machine)
         lines += [
-            f"Rerun {rerun['datetime']} on the same machine, replacing the earlier rows: "
+            f"Rerun {rerun['datetime']} on {'another machine, ' if other else 'the same machine, '}"
+            f"{where}, replacing the earlier rows: "
             + ", ".join(f"`{g}`" for g in rerun["groups"])
-            + ".",
+            + (
+                ". Compare those rows with each other, not with the other groups' rows."
+                if other
+                else "."
+            ),
             "",
         ]
     for group, rows in groups.items():
@@ -107,7 +119,10 @@ def merge_rerun(base_json: Path, rerun_json: Path) -> None:
     kept = [b for b in base["benchmarks"] if (b.get("group") or "ungrouped") not in groups]
     base["benchmarks"] = kept + rerun["benchmarks"]
     reruns = [r for r in base.get("reruns", []) if not set(r["groups"]) <= set(groups)]
-    base["reruns"] = [*reruns, {"datetime": rerun.get("datetime", "?"), "groups": groups}]
+    record = {"datetime": rerun.get("datetime", "?"), "groups": groups}
+    if "machine_info" in rerun:
+        record["machine_info"] = rerun["machine_info"]
+    base["reruns"] = [*reruns, record]
     with atomic_path(Path(base_json)) as tmp:
         tmp.write_text(json.dumps(base, indent=4))
 

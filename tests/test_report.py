@@ -334,8 +334,30 @@ def test_a_partial_benchmark_rerun_replaces_its_groups_and_says_so(tmp_path: Pat
     assert merged["reruns"] == [{"datetime": "2026-11-30T15:00", "groups": ["B"]}]
     write_benchmark_report(base, tmp_path)
     readme = (tmp_path / "README.md").read_text()
-    assert "Rerun 2026-11-30T15:00 on the same machine, replacing the earlier rows: `B`." in readme
+    assert (
+        "Rerun 2026-11-30T15:00 on the same machine, ?, ? CPUs, replacing the earlier rows: `B`."
+        in readme
+    )
     assert "| b3 |" in readme and "| b1 |" not in readme
+    # a rerun on another processor says so: its rows compare with each other only
+    amd = {"cpu": {"brand_raw": "AMD EPYC", "count": 2}}
+    rerun.write_text(
+        json.dumps(
+            {
+                "datetime": "2026-11-30T18:00",
+                "machine_info": amd,
+                "benchmarks": [_bench("b4", "B", 5)],
+            }
+        )
+    )
+    merge_rerun(base, rerun)
+    write_benchmark_report(base, tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    assert (
+        "Rerun 2026-11-30T18:00 on another machine, AMD EPYC, 2 CPUs, replacing the earlier rows: "
+        "`B`. Compare those rows with each other, not with the other groups' rows." in readme
+    )
+    assert "2026-11-30T15:00" not in readme  # the B rows of that rerun are gone
     rerun.write_text(json.dumps({"datetime": "x", "benchmarks": []}))
     with pytest.raises(ValueError, match="no benchmarks"):
         merge_rerun(base, rerun)
