@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -184,33 +185,41 @@ def test_every_stage_starts_the_watch(monkeypatch, tmp_path):
     assert started == [True]
 
 
-def _hash_threads(n: int) -> tuple[list[threading.Thread], threading.Event]:
+def _hash_threads(n: int, block_bytes: int = 1 << 20, pause_s: float = 0.0) -> Callable[[], None]:
+    """Start ``n`` threads of ours that hash (releasing the GIL: runnable) and, with ``pause_s``,
+    sleep between blocks; returns the function that stops and joins them."""
     stop = threading.Event()
-    block = b"x" * (1 << 20)
+    block = b"x" * block_bytes
 
     def hash_until_stopped() -> None:
         while not stop.is_set():
-            hashlib.sha256(block).digest()  # releases the GIL: the thread stays runnable
+            hashlib.sha256(block).digest()
+            if pause_s:
+                time.sleep(pause_s)
 
     workers = [threading.Thread(target=hash_until_stopped) for _ in range(n)]
     for worker in workers:
         worker.start()
-    return workers, stop
+
+    def stop_all() -> None:
+        stop.set()
+        for worker in workers:
+            worker.join()
+
+    return stop_all
 
 
 @needs_proc
 def test_the_process_own_running_threads_are_not_taken_for_competitors():
     """numpy or torch run threads of their own; they run for us, not against us."""
     cpus = _omp._cpus()
-    workers, stop = _hash_threads(cpus)
+    stop = _hash_threads(cpus)
     try:
         time.sleep(0.2)
         # counted as others, our own cpus hashing threads alone would fill the CPU
         assert _omp.other_runnable() < cpus
     finally:
-        stop.set()
-        for worker in workers:
-            worker.join()
+        stop()
 
 
 _THREADED_COMPETITOR = textwrap.dedent(
@@ -255,25 +264,15 @@ def test_a_busy_competitor_is_never_taken_for_gone_while_our_threads_come_and_go
     count made as the kernel's runnable total less our own, read a moment apart, then took a
     busy competitor for gone (7 switches in a 15 s head fit); the direct count never may."""
     cpus = _omp._cpus()
-    stop = threading.Event()
-    block = b"x" * (1 << 14)
-
-    def come_and_go() -> None:
-        while not stop.is_set():
-            hashlib.sha256(block).digest()  # runs for a few microseconds without the GIL ...
-            time.sleep(0.0001)  # ... then sleeps for a moment, as a throttled worker does
-
-    churn = [threading.Thread(target=come_and_go) for _ in range(cpus)]
     busy = _busy(cpus)
-    for thread in churn:
-        thread.start()
+    # each runs for a few microseconds without the GIL, then sleeps a moment, as a throttled
+    # OpenMP worker does
+    stop = _hash_threads(cpus, block_bytes=1 << 14, pause_s=0.0001)
     try:
         time.sleep(0.3)
         seen = [_omp.other_runnable(samples=1) for _ in range(300)]
     finally:
-        stop.set()
-        for thread in churn:
-            thread.join()
+        stop()
         _stop(busy)
     assert min(seen) >= cpus, f"fewest seen {min(seen)}, {sum(n < cpus for n in seen)} of 300 low"
 
