@@ -26,20 +26,12 @@ import pytest
 import torch
 
 from usdh.backbones import BACKBONES, Backbone, build_backbone
-from usdh.engines import ENGINES, check_engine, compile_engine, engine_version
+from usdh.engines import ENGINES, compile_engine, engine_available, engine_version
 from usdh.features import default_batch_size, prepare_image
 
 SIZE = BACKBONES["efficientnet_lite0"].default_input_size
 BATCH = default_batch_size("cpu", SIZE)
 N_BATCHES = 2
-
-
-def _installed(engine: str) -> bool:
-    try:
-        check_engine(engine)
-    except ValueError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +70,9 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     "engine",
     [
-        pytest.param(e, marks=pytest.mark.skipif(not _installed(e), reason=f"{e} not installed"))
+        pytest.param(
+            e, marks=pytest.mark.skipif(not engine_available(e), reason=f"{e} not installed")
+        )
         for e in ENGINES
         if e != "openvino" or os.environ.get("USDH_BENCH_OPENVINO") == "1"
     ],

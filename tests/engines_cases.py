@@ -37,6 +37,7 @@ from usdh.engines import (
     check_engine,
     compile_engine,
     default_cache_dir,
+    engine_available,
     engine_version,
     model_digest,
 )
@@ -49,19 +50,11 @@ BATCH = 16
 CONVERTED = [e for e in ENGINES if e != "eager"]
 
 
-def installed(engine: str) -> bool:
-    try:
-        check_engine(engine)
-    except ValueError:
-        return False
-    return True
-
-
 engine_params = [
     pytest.param(
         e,
         marks=pytest.mark.skipif(
-            not installed(e), reason=f"{e} not installed (pip install {e} onnx)"
+            not engine_available(e), reason=f"{e} not installed (pip install {e} onnx)"
         ),
     )
     for e in CONVERTED
@@ -198,7 +191,7 @@ def test_engines_repeat_bitwise_in_another_process(
     tiny: TinyNet, cifar64: torch.Tensor, cache: Path, tmp_path: Path
 ) -> None:
     """A second process, loading the converted models from the cache, computes the same bytes."""
-    todo = [e for e in CONVERTED if installed(e)]
+    todo = [e for e in CONVERTED if engine_available(e)]
     if not todo:
         pytest.skip("no converted engine installed (pip install openvino onnx)")
     torch.save(cifar64, tmp_path / "x.pt")
@@ -257,7 +250,7 @@ def test_efficientnet_lite0_converts(engine: str, cifar64: torch.Tensor, tmp_pat
     assert min_cosine(out, ref) >= MIN_COSINE
 
 
-@pytest.mark.skipif(not installed("openvino"), reason="openvino not installed")
+@pytest.mark.skipif(not engine_available("openvino"), reason="openvino not installed")
 def test_openvino_below_float32_is_refused(tiny: TinyNet) -> None:
     """The guard behind INFERENCE_PRECISION_HINT=f32: a network compiled in bfloat16 (OpenVINO's
     default on CPUs with AVX-512 BF16 or AMX) is an error, never a silent change."""
@@ -319,7 +312,7 @@ def test_a_corrupt_or_stale_cache_file_is_rebuilt(engine: str, tmp_path: Path) -
 
 def test_the_cache_key_follows_weights_size_and_batch(tiny: TinyNet, tmp_path: Path) -> None:
     """The key is built alike for every engine; the fastest to convert stands for them."""
-    engine = next((e for e in ("onnxruntime", "openvino") if installed(e)), None)
+    engine = next((e for e in ("onnxruntime", "openvino") if engine_available(e)), None)
     if engine is None:
         pytest.skip("no converted engine installed (pip install openvino onnx)")
     compile_tiny(tiny, engine, tmp_path)
@@ -390,7 +383,7 @@ def test_wrong_inputs_are_refused(engine: str, tiny: TinyNet, cache: Path, tmp_p
 def test_engine_versions() -> None:
     assert engine_version("eager") == {"torch": torch.__version__}
     for engine in CONVERTED:
-        if installed(engine):
+        if engine_available(engine):
             versions = engine_version(engine)
             assert set(versions) == {"torch", engine, "onnx"}  # onnx: the exporter's format
             assert versions[engine][0].isdigit()

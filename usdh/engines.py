@@ -70,6 +70,7 @@ __all__ = [
     "check_engine",
     "compile_engine",
     "default_cache_dir",
+    "engine_available",
     "engine_version",
     "model_digest",
 ]
@@ -119,6 +120,16 @@ def check_engine(name: str) -> None:
         raise ValueError(f"unknown engine {name!r}; the engines are {', '.join(ENGINES)}")
     for module, _ in _PACKAGES.get(name, ()):
         _import(name, module)
+
+
+def engine_available(name: str) -> bool:
+    """Whether engine ``name`` can run here (its packages import): for callers that skip an
+    engine rather than stop, such as the tests and the benchmark."""
+    try:
+        check_engine(name)
+    except ValueError:
+        return False
+    return True
 
 
 def engine_version(engine: str) -> dict[str, str]:
