@@ -7,8 +7,8 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from baselines._pca import check_pca_size, fit_pca, project
 from usdh.hasher import BaseHasher
+from usdh.linear import ITQ_ITERATIONS, check_pca_size, fit_pca, itq_rotation, project
 
 __all__ = ["ITQ"]
 
@@ -20,7 +20,8 @@ class ITQ(BaseHasher):
     keeps all distances but spreads the variance, and ITQ picks ``R`` to minimise the quantisation
     loss ``||B - V R||_F^2`` over codes ``B`` in {-1, +1}. It alternates the two exact partial
     minimisations, ``B = sign(V R)`` and the orthogonal Procrustes solution for ``R``, starting from
-    a random rotation seeded by ``random_state``, for ``n_iter`` rounds.
+    a random rotation seeded by ``random_state``, for ``n_iter`` rounds
+    (:func:`usdh.linear.itq_rotation`).
 
     ``quantization_loss_`` has ``n_iter + 1`` entries: entry ``t`` is the loss (per training sample)
     of the rotation after ``t`` updates, with its best codes; it never increases.
@@ -33,7 +34,9 @@ class ITQ(BaseHasher):
         "quantization_loss_",
     )
 
-    def __init__(self, n_bits: int = 32, random_state: int = 0, n_iter: int = 50) -> None:
+    def __init__(
+        self, n_bits: int = 32, random_state: int = 0, n_iter: int = ITQ_ITERATIONS
+    ) -> None:
         super().__init__(n_bits=n_bits, random_state=random_state)
         self.n_iter = n_iter
 
@@ -47,20 +50,7 @@ class ITQ(BaseHasher):
     def _fit(self, X: NDArray[np.floating]) -> None:
         self.mean_, self.components_ = fit_pca(X, self.n_bits)
         V = project(X, self.mean_, self.components_)
-        rng = np.random.default_rng(self.random_state)
-        R, _ = np.linalg.qr(rng.standard_normal((self.n_bits, self.n_bits)))
-        losses = []
-        for t in range(self.n_iter + 1):
-            Z = V @ R
-            B = np.where(Z > 0, 1.0, -1.0)  # the bit rule of encode: 1 where positive
-            losses.append(float(np.square(B - Z).sum()) / len(V))
-            if t == self.n_iter:
-                break
-            # Procrustes: max tr(R^T V^T B) over orthogonal R; with B^T V = P S Q^T, R = Q P^T
-            P, _, Qt = np.linalg.svd(B.T @ V)
-            R = Qt.T @ P.T
-        self.rotation_ = R
-        self.quantization_loss_ = np.asarray(losses)
+        self.rotation_, self.quantization_loss_ = itq_rotation(V, self.random_state, self.n_iter)
 
     def _project(self, X: NDArray[np.floating]) -> NDArray[np.float64]:
         return project(X, self.mean_, self.components_) @ self.rotation_

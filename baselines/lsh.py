@@ -7,8 +7,8 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from baselines._pca import project
 from usdh.hasher import BaseHasher
+from usdh.linear import project
 
 __all__ = ["LSH"]
 

@@ -7,8 +7,8 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from baselines._pca import check_pca_size, fit_pca, project
 from usdh.hasher import BaseHasher
+from usdh.linear import check_pca_size, fit_pca, project
 
 __all__ = ["PCAH"]
 

@@ -127,7 +127,7 @@ def stage_modules(cmd: str, params: dict) -> tuple[str, list[str], list[str]]:
     """For a stage command ``python -m usdh <command> <args...>``: the command, its arguments and
     the modules it runs (its stage module, and the hasher module of the method it fits)."""
     from usdh.cli import stage_module
-    from usdh.registry import get_method
+    from usdh.registry import get_method, methods
 
     words = cmd.split()
     if words[:3] != ["python", "-m", "usdh"]:
@@ -140,6 +140,9 @@ def stage_modules(cmd: str, params: dict) -> tuple[str, list[str], list[str]]:
         modules.append(get_method(method).module)
     elif command == "ablate":
         modules.append(get_method(params["ablations"]["method"]).module)
+    elif command == "check":
+        # the check reads every registered method's signature (usdh.paramcheck.method_keys)
+        modules.extend(spec.module for spec in methods().values())
     elif command == "diagnose":
         modules.extend(get_method(m).module for m in params["experiment"]["methods"])
     return command, args, modules
@@ -151,3 +154,68 @@ def load_stages(folder: Path) -> list:
 
     with Repo(str(folder)) as repo:
         return list(repo.index.stages)
+
+
+# -- writing dvc.yaml's code deps ----------------------------------------------------------------
+#: folders dvc.yaml lists as one dependency instead of file by file
+FOLDERS = ("usdh/data", "usdh/report", "usdh/train", "baselines")
+
+
+def _listed(files: set[str]) -> list[str]:
+    out = set()
+    for f in files:
+        out.add(next((d for d in FOLDERS if f.startswith(d + "/")), f))
+    return sorted(out)
+
+
+def write_code_deps(dvc_yaml: Path = ROOT / "dvc.yaml") -> dict[str, int]:
+    """Rewrite every stage's code deps in ``dvc_yaml`` as the union of the closures of its
+    expansions (what tests/test_dvc_deps.py checks); other deps are kept, and every stage but
+    ``check`` depends on the check's record. Returns the number of code files per stage."""
+    import re
+    import shutil
+    import tempfile
+
+    import yaml
+
+    from tests.test_dvc_deps import CODE, _params_with_every_stage
+
+    folder = Path(tempfile.mkdtemp())
+    shutil.copy(dvc_yaml, folder / "dvc.yaml")
+    params = _params_with_every_stage()
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    (folder / ".dvc").mkdir()
+    (folder / ".dvc" / "config").write_text("[core]\n    no_scm = true\n")
+    runs: dict[str, set[str]] = {}
+    for stage in load_stages(folder):
+        _, _, modules = stage_modules(stage.cmd, params)
+        files = {str(p.relative_to(ROOT)) for p in closure(*modules)}
+        runs.setdefault(stage.name.split("@")[0], set()).update(files)
+    shutil.rmtree(folder)
+    out: list[str] = []
+    template, indent, kept = None, "", None
+    for line in dvc_yaml.read_text().splitlines(keepends=True):
+        m = re.match(r"^  ([a-z-]+):\s*$", line)
+        if m:
+            template = m.group(1)
+        if re.match(r"^\s+deps:\s*$", line):
+            indent, kept = re.match(r"^(\s+)", line).group(1), []
+            out.append(line)
+            continue
+        if kept is not None:
+            if line.startswith(indent + "- "):
+                dep = line.strip()[2:]
+                if not dep.startswith(CODE):
+                    kept.append(dep)
+                continue
+            first = [] if template == "check" else ["data/params-checked.json"]
+            for dep in [*first, *(k for k in kept if k not in first), *_listed(runs[template])]:
+                out.append(f"{indent}- {dep}\n")
+            kept = None
+        out.append(line)
+    dvc_yaml.write_text("".join(out))
+    return {k: len(v) for k, v in runs.items()}
+
+
+if __name__ == "__main__":  # python -m tests.closure: rewrite dvc.yaml's code deps
+    print(write_code_deps())

@@ -13,9 +13,9 @@ from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 
 from baselines import ITQ, LSH, PCAH, SH
-from baselines._pca import fit_pca, project
 from usdh.codes import unpack_bits
 from usdh.hasher import NotFittedError
+from usdh.linear import fit_pca, project
 from usdh.metrics import mean_average_precision
 from usdh.registry import methods
 
@@ -70,6 +70,32 @@ def test_deterministic_for_fixed_seed(cls):
     np.testing.assert_array_equal(a.encode(X), b.encode(X))
     for name, value in fitted_state(a).items():
         np.testing.assert_array_equal(value, fitted_state(b)[name], err_msg=name)
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_the_registry_says_truly_which_methods_depend_on_the_seed(cls):
+    """``MethodSpec.seeded`` decides how many runs the pipeline makes: a method declared
+    seed-free must give the same codes for every seed, a seeded one must not."""
+    name = next(n for n, spec in methods().items() if spec.target.endswith(":" + cls.__name__))
+    X = make_data(seed=3)
+    codes = [cls(n_bits=32, random_state=s).fit(X).encode(X) for s in (0, 1, 2)]
+    same = all(np.array_equal(codes[0], c) for c in codes[1:])
+    assert same == (not methods()[name].seeded), name
+
+
+def test_a_seed_free_method_runs_once_per_code_length():
+    from usdh.params import load_params
+    from usdh.stages.common import grid, run_seed
+
+    params = load_params()
+    seeds = params["experiment"]["seeds"]
+    assert len(seeds) > 1
+    bits = params["experiment"]["bits"]
+    assert grid(params, "experiment", method="pcah") == [(b, seeds[0]) for b in bits]
+    assert grid(params, "experiment", method="itq") == [(b, s) for b in bits for s in seeds]
+    assert grid(params, "experiment", 32, seeds[1], method="sh") == [(32, seeds[1])]
+    assert run_seed(params, "experiment", "sh", seeds[2]) == seeds[0]
+    assert run_seed(params, "experiment", "lsh", seeds[2]) == seeds[2]
 
 
 def test_lsh_differs_across_seeds():

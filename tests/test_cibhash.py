@@ -159,7 +159,7 @@ def test_feature_batches_serve_two_stored_views_and_the_clean_features():
     assert torch.equal(b.x, torch.from_numpy(bank[np.arange(10), first.numpy()]))
     assert torch.equal(b.x_pair, torch.from_numpy(bank[np.arange(10), second.numpy()]))
     assert torch.equal(b.features, torch.from_numpy(x[:10]))
-    with pytest.raises(ValueError, match=r"augmentations must have shape \(N, V, D\)"):
+    with pytest.raises(ValueError, match=r"augmentations must have shape \(M, V, D\)"):
         FeatureBatches(x, augmentations=bank[:5])
 
 
@@ -171,6 +171,7 @@ def test_cibhash_trains_on_the_bank_rows_only_learns_and_is_deterministic(tmp_pa
     a = CIBHash(**FAST).fit(x, views=views)
     b = CIBHash(**FAST).fit(x, views=views)
     assert a.n_train_ == 150 and a.train_part_ == "augmentation_subset"
+    assert a.trained_on("train", 300) == ("augmentation_subset", 150)
     assert np.array_equal(a.weight_, b.weight_) and np.array_equal(a.encode(x), b.encode(x))
     assert a.hidden_weight_.shape == (1024, x.shape[1])
     assert list(a.log_columns_)[4:6] == ["contrastive", "bottleneck"]
@@ -273,13 +274,22 @@ def test_the_crop_flip_grey_and_blur_steps():
         Augmentation(views=1)
 
 
-def test_the_bank_stage_lists_only_methods_that_need_a_bank():
-    from usdh.params import load_params
-    from usdh.stages.bank import bank_methods
+def test_the_bank_stage_lists_only_methods_that_need_a_bank(tmp_path, monkeypatch):
+    from usdh.paramcheck import two_view_methods
+    from usdh.params import load_params, read_check_record
+    from usdh.stages import check
 
     params = load_params()
-    assert bank_methods(params, "cifar10") == ["cibhash"]
-    assert bank_methods(params, "oxford17") == ["cibhash"]
+    assert two_view_methods(params, "cifar10") == ["cibhash"]
+    assert two_view_methods(params, "oxford17") == ["cibhash"]
+    # the bank stage learns it from the check stage's record, not from the method code
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"python -m usdh check"):
+        read_check_record("cifar10")
+    check.run(params)
+    assert read_check_record("cifar10") == {"two_view_methods": ["cibhash"]}
     params["experiment"]["methods"] = ["itq", "usdh"]
     params["classification"]["methods"] = ["itq"]
-    assert bank_methods(params, "cifar10") == [] and bank_methods(params, "oxford17") == []
+    assert two_view_methods(params, "cifar10") == [] and two_view_methods(params, "oxford17") == []
+    check.run(params)
+    assert read_check_record("oxford17") == {"two_view_methods": []}

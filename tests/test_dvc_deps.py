@@ -2,7 +2,8 @@
 
 The code a stage runs is computed from the code itself (tests/closure.py: the import closure of its
 command's module and of the hasher it fits), never from a hand list, so adding an import without
-adding the dependency to dvc.yaml fails here, naming the stage and the file. "Nothing much more":
+adding the dependency to dvc.yaml fails here, naming the stage and the file
+(``python -m tests.closure`` rewrites the lists from the code). "Nothing much more":
 a listed code dependency must be run by at least one stage of its dvc.yaml entry (a matrix shares
 one deps list, so ``fit@lsh`` lists the deep methods' trainer too).
 """
@@ -82,7 +83,8 @@ def test_every_stage_lists_exactly_the_code_it_runs(stages):
         deps = {d.def_path for d in s.deps if d.def_path != "params.yaml"}
         template = by_template[s.name.split("@")[0]]
         problems += dependency_problems(s.name, deps, runs[s.name], template)
-    assert not problems, "\n".join(problems[:40])
+    fix = "\n(python -m tests.closure rewrites dvc.yaml's code deps from the code)"
+    assert not problems, "\n".join(problems[:40]) + fix
 
 
 def test_a_missing_dependency_is_named_with_its_stage():

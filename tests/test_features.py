@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from usdh import features as fx
+from usdh import feature_store as fx
 from usdh.backbones import Backbone, BackboneSpec, build_backbone
 from usdh.device import resolve_device, seed_everything, torch_determinism
 from usdh.features import (
@@ -385,11 +385,16 @@ def test_provenance_content(tmp_path, stored):
     out = save_features(tmp_path / "f", feats, rots, rotation_indices=idx, provenance=record)
     saved = json.loads((Path(out) / "provenance.json").read_text())
     required = "dataset source backbone weights input_size dtype angles device seed n_images"
-    for key in [*required.split(), "wall_time_s", "versions", "environment"]:
+    for key in [*required.split(), "versions", "environment"]:
         assert key in saved, key
+    # times go to the stage's timing record: a rerun computing the same features writes the
+    # same bytes (usdh/timing.py)
+    for key in ("wall_time_s", "images_per_s", "total_wall_time_s", "git_revision"):
+        assert key not in json.dumps(saved), key
+    assert saved["environment"]["cpu"]["cores"] >= 1
     assert saved["dataset"] == "cifar10" and saved["seed"] == 0 and saved["split"] == "train-5000"
     assert saved["angles"] == list(DEEPBIT_ANGLES) and saved["rotations"]["n_images"] == 3
-    assert saved["total_wall_time_s"] == 3.5 and saved["storage_dtype"] == "float32"
+    assert saved["storage_dtype"] == "float32"
     for package in ("torch", "torchvision", "numpy"):
         assert saved["versions"][package]
     with pytest.raises(ValueError, match="input_size"):

@@ -15,7 +15,8 @@ import yaml
 from usdh.classification import classify_codes
 from usdh.cli import main
 from usdh.fitting import merge_params
-from usdh.params import LOSS_TERMS, ParamsError, load_params, validate_params
+from usdh.paramcheck import validate_params
+from usdh.params import LOSS_TERMS, ParamsError, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -104,8 +105,8 @@ def test_the_schema_follows_the_methods_signatures():
     """methods.<m> may hold exactly the class's keyword arguments (less n_bits, random_state)."""
     import inspect
 
+    from usdh.paramcheck import method_keys
     from usdh.registry import method_class, methods
-    from usdh.schema import method_keys
 
     for name in methods():
         sig = inspect.signature(method_class(name))
@@ -115,15 +116,26 @@ def test_the_schema_follows_the_methods_signatures():
 
 
 @pytest.mark.parametrize(
-    ("path", "value"),
-    [("methods.itq.n_iters", 5), ("split_seed", 1.7), ("features.input_sise", 96)],
+    ("command", "path", "value"),
+    [
+        # the check stage, upstream of every stage under dvc repro, checks the whole file
+        ("check", "methods.itq.n_iters", 5),
+        ("check", "split_seed", 1.7),
+        ("check", "features.input_sise", 96),
+        # a data stage run on its own checks the sections it reads
+        ("prepare", "datasets.cifar10.download", "yes"),
+        ("split", "split_seed", 1.7),
+        ("features", "features.input_sise", 96),
+        ("bank", "features.batch_size", "8"),
+    ],
 )
-def test_a_typo_fails_the_first_stage_in_one_line(tmp_path, path, value):
-    """As a user runs it: ``python -m usdh prepare``, exit code 2, one line, nothing written."""
+def test_a_typo_fails_the_first_stage_in_one_line(tmp_path, command, path, value):
+    """As a user runs it: ``python -m usdh <command>``, exit code 2, one line, nothing written."""
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_with(path, value)))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    args = [] if command == "check" else ["cifar10"]
     out = subprocess.run(
-        [sys.executable, "-m", "usdh", "prepare", "cifar10"],
+        [sys.executable, "-m", "usdh", command, *args],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -132,18 +144,32 @@ def test_a_typo_fails_the_first_stage_in_one_line(tmp_path, path, value):
     )
     assert out.returncode == 2 and out.stdout == ""
     err = out.stderr
-    assert err.startswith("usdh prepare: error: params.yaml: ") and "Traceback" not in err
+    assert err.startswith(f"usdh {command}: error: params.yaml: ") and "Traceback" not in err
     assert path in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
-def test_the_first_stage_fails_with_one_message_and_writes_nothing(tmp_path, monkeypatch, capsys):
+def test_the_check_stage_fails_with_one_message_and_writes_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_with("experiment.bits", [16, 20])))
-    assert main(["prepare", "oxford17"]) == 2
+    assert main(["check"]) == 2
     err = capsys.readouterr().err
     assert "experiment.bits" in err and "20" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_the_check_record_stays_byte_identical_while_params_are_valid(tmp_path, monkeypatch):
+    """Its bytes are what DVC compares: a valid change elsewhere (a method's knob, a seed) must
+    leave them as they are, so that the data stages below the check stay up to date."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(DEFAULTS))
+    assert main(["check"]) == 0
+    before = (tmp_path / "data" / "params-checked.json").read_bytes()
+    changed = _with("methods.itq.n_iter", 7)
+    changed["experiment"]["seeds"] = [0, 1, 2, 3, 4]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(changed))
+    assert main(["check"]) == 0
+    assert (tmp_path / "data" / "params-checked.json").read_bytes() == before
 
 
 def test_features_params_lays_a_sections_features_over_the_shared_ones():

@@ -71,14 +71,12 @@ def reduced_params() -> dict:
 
 
 def project_copy(folder: Path, params: dict) -> Path:
-    """What a stage runs or reads from the project (the code, dvc.yaml, the report's timing
-    notes) copied into ``folder``, with ``params`` as its params.yaml; DVC is not initialised."""
+    """What a stage runs or reads from the project (the code, dvc.yaml) copied into ``folder``,
+    with ``params`` as its params.yaml; DVC is not initialised."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("usdh", "baselines"):
         shutil.copytree(ROOT / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", folder / "dvc.yaml")
-    (folder / "reports").mkdir(exist_ok=True)
-    shutil.copy(ROOT / "reports" / "timings.md", folder / "reports" / "timings.md")
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     return folder
 
@@ -202,26 +200,88 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
 
     calibration = {"features-calibration", "fit-calibration", "evaluate-calibration"}
     everything = {
-        "prepare", "split", "features", "bank", "fit", "evaluate", "ablate", "diagnose",
+        "check", "prepare", "split", "features", "bank", "fit", "evaluate", "ablate", "diagnose",
         "classify", "classify-features", "report", *calibration,
     }  # fmt: skip
     assert touched("usdh/search.py") == {"evaluate", "ablate", "evaluate-calibration"}
     assert touched("usdh/codes.py") == {
-        "fit", "evaluate", "ablate", "diagnose", "classify", "fit-calibration",
+        "check", "fit", "evaluate", "ablate", "diagnose", "classify", "fit-calibration",
         "evaluate-calibration",
     }  # fmt: skip
-    assert touched("usdh/hasher.py") == {"fit", "ablate", "diagnose", "classify", "fit-calibration"}
+    assert touched("usdh/hasher.py") == {
+        "check", "fit", "ablate", "diagnose", "classify", "fit-calibration"
+    }  # fmt: skip
 
     assert touched("usdh/report/build.py") == {"report"}
     assert touched("usdh/augment.py") == {
-        "features", "bank", "features-calibration", "fit", "fit-calibration", "ablate",
+        "check", "features", "bank", "features-calibration", "fit", "fit-calibration", "ablate",
         "diagnose", "classify", "classify-features",
     }  # fmt: skip
     assert touched("usdh/cli.py") == everything
+    # the data stages run only the code that computes them: method, training, evaluation and
+    # report code (and the checking of the whole params file) never make them stale, file by file
+    data_stages = {"prepare", "split", "features", "bank", "features-calibration"}
+    for relpath in METHOD_CODE:
+        assert not touched(relpath) & data_stages, relpath
     assert stale_stages(tmp_path) == set()
+
+
+#: code that the data stages (prepare, split, features, bank) must not depend on: every file of
+#: the methods, the trainer, the fitting, the evaluation, the report and the full params check
+METHOD_CODE = sorted(
+    str(p.relative_to(ROOT))
+    for pattern in (
+        "usdh/registry.py",
+        "usdh/method.py",
+        "usdh/losses.py",
+        "usdh/train/*.py",
+        "usdh/fitting.py",
+        "usdh/metrics.py",
+        "usdh/search.py",
+        "usdh/paramcheck.py",
+        "usdh/report/*.py",
+        "baselines/*.py",
+    )
+    for p in ROOT.glob(pattern)
+)
 
 
 def stale_stages(folder: Path) -> set[str]:
     """The stages `dvc status` reports as changed."""
     status = dvc(folder, "status")
     return {line[:-1] for line in status.splitlines() if line.endswith(":") and line[0] != "\t"}
+
+
+def _out_hashes(folder: Path, stages: tuple[str, ...]) -> dict[str, list[tuple[str, str]]]:
+    """The output hashes DVC recorded for ``stages`` in ``folder``'s dvc.lock."""
+    lock = yaml.safe_load((folder / "dvc.lock").read_text())["stages"]
+    return {s: [(o["path"], o["md5"]) for o in lock[s]["outs"]] for s in stages}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not OXFORD.exists(), reason="needs ../shared/data/oxford17-256.tar.gz")
+def test_the_data_stages_write_the_same_bytes_in_two_folders_and_on_a_rerun(tmp_path):
+    """Their outputs hold only what their inputs determine (no paths, times or code revision),
+    so two clones share them and a rerun that computes the same numbers leaves DVC's early
+    cut-off intact: nothing below reruns."""
+    params = reduced_params()
+    stages = ("prepare@oxford17", "split@oxford17", "features@oxford17")
+    hashes = []
+    for name in ("first", "second"):
+        folder = project_copy(tmp_path / name / "project", params)
+        dvc(folder, "init", "--no-scm", "-q")
+        dvc(folder, "repro", "features@oxford17")
+        hashes.append(_out_hashes(folder, stages))
+        # the timings went to the stage's record, beside the outputs
+        record = json.loads((folder / "metrics/timings/features@oxford17.json").read_text())
+        assert record["wall_s"] > 0 and record["probe"]["images_per_s"] > 0
+        assert record["machine"]["cores"] >= 1
+    assert hashes[0] == hashes[1]
+    first = tmp_path / "first" / "project"
+    dvc(first, "repro", "-f", "-s", "prepare@oxford17")
+    dvc(first, "repro", "-f", "-s", "features@oxford17")
+    assert _out_hashes(first, stages) == hashes[0]
+    provenance = (first / "data/features/oxford17/efficientnet_lite0/provenance.json").read_text()
+    for word in ("wall_time", "images_per_s", "git_revision", str(tmp_path)):
+        assert word not in provenance
+    assert str(tmp_path) not in (first / "data/prepared/oxford17/meta.json").read_text()

@@ -13,14 +13,16 @@ from usdh.evaluation import Curves, evaluate_run
 from usdh.io import save_json, save_npy
 from usdh.layout import Run
 from usdh.report import build_report, collect_results, summarise
-from usdh.report.build import paired_bootstrap, per_class_table, verdict_table
 from usdh.report.calibration import (
     PUBLISHED,
     calibration_summary,
     calibration_table,
     collect_calibration,
     gap_readings,
+    read_calibration,
 )
+from usdh.report.queries import per_class_table
+from usdh.report.verdict import paired_bootstrap, verdict_table
 
 #: small curves for a 400-image toy database
 CURVES = Curves(
@@ -258,6 +260,9 @@ def test_calibration_compares_each_published_cell_as_stated_and_explains_gaps(tm
     )
     df = collect_calibration(tmp_path)
     assert len(df) == 12 and set(df["name"]) == {"itq"}
+    # the same walk over the runs reads their fit records' training-set sizes
+    again, train = read_calibration(tmp_path)
+    assert again.equals(df) and train == {"1k-5k-59k": [5000], "deepbit": [50000]}
     table = calibration_table(df)
     deepbit = table[(table["row"] == "PCA-ITQ")].iloc[0]
     # published 15.67 at 16 bits; ours 25.00 +/- sample std of (24.9, 25.1)

@@ -102,6 +102,22 @@ def _relevant(qlab, dblab, j):  # pragma: no cover - compiled
     return False
 
 
+@nb.njit(inline="always", **_JIT)
+def _count_by_radius(q, dbw, qlab, dblab, d, rel, n_all, n_rel, i):  # pragma: no cover
+    """Query ``i``'s distances into ``d`` and relevance into ``rel`` (per database row; None:
+    not kept), and its per-radius counts of all and of relevant items added to row ``i`` of
+    ``n_all`` and ``n_rel``."""
+    _distances(q, dbw, d)
+    for j in range(d.shape[0]):
+        r = d[j]
+        n_all[i, r] += 1
+        isrel = _relevant(qlab, dblab, j)
+        if rel is not None:  # decided when compiling: None is its own type
+            rel[j] = isrel
+        if isrel:
+            n_rel[i, r] += 1
+
+
 @nb.njit(parallel=True, **_JIT)
 def radius_counts(qw, dbw, qlab, dblab, n_bits):  # pragma: no cover - compiled
     """Per query and Hamming radius r: how many database items, and how many relevant ones, at r."""
@@ -111,13 +127,7 @@ def radius_counts(qw, dbw, qlab, dblab, n_bits):  # pragma: no cover - compiled
     n_rel = np.zeros((nq, n_bits + 1), dtype=np.int64)
     for i in nb.prange(nq):
         d = np.empty(n, dtype=np.uint16)
-        _distances(qw[i], dbw, d)
-        q = qlab[i]
-        for j in range(n):
-            r = d[j]
-            n_all[i, r] += 1
-            if _relevant(q, dblab, j):
-                n_rel[i, r] += 1
+        _count_by_radius(qw[i], dbw, qlab[i], dblab, d, None, n_all, n_rel, i)
     return n_all, n_rel
 
 
@@ -143,15 +153,7 @@ def index_order_stats(qw, dbw, qlab, dblab, n_bits, cutoffs):  # pragma: no cove
     for i in nb.prange(nq):
         d = np.empty(n, dtype=np.uint16)
         rel = np.empty(n, dtype=np.bool_)
-        _distances(qw[i], dbw, d)
-        q = qlab[i]
-        for j in range(n):
-            r = d[j]
-            n_all[i, r] += 1
-            isrel = _relevant(q, dblab, j)
-            rel[j] = isrel
-            if isrel:
-                n_rel[i, r] += 1
+        _count_by_radius(qw[i], dbw, qlab[i], dblab, d, rel, n_all, n_rel, i)
         below_all = np.zeros(n_bits + 1, dtype=np.int64)
         below_rel = np.zeros(n_bits + 1, dtype=np.int64)
         for r in range(1, n_bits + 1):

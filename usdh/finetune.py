@@ -19,6 +19,7 @@ Artifacts (``python -m usdh finetune <method> <bits> <seed>``):
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -77,12 +78,7 @@ def finetune_method(
     term's targets); training uses the rows every method trains on
     (:func:`usdh.data.training_rows`).
     """
-    spec = get_method(name)
-    if not spec.finetunable:
-        raise ValueError(f"method {name!r} does not declare that it can be fine-tuned")
-    hasher = make_hasher(name, bits, seed, method_params)
-    if not isinstance(hasher, USDH):
-        raise ValueError(f"fine-tuning trains a USDH-style head; {name!r} is not one")
+    hasher = _finetunable_hasher(name, bits, seed, method_params)
     config: TrainConfig = hasher.train_config()
     part = training_part(split)
     rows = split[part]
@@ -102,34 +98,12 @@ def finetune_method(
     views = 1 + (len(angles or ()) if "rotation" in result.columns else 0)
     epochs = len(result.log)
     size = data.input_size
-
-    def encode_rows(part_rows: np.ndarray) -> np.ndarray:
-        return extract_features(
-            images,
-            backbone,
-            input_size=size,
-            batch_size=batch_size,
-            device=config.device,
-            indices=part_rows,
-            progress=config.progress,
-            threads=config.threads,
-        )
+    encode_rows = _image_encoder(images, backbone, size, batch_size, config)
 
     hasher.n_features_in_ = int(backbone.feature_dim)
     hasher.set_trained(result, config, lambda: encode_rows(rows))
-    tail = {
-        k: v.detach().cpu() for k, v in backbone.trainable_tail(n_trainable).state_dict().items()
-    }
-    with atomic_path(run.model_dir / "tail.pt") as tmp:
-        torch.save(tail, tmp)
-
-    start = time.perf_counter()
-    n_encoded = 0
-    for part_name in ("query", "database"):
-        codes = hasher.encode(encode_rows(split[part_name]))
-        n_encoded += len(codes)
-        save_npy(run.codes_dir / f"{part_name}.npy", codes)
-    encode_seconds = time.perf_counter() - start
+    _save_tail(run, backbone, n_trainable)
+    n_encoded, encode_seconds = _save_codes(run, hasher, split, encode_rows)
     save_fitted(
         run,
         Fitted(name, hasher, part, len(rows), train_seconds),
@@ -149,3 +123,66 @@ def finetune_method(
         device=str(result.device),
     )
     return hasher
+
+
+def _finetunable_hasher(
+    name: str, bits: int, seed: int, method_params: dict[str, Any] | None
+) -> USDH:
+    """A new, unfitted hasher of method ``name``; it must declare that it can be fine-tuned and
+    train a USDH-style head."""
+    spec = get_method(name)
+    if not spec.finetunable:
+        raise ValueError(f"method {name!r} does not declare that it can be fine-tuned")
+    hasher = make_hasher(name, bits, seed, method_params)
+    if not isinstance(hasher, USDH):
+        raise ValueError(f"fine-tuning trains a USDH-style head; {name!r} is not one")
+    return hasher
+
+
+def _image_encoder(
+    images: ImageSource,
+    backbone: Backbone,
+    size: int,
+    batch_size: int | None,
+    config: TrainConfig,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``rows -> features`` of those images through the (fine-tuned) backbone."""
+
+    def encode_rows(part_rows: np.ndarray) -> np.ndarray:
+        return extract_features(
+            images,
+            backbone,
+            input_size=size,
+            batch_size=batch_size,
+            device=config.device,
+            indices=part_rows,
+            progress=config.progress,
+            threads=config.threads,
+        )
+
+    return encode_rows
+
+
+def _save_tail(run: Run, backbone: Backbone, n_trainable: int) -> None:
+    """The fine-tuned backbone units' weights: ``tail.pt`` in the run's model folder."""
+    tail = {
+        k: v.detach().cpu() for k, v in backbone.trainable_tail(n_trainable).state_dict().items()
+    }
+    with atomic_path(run.model_dir / "tail.pt") as tmp:
+        torch.save(tail, tmp)
+
+
+def _save_codes(
+    run: Run,
+    hasher: USDH,
+    split: dict[str, np.ndarray],
+    encode_rows: Callable[[np.ndarray], np.ndarray],
+) -> tuple[int, float]:
+    """Encode and save the query and database codes; how many images and how many seconds."""
+    start = time.perf_counter()
+    n_encoded = 0
+    for part_name in ("query", "database"):
+        codes = hasher.encode(encode_rows(split[part_name]))
+        n_encoded += len(codes)
+        save_npy(run.codes_dir / f"{part_name}.npy", codes)
+    return n_encoded, time.perf_counter() - start

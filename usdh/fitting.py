@@ -24,12 +24,12 @@ import numpy as np
 from usdh.data import training_part
 from usdh.hasher import BaseHasher, TrainingViews
 from usdh.io import atomic_path, save_json
-from usdh.layout import Run
+from usdh.layout import CHECKPOINTS, Run
 from usdh.provenance import environment
 from usdh.registry import MethodSpec, get_method
 
 if TYPE_CHECKING:
-    from usdh.features import Bank
+    from usdh.feature_store import Bank
 
 #: ``views(spec, rows, split)``: a deep method's stored extra inputs for its training rows
 Views = Callable[..., TrainingViews | None]
@@ -40,6 +40,7 @@ __all__ = [
     "fit_on_rows",
     "make_hasher",
     "merge_params",
+    "remove_checkpoints",
     "save_fitted",
     "stored_views",
     "views_from_features",
@@ -150,7 +151,7 @@ def bank_for(methods: Iterable[str], bank_dir: Path) -> Bank | None:
     other methods' stages never read it)."""
     if not any("augmentations" in get_method(m).views for m in methods):
         return None
-    from usdh.features import load_bank
+    from usdh.feature_store import load_bank
 
     return load_bank(bank_dir)
 
@@ -200,10 +201,9 @@ def fit_on_rows(
     start = time.perf_counter()
     hasher.fit(features[rows], **kwargs)
     seconds = time.perf_counter() - start
-    # a method that trains on augmented views trains on the images of its bank only
-    if getattr(hasher, "train_part_", None) == "augmentation_subset":
-        part = "augmentation_subset"
-    return Fitted(name, hasher, part, getattr(hasher, "n_train_", len(rows)), seconds)
+    # a method may train on a subset of the rows it was given (two-view ones: their bank's)
+    part, n_train = hasher.trained_on(part, len(rows))
+    return Fitted(name, hasher, part, n_train, seconds)
 
 
 def _schedule(hasher: BaseHasher, n_train: int) -> dict[str, int]:
@@ -248,4 +248,21 @@ def save_fitted(
     if log.is_file():
         with atomic_path(run.train_log) as tmp:
             shutil.copyfile(log, tmp)
+    remove_checkpoints(run)
+
+
+def remove_checkpoints(run: Run) -> None:
+    """Remove the run's checkpoint folder and then each parent folder it leaves empty, up to but
+    not including ``.checkpoints/`` itself (a parent that still holds another run's checkpoint
+    stays)."""
     shutil.rmtree(run.checkpoints, ignore_errors=True)
+    top = run.root / CHECKPOINTS
+    folder = run.checkpoints.parent
+    while folder != top and top in folder.parents:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:  # already gone: the one above may be empty now
+            pass
+        except OSError:  # not empty: neither is any folder above it
+            break
+        folder = folder.parent

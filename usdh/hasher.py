@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 from usdh.codes import check_n_bits, pack_bits
 from usdh.io import atomic_path, unreadable
 
-__all__ = ["BaseHasher", "NotFittedError", "TrainingViews", "check_features"]
+__all__ = ["BaseHasher", "NotFittedError", "TrainingViews", "check_features", "check_views"]
 
 
 class NotFittedError(ValueError):
@@ -59,26 +59,50 @@ def check_features(
     return arr
 
 
-def _check_rows_views(
-    name: str, views: Any, rows: Any, X: NDArray[np.floating]
-) -> tuple[NDArray[np.floating], NDArray[np.int64] | None]:
-    """Views ``(M, A, D)`` of the rows ``rows`` of ``X`` (without ``rows``: row ``j``, M = N),
-    checked to belong to ``X``."""
-    arr = np.asarray(views)
+def check_views(
+    name: str,
+    shape: tuple[int, ...],
+    rows: ArrayLike | None,
+    n_rows: int,
+    n_features: int,
+    *,
+    axis: str = "A",
+    two_views: bool = False,
+) -> NDArray[Any] | None:
+    """Check that views of ``shape`` ``(M, <axis>, D)`` belong to training features ``X`` of
+    shape ``(n_rows, n_features)``: row ``j`` holds the views of row ``rows[j]`` of X (without
+    ``rows``: of row ``j``, M = N), the rows distinct indices of X; with ``two_views``, at least
+    two views per row (training draws two distinct ones). Returns ``rows`` as an array (None
+    stays None). The one check of :class:`TrainingViews` and the trainer's batches."""
     idx = None if rows is None else np.asarray(rows)
-    m = X.shape[0] if idx is None else idx.shape[0]
-    if arr.ndim != 3 or arr.shape[0] != m or arr.shape[2] != X.shape[1]:
+    m = n_rows if idx is None else idx.shape[0]
+    if len(shape) != 3 or shape[0] != m or shape[2] != n_features:
         raise ValueError(
-            f"{name} must have shape (M, A, D) = ({m}, A, {X.shape[1]}), one row of views per "
-            f"row of X that has them, got {arr.shape}"
+            f"{name} must have shape (M, {axis}, D) = ({m}, {axis}, {n_features}), one row of "
+            f"views per row of X that has them, got {tuple(shape)}"
         )
     if idx is not None and (
         idx.ndim != 1
         or idx.dtype.kind not in "iu"
-        or (idx.size and (idx.min() < 0 or idx.max() >= X.shape[0]))
+        or (idx.size and (idx.min() < 0 or idx.max() >= n_rows))
         or np.unique(idx).size != idx.size
     ):
-        raise ValueError(f"{name}: rows must be distinct row indices of X (0..{X.shape[0] - 1})")
+        raise ValueError(f"{name}: rows must be distinct row indices of X (0..{n_rows - 1})")
+    if two_views and shape[1] < 2:
+        raise ValueError(
+            f"{name} hold {shape[1]} view(s) per image; training draws two distinct views, so at "
+            f"least 2 are needed"
+        )
+    return idx
+
+
+def _check_rows_views(
+    name: str, views: Any, rows: Any, X: NDArray[np.floating], **how: Any
+) -> tuple[NDArray[np.floating], NDArray[np.int64] | None]:
+    """Views of the rows ``rows`` of ``X`` (:func:`check_views`), checked to belong to ``X`` and
+    to be finite."""
+    arr = np.asarray(views)
+    idx = check_views(name, arr.shape, rows, X.shape[0], X.shape[1], **how)
     check_features(arr.reshape(-1, arr.shape[2]), name=name)
     return arr, idx
 
@@ -104,13 +128,13 @@ class TrainingViews:
         aug, aug_rows = None, None
         if self.augmentations is not None:
             aug, aug_rows = _check_rows_views(
-                "augmentations", self.augmentations, self.augmentation_rows, X
+                "augmentations",
+                self.augmentations,
+                self.augmentation_rows,
+                X,
+                axis="V",
+                two_views=True,
             )
-            if aug.shape[1] < 2:
-                raise ValueError(
-                    f"augmentations hold {aug.shape[1]} view(s) per image; training draws two "
-                    f"distinct views, so at least 2 are needed"
-                )
         elif self.augmentation_rows is not None:
             raise ValueError("augmentation_rows given without augmentations")
         if self.rotations is None:
@@ -163,6 +187,13 @@ class BaseHasher:
         self._fit(arr)
         self.n_features_in_ = arr.shape[1]
         return self
+
+    def trained_on(self, part: str, n_rows: int) -> tuple[str, int]:
+        """Which rows the last ``fit`` trained on, when it was given the ``n_rows`` rows of the
+        split's ``part``: that part's name and its number of rows. By default every row it was
+        given; a method that trains on a subset of them says which (two-view methods: the
+        images of their bank, :meth:`usdh.method.USDH.trained_on`)."""
+        return part, n_rows
 
     def _check_fit_input(self, X: ArrayLike) -> NDArray[np.floating]:
         """Check ``n_bits``, ``random_state`` and the training features; return the features."""

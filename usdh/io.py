@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "save_json", "save_npy", "staged_dir", "unreadable"]
+__all__ = ["atomic_path", "save_json", "save_npy", "save_text", "staged_dir", "unreadable"]
 
 
 def reader_said(exc: BaseException) -> str:
@@ -96,6 +96,12 @@ def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Write one array as ``.npy``, atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
+
+
+def save_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def save_json(path: str | os.PathLike[str], obj: Any) -> None:

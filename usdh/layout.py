@@ -97,6 +97,12 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def checked_record(root: Path = Path()) -> Path:
+    """The check stage's record: params.yaml passed every check, and what the data stages need to
+    know of the methods (which ones train on augmented views), so that they need no method code."""
+    return root / DATA / "params-checked.json"
+
+
 def prepared_dir(dataset: str, root: Path = Path()) -> Path:
     """Decoded images and labels of one dataset (the prepare stage)."""
     return root / DATA / "prepared" / check_name("dataset", dataset)
@@ -182,9 +188,13 @@ class Run:
         folder = method_dir(kind, self.group, self.dataset, self.protocol, self.name, self.root)
         return folder / str(self.bits)
 
+    def _seed_path(self, kind: str, suffix: str = "") -> Path:
+        """This run's file (or folder) in the ``kind`` tree: ``<bits>/<seed><suffix>``."""
+        return self._in(kind) / f"{self.seed}{suffix}"
+
     @property
     def model_dir(self) -> Path:
-        return self._in("models") / str(self.seed)
+        return self._seed_path("models")
 
     @property
     def model(self) -> Path:
@@ -207,27 +217,27 @@ class Run:
 
     @property
     def codes_dir(self) -> Path:
-        return self._in("codes") / str(self.seed)
+        return self._seed_path("codes")
 
     @property
     def metrics(self) -> Path:
-        return self._in("metrics") / f"{self.seed}.json"
+        return self._seed_path("metrics", ".json")
 
     @property
     def pr_curve(self) -> Path:
-        return self._in("precision_recall") / f"{self.seed}.csv"
+        return self._seed_path("precision_recall", ".csv")
 
     @property
     def p_at_n(self) -> Path:
-        return self._in("precision_at_n") / f"{self.seed}.csv"
+        return self._seed_path("precision_at_n", ".csv")
 
     @property
     def map_at_k(self) -> Path:
-        return self._in("map_at_k") / f"{self.seed}.csv"
+        return self._seed_path("map_at_k", ".csv")
 
     @property
     def per_query(self) -> Path:
-        return self._in("queries") / f"{self.seed}.npz"
+        return self._seed_path("queries", ".npz")
 
 
 def find_runs(group: str, kind: str = "metrics", root: Path = Path()) -> Iterator[Run]:

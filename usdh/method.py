@@ -251,18 +251,30 @@ class USDH(BaseHasher):
         self.n_features_in_ = arr.shape[1]
         return self
 
+    def trained_on(self, part: str, n_rows: int) -> tuple[str, int]:
+        """Given a bank of augmented views, ``fit`` trains on the images of the bank only: the
+        split's ``augmentation_subset`` (``train_part_``), ``n_train_`` rows; otherwise on every
+        row it was given."""
+        if self.train_part_ == "augmentation_subset":
+            return self.train_part_, self.n_train_
+        return part, self.n_train_
+
     def _itq_init(self, X: NDArray[np.floating]) -> dict[str, Any]:
         """The linear head as ITQ's projection ``(x - mean) P R`` fitted on ``X`` (same bits and
-        seed), scaled so the training logits have unit standard deviation."""
+        seed, :class:`baselines.itq.ITQ`'s steps), scaled so the training logits have unit
+        standard deviation."""
         import torch
 
-        from baselines.itq import ITQ
+        from usdh.linear import check_pca_size, fit_pca, itq_rotation, project
 
-        itq = ITQ(n_bits=self.n_bits, random_state=self.random_state).fit(X)
-        W = itq.components_ @ itq.rotation_  # (D, K)
-        scale = 1.0 / max(float(itq._project(X).std()), 1e-12)
+        check_pca_size(f"ITQ(n_bits={self.n_bits})", self.n_bits, *X.shape)
+        mean, components = fit_pca(X, self.n_bits)
+        V = project(X, mean, components)
+        R, _ = itq_rotation(V, self.random_state)
+        W = components @ R  # (D, K)
+        scale = 1.0 / max(float((V @ R).std()), 1e-12)
         weight = torch.from_numpy(np.ascontiguousarray((W * scale).T)).float()
-        bias = torch.from_numpy(-(itq.mean_ @ W) * scale).float()
+        bias = torch.from_numpy(-(mean @ W) * scale).float()
         return {"linear.weight": weight, "linear.bias": bias}
 
     def _encoder(self, model: Any) -> Callable[[NDArray[np.floating]], NDArray[np.uint8]]:

@@ -270,7 +270,7 @@ def precision_within_radius(
     """Mean precision of hash lookup within Hamming radius ``r`` over all queries (an empty
     lookup counts as 0, the convention of the SH and ITQ evaluations)."""
     data = _Prepared(query_codes, db_codes, query_labels, db_labels)
-    if isinstance(r, bool) or not isinstance(r, int | np.integer) or not 0 <= r <= data.n_bits:
+    if not _is_radius(r, data.n_bits):
         raise ValueError(f"r must be an integer radius in 0..{data.n_bits}, got {r!r}")
     if data.n_query == 0:
         raise ValueError("query_codes is empty; the lookup needs at least one query")
@@ -321,11 +321,7 @@ def evaluate_retrieval(
     data = _Prepared(query_codes, db_codes, query_labels, db_labels)
     if data.n_query == 0:
         raise ValueError("query_codes is empty; evaluation needs at least one query")
-    if (
-        isinstance(radius, bool)
-        or not isinstance(radius, int | np.integer)
-        or not 0 <= radius <= data.n_bits
-    ):
+    if not _is_radius(radius, data.n_bits):
         raise ValueError(
             f"radius must be an integer Hamming radius in 0..{data.n_bits}, got {radius!r}"
         )
@@ -371,15 +367,33 @@ def evaluate_retrieval(
         "n_query": data.n_query,
         "n_db": data.n_db,
         "n_bits": data.n_bits,
-        "per_query": {
-            "ap": ap_index[:, 0],
-            "ap_tie_aware": ap_ties[:, 0],
-            "ap_all": ap_index[:, 1],
-            "ap_all_tie_aware": ap_ties[:, 1],
-            f"precision_r{radius}": q_precision,
-            f"recall_r{radius}": q_recall,
-            f"found_r{radius}": q_found,
-        },
+        "per_query": _per_query(ap_index, ap_ties, radius, q_precision, q_recall, q_found),
+    }
+
+
+def _is_radius(r: Any, n_bits: int) -> bool:
+    """Whether ``r`` is an integer Hamming radius in 0..n_bits (a bool is not)."""
+    return not isinstance(r, bool) and isinstance(r, int | np.integer) and 0 <= r <= n_bits
+
+
+def _per_query(
+    ap_index: NDArray[np.float64],
+    ap_ties: NDArray[np.float64],
+    radius: int,
+    q_precision: NDArray[np.float64],
+    q_recall: NDArray[np.float64],
+    q_found: NDArray[np.bool_],
+) -> dict[str, NDArray[Any]]:
+    """``evaluate_retrieval``'s ``per_query``: each query's APs (at topk and over the whole
+    database, both tie rules) and its lookup figures within ``radius``."""
+    return {
+        "ap": ap_index[:, 0],
+        "ap_tie_aware": ap_ties[:, 0],
+        "ap_all": ap_index[:, 1],
+        "ap_all_tie_aware": ap_ties[:, 1],
+        f"precision_r{radius}": q_precision,
+        f"recall_r{radius}": q_recall,
+        f"found_r{radius}": q_found,
     }
 
 

@@ -42,14 +42,52 @@ def git_revision(root: str | os.PathLike[str] | None = None) -> str | None:
     return rev + ("+dirty" if dirty else "")
 
 
+#: instruction sets that change which kernels torch, oneDNN and the BLAS run, so the numbers
+_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def machine() -> dict[str, Any]:
+    """The processor and the cores this process may use: what decides which kernels run (results
+    are bitwise repeatable on one CPU model with the same software, not across models)."""
+    cpu: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "vendor_id", "cpu family", "model", "stepping", "flags"):
+                    cpu.setdefault(key, value.strip())
+                if not line.strip() and cpu:
+                    break  # the first processor's block is enough
+    except OSError:
+        pass
+    flags = set(cpu.get("flags", "").split())
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    return {
+        "cpu": cpu.get("model name") or platform.processor() or platform.machine(),
+        "vendor": cpu.get("vendor_id"),
+        "family": cpu.get("cpu family"),
+        "model": cpu.get("model"),
+        "stepping": cpu.get("stepping"),
+        "isa": [f for f in _CPU_FLAGS if f in flags],
+        "cores": usable,
+        "os": platform.platform(),
+    }
+
+
 def environment(device: str | None = None) -> dict[str, Any]:
-    """A record of the software and machine, to store beside a result."""
+    """A record of the software and machine, to store beside a result. Nothing in it changes from
+    run to run on one machine (no times, paths or code revision: those go to the stage's timing
+    record, usdh/timing.py), so a rerun that computes the same numbers writes the same bytes."""
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "machine": platform.machine(),
+        "cpu": machine(),
         "cpu_count": os.cpu_count(),
         "device": device,
         "packages": package_versions(),
-        "git_revision": git_revision(),
     }

@@ -1,29 +1,28 @@
 """The declared shape of params.yaml: every section, key and type, unknown keys forbidden.
 
-:func:`check_schema` runs before any stage works (``usdh.params.validate_params`` calls it
-first), so a typo (``methods.itq.n_iters``, ``features.input_sise``), a wrong type
-(``split_seed: 1.7``, ``radius: 'two'``, ``precision_at: ['100']``) or a list where a mapping
-belongs fails at once with the key path, the value and what is allowed, instead of a traceback
-after ten minutes of features.
+:func:`check_shape` runs before any stage works (``usdh.paramcheck.validate_params`` calls it
+first; a data stage run on its own checks its sections with it), so a typo
+(``methods.itq.n_iters``, ``features.input_sise``), a wrong type (``split_seed: 1.7``,
+``radius: 'two'``, ``precision_at: ['100']``) or a list where a mapping belongs fails at once
+with the key path, the value and what is allowed, instead of a traceback after ten minutes of
+features.
 Types are strict: no silent rounding of 1.7 to 1, no string of digits taken for a number.
 
-``methods.<m>`` is checked against the keyword arguments of the method's registered class (its
-constructor's signature, less ``n_bits`` and ``random_state``, which every run sets), and a
-``loss`` entry (there and in ablation variants) against the loss terms and their options, so the
-schema follows the code instead of copying it. The relations between sections (a protocol that is
-split for its dataset, bits that are multiples of 8, ...) stay in ``usdh.params``.
+This module imports no method code, so the data stages (prepare, split, features, bank) can check
+their sections without depending on it. ``methods.<m>`` against the method's class, the loss
+terms' options and the relations between sections (a protocol that is split for its dataset, bits
+that are multiples of 8, ...) are checked in :mod:`usdh.paramcheck`.
 """
 
 from __future__ import annotations
 
-import inspect
 import types
 import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-__all__ = ["Params", "check_schema", "method_keys"]
+__all__ = ["Params", "check_shape"]
 
 Count = int | float  # a count, or a share in (0, 1] (``train_subset``, ``rotation_subset``, ...)
 
@@ -71,6 +70,8 @@ class Features(_Section):
     dtype: Literal["float32", "bfloat16"] = "float32"
     storage_dtype: Literal["float32", "float16"] = "float32"
     device: str = "auto"
+    #: how the frozen backbone runs on the CPU (usdh/engines.py; docs/features.md, "Engines")
+    engine: Literal["eager", "onnxruntime", "openvino"] = "eager"
     threads: int | None = None
     num_workers: int = 0
     rotation_angles: list[float] = []
@@ -191,14 +192,6 @@ class Params(_Section):
     bank_study: BankStudy | None = None
 
 
-def method_keys(name: str) -> list[str]:
-    """The keys ``methods.<name>`` may hold: the registered class's keyword arguments."""
-    from usdh.registry import method_class
-
-    sig = inspect.signature(method_class(name))
-    return [p for p in sig.parameters if p not in ("self", "n_bits", "random_state")]
-
-
 def _where(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
@@ -243,57 +236,31 @@ def _message(err: dict[str, Any]) -> str:
     return f"'{where}': {err['msg'].lower()}, got {err.get('input')!r}"
 
 
-def _loss_problems(where: str, loss: Any) -> list[str]:
-    """A ``loss`` mapping's terms and options against ``usdh.losses.TERMS``."""
-    from usdh.losses import TERMS
-
-    if not isinstance(loss, dict):
-        return [f"'{where}' must map loss terms to options, got {loss!r}"]
-    out = []
-    for term, options in loss.items():
-        if term not in TERMS:
-            out.append(f"'{where}.{term}' is not a loss term; the terms are {', '.join(TERMS)}")
-            continue
-        if not isinstance(options, dict):
-            out.append(f"'{where}.{term}' must map options to values, got {options!r}")
-            continue
-        known = ["weight", *(p for p in inspect.signature(TERMS[term]).parameters)]
-        out += [
-            f"'{where}.{term}.{key}' is not an option of the {term} term; its options are "
-            f"{', '.join(known)}"
-            for key in options
-            if key not in known
-        ]
-    return out
+def _sections_model(names: tuple[str, ...]) -> type[BaseModel]:
+    """A model of only ``names`` of :class:`Params` (each as required or optional as there)."""
+    fields: dict[str, Any] = {}
+    for name in names:
+        field = Params.model_fields[name]
+        default = ... if field.is_required() else field.get_default(call_default_factory=True)
+        fields[name] = (field.annotation, default)
+    return create_model("Sections", __base__=_Section, **fields)
 
 
-def check_schema(params: dict[str, Any]) -> list[str]:
-    """Every schema violation of ``params`` as one line each (empty: the shape is right)."""
-    problems: list[str] = []
+def check_shape(params: dict[str, Any], sections: tuple[str, ...] | None = None) -> list[str]:
+    """Every violation of the declared shape as one line each (empty: the shape is right).
+
+    With ``sections``, only those top-level sections are checked (what a data stage reads), so
+    that checking them needs no method code: the data stages stay independent of it.
+    """
+    if not isinstance(params, dict):
+        return [f"the file must hold a mapping of sections, got {type(params).__name__}"]
+    model: type[BaseModel] = Params
+    given = params
+    if sections is not None:
+        model = _sections_model(sections)
+        given = {k: v for k, v in params.items() if k in sections}
     try:
-        Params.model_validate(params)
+        model.model_validate(given)
     except ValidationError as exc:
-        problems += [_message(e) for e in exc.errors(include_url=False)]
-    for name, given in (params.get("methods") or {}).items():
-        if given is None:
-            continue
-        if not isinstance(given, dict):
-            continue  # reported above: a method's parameters must be a mapping
-        try:
-            allowed = method_keys(name)
-        except (ValueError, ImportError):
-            continue  # an unknown method: reported where methods are listed
-        for key in given:
-            if key not in allowed:
-                problems.append(
-                    f"'methods.{name}.{key}' is not a parameter of {name}; its parameters are "
-                    f"{', '.join(allowed)}"
-                )
-        if "loss" in given and "loss" in allowed:
-            problems += _loss_problems(f"methods.{name}.loss", given["loss"])
-    variants = (params.get("ablations") or {}).get("variants") or {}
-    if isinstance(variants, dict):
-        for name, override in variants.items():
-            if isinstance(override, dict) and "loss" in override:
-                problems += _loss_problems(f"ablations.variants.{name}.loss", override["loss"])
-    return problems
+        return [_message(e) for e in exc.errors(include_url=False)]
+    return []

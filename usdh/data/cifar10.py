@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import pickle
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,8 @@ from usdh.data._files import (
 )
 from usdh.data.dataset import ArrayStore, ImageDataset
 from usdh.data.errors import DataError, DataNotFoundError
+
+_E = TypeVar("_E")
 
 __all__ = [
     "CIFAR10_ARCHIVE",
@@ -198,6 +200,20 @@ def _batches_folder(path: Path) -> Path | None:
 
 
 # -- the JPEG class folders ------------------------------------------------------------------
+def single_tree(
+    found: dict[str, list[_E]], *, missing: str, several: str, pick: str
+) -> tuple[str, list[_E]]:
+    """The one image tree of an archive or folder: ``found`` maps each tree's prefix to its
+    entries. DataError ``missing`` when there is none; when there are more, DataError
+    ``"<several> (<the prefixes>); <pick>"``."""
+    if not found:
+        raise DataError(missing)
+    if len(found) > 1:
+        roots = ", ".join(repr(k or ".") for k in sorted(found))
+        raise DataError(f"{several} ({roots}); {pick}")
+    return next(iter(found.items()))
+
+
 def _from_class_folders(tree: FileTree) -> ImageDataset:
     # group by prefix: <prefix>/<train|test>/<class>/<file>
     found: dict[str, list[tuple[int, int, str, str]]] = {}
@@ -210,19 +226,16 @@ def _from_class_folders(tree: FileTree) -> ImageDataset:
         prefix = "/".join(parts[:-3])
         split = 0 if parts[-3] == "train" else 1
         found.setdefault(prefix, []).append((split, CIFAR10_CLASSES.index(parts[-2]), p, parts[-1]))
-    if not found:
-        raise DataError(
+    prefix, entries = single_tree(
+        found,
+        missing=(
             f"{tree.location} holds no CIFAR-10 images in either layout: expected "
             f"{CIFAR10_FOLDER}/ (or {CIFAR10_ARCHIVE}) or class folders train/<class>/*.jpg and "
             f"test/<class>/*.jpg with classes {', '.join(CIFAR10_CLASSES)}"
-        )
-    if len(found) > 1:
-        roots = ", ".join(repr(k or ".") for k in sorted(found))
-        raise DataError(
-            f"{tree.location} holds more than one CIFAR-10 class-folder tree ({roots}); point "
-            f"the path at one of them"
-        )
-    (prefix, entries), *_ = found.items()
+        ),
+        several=f"{tree.location} holds more than one CIFAR-10 class-folder tree",
+        pick="point the path at one of them",
+    )
     counts = np.zeros((2, 10), dtype=np.int64)
     for split, label, _, _ in entries:
         counts[split, label] += 1

@@ -117,6 +117,29 @@ def read_nuswide(
     ``image_list`` / ``label_file`` (relative to ``path`` or absolute) override the file names;
     ``classes`` overrides the concept names (default: ``classes.txt`` beside, else the 21 usual).
     """
+    folder, list_path, label_path = _find_files(path, image_list, label_file)
+    paths, labels = _read_lists(list_path, label_path)
+    classes = _class_names(classes, folder, labels, label_path or list_path)
+    relpaths = [p.removeprefix("./") for p in paths]
+    root = _image_root(folder, image_root, relpaths, list_path)
+    tree = FileTree("folder", root, relpaths)
+    origin = tree.origin()
+    origin["image_list"] = str(list_path)
+    origin["label_file"] = None if label_path is None else str(label_path)
+    return ImageDataset(
+        name="nuswide",
+        source="NUS-WIDE-21" if labels.shape[1] == 21 else f"NUS-WIDE ({labels.shape[1]} concepts)",
+        classes=list(classes),
+        labels=labels,
+        store=tree.store(relpaths),
+        origin=origin,
+    )
+
+
+def _find_files(
+    path: str | Path, image_list: str | Path | None, label_file: str | Path | None
+) -> tuple[Path, Path, Path | None]:
+    """The folder, the image list and the label matrix (None: the list holds the labels)."""
     folder = Path(path)
     if folder.is_file() and image_list is None:  # the image list itself
         folder, image_list = folder.parent, folder.name
@@ -139,7 +162,11 @@ def read_nuswide(
     for p in (list_path, label_path):
         if p is not None and not p.is_file():
             raise DataNotFoundError(f"NUS-WIDE file {p} does not exist")
+    return folder, list_path, label_path
 
+
+def _read_lists(list_path: Path, label_path: Path | None) -> tuple[list[str], np.ndarray]:
+    """The listed image paths and their label matrix, one row per image."""
     lines = _lines(list_path)
     if label_path is None:  # one file: "path l1 ... lC" per line
         split = [line.split() for line in lines]
@@ -155,7 +182,14 @@ def read_nuswide(
             )
     if not paths:
         raise DataError(f"{list_path} lists no images")
+    return paths, labels
 
+
+def _class_names(
+    classes: list[str] | None, folder: Path, labels: np.ndarray, label_source: Path
+) -> list[str]:
+    """The concept names: ``classes``, else a class file in ``folder``, else the 21 usual ones;
+    one per column of ``labels`` (read from ``label_source``)."""
     if classes is None:
         class_file = next((folder / c for c in _CLASS_FILES if (folder / c).is_file()), None)
         if class_file is not None:
@@ -164,16 +198,21 @@ def read_nuswide(
             classes = list(NUSWIDE21_CLASSES)
         else:
             raise DataError(
-                f"{label_path or list_path} has {labels.shape[1]} label columns; NUS-WIDE-21 has "
+                f"{label_source} has {labels.shape[1]} label columns; NUS-WIDE-21 has "
                 f"21. For another concept set, give the names (classes=, or classes.txt beside)"
             )
     if len(classes) != labels.shape[1]:
         raise DataError(
-            f"{len(classes)} concept names for {labels.shape[1]} label columns in "
-            f"{label_path or list_path}"
+            f"{len(classes)} concept names for {labels.shape[1]} label columns in {label_source}"
         )
+    return classes
 
-    relpaths = [p.removeprefix("./") for p in paths]
+
+def _image_root(
+    folder: Path, image_root: str | Path | None, relpaths: list[str], list_path: Path
+) -> Path:
+    """``image_root`` or the first of ``folder``, ``folder/images``, ``folder/Flickr`` under
+    which the first listed images exist."""
     roots = [Path(image_root)] if image_root is not None else [folder, folder / "images"]
     if image_root is None:
         roots.append(folder / "Flickr")
@@ -185,18 +224,7 @@ def read_nuswide(
             f"NUS-WIDE image {probe[0]!r} (first line of {list_path}) is not under {looked}; pass "
             f"image_root= (the folder the listed paths are relative to)"
         )
-    tree = FileTree("folder", root, relpaths)
-    origin = tree.origin()
-    origin["image_list"] = str(list_path)
-    origin["label_file"] = None if label_path is None else str(label_path)
-    return ImageDataset(
-        name="nuswide",
-        source="NUS-WIDE-21" if labels.shape[1] == 21 else f"NUS-WIDE ({labels.shape[1]} concepts)",
-        classes=list(classes),
-        labels=labels,
-        store=tree.store(relpaths),
-        origin=origin,
-    )
+    return root
 
 
 def nuswide_candidates(folder: Path) -> list[tuple[int, Path]]:

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from usdh.data._files import KNOWN_SHA256, FileTree, natural_key, open_tree
+from usdh.data.cifar10 import single_tree
 from usdh.data.dataset import ImageDataset
 from usdh.data.errors import DataError, DataNotFoundError
 
@@ -71,18 +72,17 @@ def _entries(tree: FileTree) -> list[tuple[int, str, str]]:
             by_prefix.setdefault("/".join(parts[:-1]) + " (original)", []).append(
                 (label, p, parts[-1])
             )
-    if not by_prefix:
-        raise DataError(
+    _, entries = single_tree(
+        by_prefix,
+        missing=(
             f"{tree.location} holds no Oxford-17 images: expected class folders c1/ ... c17/ "
             f"(e.g. oxford17/c1/image_0001.jpg) or the original jpg/image_0001.jpg ... "
             f"image_1360.jpg"
-        )
-    if len(by_prefix) > 1:
-        roots = ", ".join(repr(k or ".") for k in sorted(by_prefix))
-        raise DataError(
-            f"{tree.location} holds more than one Oxford-17 tree ({roots}); point the path at one"
-        )
-    return next(iter(by_prefix.values()))
+        ),
+        several=f"{tree.location} holds more than one Oxford-17 tree",
+        pick="point the path at one",
+    )
+    return entries
 
 
 def read_oxford17(path: str | Path) -> ImageDataset:

@@ -178,7 +178,12 @@ def prepare_dataset(
             "official_split": IS_TEST_FILE if ds.official_split is not None else None,
             "archive": ds.origin.get("archive"),
             "archive_sha256": ds.origin.get("archive_sha256"),
-            "origin": ds.origin,
+            # where the files were read from stays out: two clones in different folders must
+            # write the same bytes, or DVC reruns every stage below (the stage's timing record
+            # is the place for such facts)
+            "origin": {
+                k: v for k, v in ds.origin.items() if k != "location" and not _is_local_path(v)
+            },
             "files": files,
         }
         save_json(stage / META_FILE, meta)
@@ -192,6 +197,11 @@ def prepare_dataset(
         "bytes": sum(f["bytes"] for f in files.values()),
         "seconds": seconds,
     }
+
+
+def _is_local_path(value: object) -> bool:
+    """An absolute path, or a ``location`` of this machine (not an archive's name or a URL)."""
+    return isinstance(value, str) and os.path.isabs(value)
 
 
 def is_prepared(path: str | os.PathLike[str]) -> bool:

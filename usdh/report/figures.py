@@ -17,6 +17,7 @@ __all__ = [
     "caption",
     "display_name",
     "example_figures",
+    "map_crossings",
     "mean_curve",
     "per_class_figure",
     "protocol_figures",
@@ -261,59 +262,120 @@ def example_figures(
     return written
 
 
-def caption(stem: str, seeds: str) -> str:
-    """What a figure shows, error bars and lines included, by its kind (its file name)."""
-    if stem.startswith("map_vs_bits"):
-        return (
-            f"mAP at the protocol's cut-off (index-order ties) against code length; points are "
-            f"means over seeds {seeds}, error bars the sample std over them (0 for the "
-            f"deterministic PCAH and SH)."
-        )
-    if stem.startswith("precision_at_n"):
-        return (
-            f"Precision of the top N (index-order ties) at log-spaced N from 1, one panel per "
-            f"code length; averaged over queries, then over seeds {seeds}."
-        )
-    if stem.startswith("map_at_k"):
-        return (
-            f"mAP@k (tie-aware) against the cut-off k, from 100 to the whole database, one panel "
-            f"per code length; averaged over queries, then over seeds {seeds}. Where two lines "
-            f"cross, the ranking of the two methods depends on the cut-off a paper picks."
-        )
-    if stem.startswith("pr_"):
-        return (
-            f"Precision and recall of Hamming-radius lookup, one point per radius 0..B. A query "
-            f"whose lookup is empty at a radius has no precision there and is left out of that "
-            f"radius' mean (radii where every lookup is empty have no point); recall averages "
-            f"over all queries. Then averaged over seeds {seeds} (a seed without a non-empty "
-            f"lookup at a radius is left out there). At the smallest radii of long codes a point "
-            f"may rest on a handful of queries, hence the jumps near recall 0; each curve file's "
-            f"`nonempty` column gives the share of queries behind every point."
-        )
-    if stem.startswith("hash_lookup"):
-        return (
-            f"Hash lookup within Hamming radius 2 against code length: precision over all "
-            f"queries (an empty lookup counts 0), recall, and the share of empty lookups; means "
-            f"over seeds {seeds}, error bars the sample std."
-        )
-    if stem.startswith("per_class"):
-        return (
+def map_crossings(root: Path, df: pd.DataFrame, target: str) -> list[str]:
+    """Where ``target``'s mean mAP@k curve (tie-aware, seeds averaged) crosses another method's,
+    per protocol and code length, as sentences: the ranking of two methods that a paper reports
+    depends on its cut-off exactly there."""
+    out = []
+    for protocol, part in df.groupby("protocol", sort=False):
+        for bits in sorted(part["bits"].unique()):
+            mine = mean_curve(retrieval_runs(part, target, bits, root), "map_at_k", "k")
+            if mine is None:
+                continue
+            for other in part["method"].drop_duplicates():
+                theirs = mean_curve(retrieval_runs(part, other, bits, root), "map_at_k", "k")
+                if other == target or theirs is None:
+                    continue
+                flips = _crossings(mine.merge(theirs, on="k", suffixes=("", "_o")))
+                if flips:
+                    out.append(f"`{protocol}`, {bits} bits, {other}: {target} " + flips)
+    return out
+
+
+def _crossings(both: pd.DataFrame) -> str:
+    """Where the first of two merged mAP@k curves changes sides ("" where it never does)."""
+    d = np.sign(both["mAP_tie_aware"] - both["mAP_tie_aware_o"]).to_numpy()
+    ks = both["k"].to_numpy()
+    flips = [
+        f"{'above' if d[i + 1] > 0 else 'below'} it from k = {ks[i]:,}-{ks[i + 1]:,}"
+        for i in range(len(d) - 1)
+        if d[i] != 0 and d[i + 1] != 0 and d[i] != d[i + 1]
+    ]
+    if not flips:
+        return ""
+    return f"starts {'above' if d[0] > 0 else 'below'}, " + ", then ".join(flips)
+
+
+#: what a figure shows, error bars and lines included, by the start of its file name; {seeds}:
+#: the seeds its numbers are averaged over
+CAPTIONS = (
+    (
+        "map_vs_bits",
+        (
+            "mAP at the protocol's cut-off (index-order ties) against code length; points are "
+            "means over seeds {seeds}, error bars the sample std over them (0 for the "
+            "deterministic PCAH and SH)."
+        ),
+    ),
+    (
+        "precision_at_n",
+        (
+            "Precision of the top N (index-order ties) at log-spaced N from 1, one panel per "
+            "code length; averaged over queries, then over seeds {seeds}."
+        ),
+    ),
+    (
+        "map_at_k",
+        (
+            "mAP@k (tie-aware) against the cut-off k, from 100 to the whole database, one panel "
+            "per code length; averaged over queries, then over seeds {seeds}. Where two lines "
+            "cross, the ranking of the two methods depends on the cut-off a paper picks."
+        ),
+    ),
+    (
+        "pr_",
+        (
+            "Precision and recall of Hamming-radius lookup, one point per radius 0..B. A query "
+            "whose lookup is empty at a radius has no precision there and is left out of that "
+            "radius' mean (radii where every lookup is empty have no point); recall averages "
+            "over all queries. Then averaged over seeds {seeds} (a seed without a non-empty "
+            "lookup at a radius is left out there). At the smallest radii of long codes a point "
+            "may rest on a handful of queries, hence the jumps near recall 0; each curve file's "
+            "`nonempty` column gives the share of queries behind every point."
+        ),
+    ),
+    (
+        "hash_lookup",
+        (
+            "Hash lookup within Hamming radius 2 against code length: precision over all "
+            "queries (an empty lookup counts 0), recall, and the share of empty lookups; means "
+            "over seeds {seeds}, error bars the sample std."
+        ),
+    ),
+    (
+        "per_class",
+        (
             "AP at the protocol's cut-off (tie-aware) of the queries of each class, averaged "
             "over those queries and over the seeds; the number in each cell is the AP in %."
-        )
-    if stem.startswith("examples"):
-        return (
+        ),
+    ),
+    (
+        "examples",
+        (
             "Top 10 of each method for seeded test queries (the same queries for every method; "
             "seed 0's model). A hit (same class as the query) is framed solid and marked '+', a "
             "miss framed dashed and marked 'x'; ties in distance are ordered by database index."
-        )
-    if stem.startswith("ablations"):
-        return f"USDH variants: bars are means over seeds {seeds}, error bars the sample std."
-    if stem.startswith("training"):
-        return (
+        ),
+    ),
+    (
+        "ablations",
+        "USDH variants: bars are means over seeds {seeds}, error bars the sample std.",
+    ),
+    (
+        "training",
+        (
             "Per-epoch training losses of the lowest seed (named in each panel): every term "
             "unweighted (solid), the weighted total dash-dotted (CIBHash's contrastive term is "
             "nearly all of its total); dotted vertical lines mark the start of a new training "
             "stage (DeepBit's three stages)."
-        )
+        ),
+    ),
+)
+
+
+def caption(stem: str, seeds: str) -> str:
+    """What a figure shows (its kind: the start of its file name), for the README."""
+    for prefix, text in CAPTIONS:
+        if stem.startswith(prefix):
+            return text.format(seeds=seeds)
     return ""

@@ -5,11 +5,11 @@ for every code length and seed of the ablations section (or the one given)."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
+from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
 from usdh.params import ParamsError, section
-from usdh.stages.common import RunContext, grid, method_outputs, run_context
+from usdh.stages.common import RunContext, fit_files, grid, run_context, stage_outputs
 from usdh.stages.encode import encode_run
 from usdh.stages.evaluate import KINDS as SCORES
 from usdh.stages.evaluate import evaluate_context, log_metrics, score_files
@@ -30,13 +30,9 @@ def _context(params: dict[str, Any], variant: str, bits: int, seed: int) -> RunC
     return ctx
 
 
-def outputs(
-    params: dict[str, Any], variant: str, bits: int | None = None, seed: int | None = None
-) -> list[Path]:
-    if bits is None or seed is None:
-        return method_outputs(_context(params, variant, 0, 0), ("models", "codes", *SCORES))
-    run = _context(params, variant, bits, seed).run
-    return [run.model_dir, run.codes_dir, *score_files(run)]
+outputs = stage_outputs(
+    ("models", "codes", *SCORES), lambda run: [*fit_files(run), *score_files(run)], _context
+)
 
 
 def run(
@@ -47,5 +43,5 @@ def run(
     contexts = [_context(params, variant, b, s) for b, s in grid(params, "ablations", bits, seed)]
     for ctx, _, data in fitted_runs(params, contexts, overrides):
         encode_run(ctx.method, ctx.run, data.features, data.split)
-        m = evaluate_context(params, ctx)
+        m = evaluate_context(params, ctx, data.split)  # the split fitted_runs has read
         log_metrics(f"ablation {variant} {ctx.run.bits} bits seed {ctx.run.seed}", m)

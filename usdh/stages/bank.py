@@ -10,16 +10,21 @@ from pathlib import Path
 from typing import Any
 
 from usdh import layout
-from usdh.augment import Augmentation
 from usdh.data import load_prepared, load_split
-from usdh.features import VERSIONED_EXTRA, extract_features, save_bank
-from usdh.params import features_params, section
+from usdh.features import VERSIONED_EXTRA, save_bank
+from usdh.params import (
+    dataset_params,
+    features_params,
+    read_check_record,
+    section,
+    sections_checker,
+)
 from usdh.provenance import package_versions
-from usdh.registry import get_method
-from usdh.stages.common import dataset_params
-from usdh.stages.features import extraction_settings, pipeline_backbone, rotation_rows
+from usdh.stages.features import augmented_views, rotation_rows
 
 log = logging.getLogger("usdh")
+
+check_params = sections_checker("datasets", "split_seed", "features")
 
 #: what the bank's provenance keeps of the extraction record
 STABLE_KEYS = (
@@ -32,6 +37,8 @@ STABLE_KEYS = (
     "resize",
     "normalization",
     "dtype",
+    "engine",
+    "engine_versions",
     "augmentation",
     "device",
     "batch_size",
@@ -46,29 +53,16 @@ def outputs(params: dict[str, Any], dataset: str) -> list[Path]:
     return [layout.bank_dir(dataset, section(params, "features", "backbone"))]
 
 
-def bank_methods(params: dict[str, Any], dataset: str) -> list[str]:
-    """The methods listed on ``dataset`` (retrieval, ablations, classification) that declare
-    ``augmentations`` in the registry."""
-    listed: list[str] = []
-    exp = section(params, "experiment")
-    if exp["dataset"] == dataset:
-        listed += list(exp["methods"])
-        abl = params.get("ablations") or {}
-        listed += [abl["method"]] if abl.get("method") else []
-    cls = params.get("classification") or {}
-    if cls.get("dataset") == dataset:
-        listed += list(cls.get("methods") or [])
-    return [m for m in dict.fromkeys(listed) if "augmentations" in get_method(m).views]
-
-
-def run(params: dict[str, Any], dataset: str) -> None:
+def run(params: dict[str, Any], dataset: str) -> dict[str, Any] | None:
     """The bank of every protocol's augmentation subset (default: its training images), or, when
     no listed method needs one, a provenance record saying so."""
     cfg = dataset_params(params, dataset)
     fp = features_params(params)
     seed = int(section(params, "split_seed"))
     out = layout.bank_dir(dataset, fp["backbone"])
-    methods = bank_methods(params, dataset)
+    # which listed methods train on two views: the check stage's decision, so that this stage
+    # needs no method code (usdh/stages/check.py)
+    methods = read_check_record(dataset)["two_view_methods"]
     if not methods:
         save_bank(
             out,
@@ -82,17 +76,7 @@ def run(params: dict[str, Any], dataset: str) -> None:
     ds = load_prepared(layout.prepared_dir(dataset))
     splits = [load_split(layout.split_dir(dataset, p), ds) for p in cfg["protocols"]]
     rows = rotation_rows(splits, "augmentation_subset")
-    augmentation = Augmentation.from_params(fp.get("augmentation"), seed)
-    backbone = pipeline_backbone(params)
-    info: dict[str, Any] = {}
-    views = extract_features(
-        ds,
-        backbone,
-        **extraction_settings(fp),
-        indices=rows,
-        augmentation=augmentation,
-        info=info,
-    )
+    views, info = augmented_views(params, ds, rows)
     # nothing that changes from run to run (times, the git revision): a rerun that computes the
     # same views writes the same files, so DVC leaves the fits downstream alone
     provenance = {k: info[k] for k in STABLE_KEYS} | {
@@ -107,7 +91,7 @@ def run(params: dict[str, Any], dataset: str) -> None:
         out,
         views,
         rows,
-        shape=(len(ds), backbone.feature_dim),
+        shape=(len(ds), int(info["feature_dim"])),
         provenance=provenance,
         dtype=fp["storage_dtype"],
     )
@@ -121,3 +105,4 @@ def run(params: dict[str, Any], dataset: str) -> None:
         info["images_per_s"] or 0.0,
         out,
     )
+    return {"bank": {k: info[k] for k in ("n_forward", "wall_time_s", "images_per_s")}}

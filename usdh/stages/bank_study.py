@@ -22,16 +22,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from usdh.augment import Augmentation
 from usdh.data import PROTOCOLS, load_prepared, load_split
-from usdh.features import Bank, extract_features, load_bank, load_features
+from usdh.features import Bank, load_bank, load_features
 from usdh.fitting import fit_on_rows, views_from_features
 from usdh.io import atomic_path
 from usdh.metrics import evaluate_retrieval
-from usdh.params import features_params, section
+from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
+from usdh.params import section
 from usdh.provenance import environment
 from usdh.stages.common import method_params, run_context
-from usdh.stages.features import extraction_settings, pipeline_backbone
+from usdh.stages.features import augmented_views
 
 log = logging.getLogger("usdh")
 
@@ -47,7 +47,6 @@ def run(params: dict[str, Any]) -> None:
     cfg = section(params, "bank_study")
     method, bits, seeds = cfg["method"], int(cfg["bits"]), list(cfg["seeds"])
     ctx = run_context(params, method, bits, seeds[0])
-    fp = features_params(params)
     ds = load_prepared(ctx.prepared_dir)
     split = load_split(ctx.split_dir)
     fs = load_features(ctx.features_dir, mmap_mode="r")
@@ -58,22 +57,10 @@ def run(params: dict[str, Any]) -> None:
     # only the main protocol's bank images: the ones its fits train on
     mine = np.isin(base.indices, split.get("augmentation_subset", base.indices))
     rows, views = base.indices[mine], base.views[mine]
-    recipe = fp.get("augmentation") or {}
-    seed = int(section(params, "split_seed"))
-    backbone = pipeline_backbone(params)
     banks: dict[int, tuple[np.ndarray, float]] = {views.shape[1]: (views, 0.0)}
     for n_views in sorted(v for v in cfg["views"] if v > views.shape[1]):
         have = max(banks)
-        info: dict[str, Any] = {}
-        extra = extract_features(
-            ds,
-            backbone,
-            **extraction_settings(fp),
-            indices=rows,
-            augmentation=Augmentation.from_params({**recipe, "views": n_views}, seed),
-            augmentation_views=range(have, n_views),
-            info=info,
-        )
+        extra, info = augmented_views(params, ds, rows, views=n_views, first=have)
         banks[n_views] = (
             np.concatenate([banks[have][0], extra], axis=1),
             banks[have][1] + float(info["wall_time_s"]),

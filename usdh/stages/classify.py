@@ -5,14 +5,14 @@ seed (or the one given)."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from usdh.classification import PARTS, classify_codes
 from usdh.codes import unpack_bits
 from usdh.data import load_prepared
 from usdh.io import save_json
-from usdh.stages.common import RunContext, grid, method_outputs, run_context
+from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
+from usdh.stages.common import RunContext, grid, run_context, stage_outputs
 from usdh.stages.runs import fitted_runs
 
 log = logging.getLogger("usdh")
@@ -24,13 +24,7 @@ def _context(params: dict[str, Any], method: str, bits: int, seed: int) -> RunCo
     )
 
 
-def outputs(
-    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
-) -> list[Path]:
-    if bits is None or seed is None:
-        return method_outputs(_context(params, method, 0, 0), ("models", "metrics"))
-    run = _context(params, method, bits, seed).run
-    return [run.model_dir, run.metrics]
+outputs = stage_outputs(("models", "metrics"), lambda run: [run.model_dir, run.metrics], _context)
 
 
 def run(
@@ -38,7 +32,8 @@ def run(
 ) -> None:
     """A linear classifier on each of the method's codes (train -> C on val -> test accuracy)."""
     contexts = [
-        _context(params, method, b, s) for b, s in grid(params, "classification", bits, seed)
+        _context(params, method, b, s)
+        for b, s in grid(params, "classification", bits, seed, method=method)
     ]
     ds = load_prepared(contexts[0].prepared_dir)
     for ctx, fitted, data in fitted_runs(params, contexts):

@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from usdh import layout
-from usdh.params import EXPERIMENTS, ParamsError, features_params, section
+from usdh.params import EXPERIMENTS, ParamsError, dataset_params, features_params, section
+from usdh.registry import get_method, methods
 
 __all__ = [
     "RunContext",
     "contexts",
     "dataset_params",
+    "fit_files",
     "grid",
     "method_outputs",
     "method_params",
     "run_context",
+    "run_seed",
 ]
-
-
-def dataset_params(params: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """The ``datasets.<name>`` section, or an error naming the configured datasets."""
-    datasets = section(params, "datasets")
-    if name not in datasets:
-        raise ParamsError(
-            f"dataset {name!r} is not configured in params.yaml (configured: "
-            f"{', '.join(sorted(datasets))}); add a 'datasets.{name}' entry"
-        )
-    return datasets[name]
 
 
 def method_params(params: Mapping[str, Any], method: str) -> dict[str, Any]:
@@ -78,7 +70,8 @@ def run_context(
 ) -> RunContext:
     """The run of ``method`` in the ``experiment`` section (``experiment``, ``calibration`` or
     ``classification``); ``group`` defaults to the section's (``params.EXPERIMENTS``); ``name``
-    (an ablation variant) replaces the method in the run's paths; ``protocol`` is one of the
+    (an ablation variant) replaces the method in the run's paths, whose method must still be one
+    of the section's; ``protocol`` is one of the
     section's ``protocols`` (default: its main ``protocol``, else its first). A section's
     ``variants`` (calibration's) are run names of their own: a method with other parameters."""
     exp = section(params, experiment)
@@ -87,7 +80,7 @@ def run_context(
     if name is None and method in variants and method in exp["methods"]:
         name, method = method, variants[method]["method"]
         overrides = dict(variants[name].get("params") or {})
-    elif name is None and method not in exp["methods"]:
+    elif method not in exp["methods"]:
         raise ParamsError(
             f"method {method!r} is not in {experiment}.methods ({', '.join(exp['methods'])})"
         )
@@ -116,15 +109,27 @@ def run_context(
 
 
 def grid(
-    params: Mapping[str, Any], where: str, bits: int | None = None, seed: int | None = None
+    params: Mapping[str, Any],
+    where: str,
+    bits: int | None = None,
+    seed: int | None = None,
+    method: str | None = None,
 ) -> list[tuple[int, int]]:
-    """The (bits, seed) runs of section ``where``: all of them, or the one asked for."""
+    """The (bits, seed) runs of section ``where``: all of them, or the one asked for. A
+    ``method`` whose result does not depend on the seed (``MethodSpec.seeded``) runs with the
+    section's first seed only."""
     sec = section(params, where)
-    return [
-        (b, s)
-        for b in ([bits] if bits is not None else sec["bits"])
-        for s in ([seed] if seed is not None else sec["seeds"])
-    ]
+    seeds = [seed] if seed is not None else list(sec["seeds"])
+    spec = methods().get(method) if method is not None else None  # unknown: run_context says so
+    if seed is None and spec is not None and not spec.seeded:
+        seeds = seeds[:1]
+    return [(b, s) for b in ([bits] if bits is not None else sec["bits"]) for s in seeds]
+
+
+def run_seed(params: Mapping[str, Any], where: str, method: str, seed: int) -> int:
+    """The seed whose run of ``method`` stands for ``seed`` (itself, or the section's first seed
+    for a method that does not depend on it): for stages that read every method at one seed."""
+    return seed if get_method(method).seeded else int(section(params, where)["seeds"][0])
 
 
 def contexts(
@@ -139,11 +144,50 @@ def contexts(
     """Every (bits, seed) run of ``method`` in the ``experiment`` section, or the one asked for."""
     return [
         run_context(params, method, b, s, experiment=experiment, protocol=protocol)
-        for b, s in grid(params, experiment, bits, seed)
+        for b, s in grid(params, experiment, bits, seed, method=_base(params, experiment, method))
     ]
+
+
+def _base(params: Mapping[str, Any], experiment: str, method: str) -> str:
+    """The registered method behind a run name (a calibration variant's ``method``)."""
+    variants = section(params, experiment).get("variants") or {}
+    return variants[method]["method"] if method in variants else method
 
 
 def method_outputs(ctx: RunContext, kinds: tuple[str, ...]) -> list[Path]:
     """The folders of ``kinds`` that hold every run of the context's method (or variant)."""
     r = ctx.run
     return [layout.method_dir(k, r.group, r.dataset, r.protocol, r.name) for k in kinds]
+
+
+def fit_files(run: layout.Run) -> list[Path]:
+    """What fitting and encoding one run writes: its model folder and its codes folder."""
+    return [run.model_dir, run.codes_dir]
+
+
+def stage_outputs(
+    kinds: tuple[str, ...],
+    files: Callable[[layout.Run], list[Path]],
+    context: Callable[..., RunContext] | None = None,
+) -> Callable[..., list[Path]]:
+    """The ``outputs`` of a stage that runs every (bits, seed) of one method or variant: the
+    method's folders of ``kinds``, or ``files`` of the one run asked for. ``context`` builds a
+    run (default: :func:`run_context` with the command's ``--protocol``/``--experiment``)."""
+
+    def outputs(
+        params: dict[str, Any],
+        name: str,
+        bits: int | None = None,
+        seed: int | None = None,
+        **where: str | None,
+    ) -> list[Path]:
+        def make(b: int, s: int) -> RunContext:
+            if context is not None:
+                return context(params, name, b, s)
+            return run_context(params, name, b, s, **where)  # type: ignore[arg-type]
+
+        if bits is None or seed is None:
+            return method_outputs(make(0, 0), kinds)
+        return files(make(bits, seed).run)
+
+    return outputs

@@ -22,13 +22,14 @@ import torch
 from usdh import layout
 from usdh.codes import unpack_bits
 from usdh.data import load_split, training_rows
-from usdh.features import load_features
+from usdh.feature_store import load_features
 from usdh.fitting import views_from_features
 from usdh.io import save_json
 from usdh.losses import CompositeLoss, build_loss
+from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
 from usdh.params import ParamsError, section
 from usdh.registry import get_method, method_class
-from usdh.stages.common import grid, run_context
+from usdh.stages.common import grid, run_context, run_seed
 from usdh.train import FeatureBatches
 
 log = logging.getLogger("usdh")
@@ -103,7 +104,8 @@ def run(params: dict[str, Any]) -> None:
         loss_fn.prepare(train_x, torch.Generator().manual_seed(seed))
         scores: dict[str, Any] = {}
         for method in exp["methods"]:
-            hasher = method_class(method).load(run_context(params, method, bits, seed).run.model)
+            own = run_seed(params, "experiment", method, seed)  # PCAH, SH: their one run
+            hasher = method_class(method).load(run_context(params, method, bits, own).run.model)
             scores[method] = _score(
                 loss_fn, lambda a, h=hasher: unpack_bits(h.encode(a)), data, batches
             )

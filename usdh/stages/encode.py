@@ -7,37 +7,22 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from usdh.data import load_split
-from usdh.features import load_features
+from usdh.feature_store import load_features
 from usdh.io import save_json, save_npy
 from usdh.layout import Run
+from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
 from usdh.registry import method_class
-from usdh.stages.common import contexts, method_outputs, run_context
+from usdh.stages.common import contexts, stage_outputs
 
 log = logging.getLogger("usdh")
 
 
-def outputs(
-    params: dict[str, Any],
-    method: str,
-    bits: int | None = None,
-    seed: int | None = None,
-    protocol: str | None = None,
-    experiment: str = "experiment",
-) -> list[Path]:
-    if bits is None or seed is None:
-        ctx = run_context(params, method, 0, 0, protocol=protocol, experiment=experiment)
-        return method_outputs(ctx, ("codes",))
-    return [
-        run_context(
-            params, method, bits, seed, protocol=protocol, experiment=experiment
-        ).run.codes_dir
-    ]
+outputs = stage_outputs(("codes",), lambda run: [run.codes_dir])
 
 
 def encode_run(
@@ -64,16 +49,9 @@ def record_encoding(run: Run, rates: dict[str, float]) -> None:
     save_json(run.fit_record, record)
 
 
-def run(
-    params: dict[str, Any],
-    method: str,
-    bits: int | None = None,
-    seed: int | None = None,
-    protocol: str | None = None,
-    experiment: str = "experiment",
-) -> None:
+def run(params: dict[str, Any], method: str, *bits_seed: int | None, **where: Any) -> None:
     """Encode the protocol's queries and database with each fitted hasher of the method."""
-    runs = contexts(params, method, bits, seed, protocol=protocol, experiment=experiment)
+    runs = contexts(params, method, *bits_seed, **where)
     fs = load_features(runs[0].features_dir, mmap_mode="r")
     features, split = np.asarray(fs.features), load_split(runs[0].split_dir)
     for ctx in runs:

@@ -4,14 +4,18 @@ codes, for every code length and seed (or the one given)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from usdh.data import PROTOCOLS, load_prepared, load_split
+import numpy as np
+
+from usdh.data import PROTOCOLS, ImageDataset, load_prepared, load_split
 from usdh.evaluation import Curves, evaluate_run
 from usdh.layout import Run
+from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
 from usdh.params import section
-from usdh.stages.common import RunContext, contexts, method_outputs, run_context
+from usdh.stages.common import RunContext, contexts, stage_outputs
 
 log = logging.getLogger("usdh")
 
@@ -20,35 +24,30 @@ log = logging.getLogger("usdh")
 KINDS = ("metrics", "precision_recall", "precision_at_n", "map_at_k", "queries")
 
 
-def outputs(
-    params: dict[str, Any],
-    method: str,
-    bits: int | None = None,
-    seed: int | None = None,
-    protocol: str | None = None,
-    experiment: str = "experiment",
-) -> list[Path]:
-    if bits is None or seed is None:
-        ctx = run_context(params, method, 0, 0, protocol=protocol, experiment=experiment)
-        return method_outputs(ctx, KINDS)
-    return score_files(
-        run_context(params, method, bits, seed, protocol=protocol, experiment=experiment).run
-    )
-
-
 def score_files(run: Run) -> list[Path]:
     """What scoring one run writes (one file of each of :data:`KINDS`), for every stage that
     scores runs."""
     return [run.metrics, run.pr_curve, run.p_at_n, run.map_at_k, run.per_query]
 
 
-def evaluate_context(params: dict[str, Any], ctx: RunContext, **record: Any) -> dict[str, Any]:
-    """Score the run's saved codes with its protocol's cut-off and the evaluation settings."""
+outputs = stage_outputs(KINDS, score_files)
+
+
+def evaluate_context(
+    params: dict[str, Any],
+    ctx: RunContext,
+    split: Mapping[str, np.ndarray] | None = None,
+    ds: ImageDataset | None = None,
+    **record: Any,
+) -> dict[str, Any]:
+    """Score the run's saved codes with its protocol's cut-off and the evaluation settings.
+    A stage scoring several runs of one protocol passes the ``split`` and the prepared ``ds`` it
+    has already read; ``record`` entries join the metrics' record."""
     ev = section(params, "evaluation")
-    ds = load_prepared(ctx.prepared_dir)
+    ds = load_prepared(ctx.prepared_dir) if ds is None else ds
     return evaluate_run(
         ds.labels,
-        load_split(ctx.split_dir),
+        load_split(ctx.split_dir) if split is None else split,
         ctx.run,
         PROTOCOLS[ctx.run.protocol].topk,
         Curves.from_params(ev),
@@ -68,15 +67,11 @@ def log_metrics(what: str, m: dict[str, Any]) -> None:
     )
 
 
-def run(
-    params: dict[str, Any],
-    method: str,
-    bits: int | None = None,
-    seed: int | None = None,
-    protocol: str | None = None,
-    experiment: str = "experiment",
-) -> None:
+def run(params: dict[str, Any], method: str, *bits_seed: int | None, **where: Any) -> None:
     """mAP (protocol cut-off and all, both tie rules), PR by radius, precision@N, mAP@k."""
-    for ctx in contexts(params, method, bits, seed, protocol=protocol, experiment=experiment):
-        m = evaluate_context(params, ctx)
+    runs = contexts(params, method, *bits_seed, **where)
+    ds = load_prepared(runs[0].prepared_dir)  # read once: every run shares the protocol
+    split = load_split(runs[0].split_dir)
+    for ctx in runs:
+        m = evaluate_context(params, ctx, split, ds)
         log_metrics(f"{method} {ctx.run.bits} bits seed {ctx.run.seed}", m)

@@ -12,13 +12,17 @@ from typing import Any
 import numpy as np
 
 from usdh import layout
+from usdh.augment import Augmentation
 from usdh.backbones import Backbone, build_backbone
 from usdh.data import load_prepared, load_split, training_rows
 from usdh.features import extract_features, feature_provenance, save_features
-from usdh.params import features_params, section
-from usdh.stages.common import dataset_params
+from usdh.params import dataset_params, features_params, section, sections_checker
 
 log = logging.getLogger("usdh")
+
+check_params = sections_checker("datasets", "split_seed", "features", "calibration")
+#: images of the speed probe every features stage runs (the first of the dataset)
+PROBE_IMAGES = 512
 
 
 def outputs(params: dict[str, Any], dataset: str, experiment: str = "experiment") -> list[Path]:
@@ -46,7 +50,35 @@ def extraction_settings(fp: Mapping[str, Any]) -> dict[str, Any]:
     """The ``extract_features`` settings of ``features:``, one place for every stage that runs the
     backbone (features, bank, bank study), so none of them can drift from the others."""
     keys = ("input_size", "batch_size", "device", "dtype", "num_workers", "threads")
-    return {k: fp[k] for k in keys}
+    return {**{k: fp[k] for k in keys}, "engine": fp.get("engine", "eager")}
+
+
+def augmented_views(
+    params: dict[str, Any],
+    images: Any,
+    rows: np.ndarray,
+    views: int | None = None,
+    first: int = 0,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Features of the seeded augmented views ``first..views-1`` (default: the recipe's count)
+    of ``rows``, with the bank's recipe and the features stage's settings; and the run's info.
+    The bank stage and the bank study both call it, so a larger bank extends the stage's."""
+    fp = features_params(params)
+    recipe = dict(fp.get("augmentation") or {})
+    if views is not None:
+        recipe["views"] = views
+    augmentation = Augmentation.from_params(recipe, int(section(params, "split_seed")))
+    info: dict[str, Any] = {}
+    out = extract_features(
+        images,
+        pipeline_backbone(params),
+        **extraction_settings(fp),
+        indices=rows,
+        augmentation=augmentation,
+        augmentation_views=range(first, augmentation.views),
+        info=info,
+    )
+    return out, info
 
 
 def rotation_rows(
@@ -68,9 +100,22 @@ def rotation_rows(
     return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
 
 
-def run(params: dict[str, Any], dataset: str, experiment: str = "experiment") -> None:
+def probe_speed(
+    images: Any, backbone: Backbone, settings: Mapping[str, Any], n: int = PROBE_IMAGES
+) -> dict[str, Any]:
+    """The machine's speed, as every timing is read against: eager PyTorch on the dataset's first
+    ``n`` images with the stage's settings (the figure the docs quote machines by)."""
+    info: dict[str, Any] = {}
+    probe = {**settings, "engine": "eager"}
+    extract_features(
+        images, backbone, indices=np.arange(min(n, len(images))), info=info, progress=False, **probe
+    )
+    return {"images": info["n_images"], "engine": "eager", "images_per_s": info["images_per_s"]}
+
+
+def run(params: dict[str, Any], dataset: str, experiment: str = "experiment") -> dict[str, Any]:
     """Backbone features of every image, and of rotated views of the rotation subset (default:
-    every training image)."""
+    every training image); returns the timings for the stage's record."""
     cfg = dataset_params(params, dataset)
     fp = features_params(params, experiment)
     seed = int(section(params, "split_seed"))
@@ -112,3 +157,9 @@ def run(params: dict[str, Any], dataset: str, experiment: str = "experiment") ->
         dtype=fp["storage_dtype"],
     )
     log.info("features %s/%s: %s -> %s", dataset, fp["backbone"], feats.shape, out)
+    timings = {"features": {k: info[k] for k in ("n_forward", "wall_time_s", "images_per_s")}}
+    if rotations is not None:
+        timings["rotations"] = {k: rinfo[k] for k in ("n_forward", "wall_time_s", "images_per_s")}
+    if fp["backbone"] != "gist":
+        timings["probe"] = probe_speed(ds, backbone, common)
+    return timings

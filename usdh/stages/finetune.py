@@ -5,19 +5,26 @@ length and seed of the finetune section (or the one given)."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from usdh.augment import Augmentation
 from usdh.data import load_prepared, load_split
-from usdh.features import load_features
+from usdh.feature_store import load_features
 from usdh.finetune import finetune_method
 from usdh.fitting import merge_params
+from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
 from usdh.params import section
 from usdh.registry import get_method
-from usdh.stages.common import RunContext, grid, method_outputs, method_params, run_context
+from usdh.stages.common import (
+    RunContext,
+    fit_files,
+    grid,
+    method_params,
+    run_context,
+    stage_outputs,
+)
 from usdh.stages.evaluate import KINDS as SCORES
 from usdh.stages.evaluate import evaluate_context, log_metrics, score_files
 from usdh.stages.features import pipeline_backbone
@@ -37,13 +44,9 @@ def finetune_params(params: dict[str, Any], method: str) -> dict[str, Any]:
     )
 
 
-def outputs(
-    params: dict[str, Any], method: str, bits: int | None = None, seed: int | None = None
-) -> list[Path]:
-    if bits is None or seed is None:
-        return method_outputs(_context(params, method, 0, 0), ("models", "codes", *SCORES))
-    run = _context(params, method, bits, seed).run
-    return [run.model_dir, run.codes_dir, *score_files(run)]
+outputs = stage_outputs(
+    ("models", "codes", *SCORES), lambda run: [*fit_files(run), *score_files(run)], _context
+)
 
 
 def run(

@@ -8,9 +8,11 @@ from typing import Any
 
 from usdh import layout
 from usdh.data import load_dataset, prepare_dataset
-from usdh.stages.common import dataset_params
+from usdh.params import dataset_params, sections_checker
 
 log = logging.getLogger("usdh")
+
+check_params = sections_checker("datasets")
 
 
 def outputs(params: dict[str, Any], dataset: str) -> list[Path]:

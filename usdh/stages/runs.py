@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from usdh.data import load_split
-from usdh.features import load_features
+from usdh.feature_store import load_features
 from usdh.fitting import (
     Fitted,
     bank_for,

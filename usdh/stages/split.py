@@ -8,10 +8,11 @@ from typing import Any
 
 from usdh import layout
 from usdh.data import load_prepared, make_split, save_split
-from usdh.params import section
-from usdh.stages.common import dataset_params
+from usdh.params import dataset_params, section, sections_checker
 
 log = logging.getLogger("usdh")
+
+check_params = sections_checker("datasets", "split_seed")
 
 
 def outputs(params: dict[str, Any], dataset: str) -> list[Path]:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,11 @@ import numpy as np
 
 from usdh import layout
 from usdh.data import PROTOCOLS, load_prepared, load_split
-from usdh.features import load_features
+from usdh.feature_store import load_features
 from usdh.fitting import bank_for, fit_on_rows, merge_params, views_from_features
 from usdh.io import atomic_path, save_json
 from usdh.metrics import mean_average_precision
+from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
 from usdh.params import ParamsError, section
 from usdh.stages.common import method_params, run_context
 from usdh.train import NonFiniteLossError
@@ -68,14 +70,22 @@ def outputs(params: dict[str, Any], method: str) -> list[Path]:
     return [layout.validation_dir(ctx.run.dataset, ctx.run.protocol, method)]
 
 
-def run(params: dict[str, Any], method: str) -> None:
-    """Score the method's budget of settings on the validation split; write every record."""
-    cfg = section(params, "validation")
-    # a method without a space (the shallow ones) is scored once with its params.yaml setting,
-    # as a reference on the same validation split
-    space = check_space((cfg.get("space") or {}).get(method) or {})
-    bits, seeds = int(cfg["bits"]), list(cfg["seeds"])
-    ctx = run_context(params, method, bits, seeds[0])
+@dataclass(frozen=True)
+class _ValidationData:
+    """What every validation fit of one method shares: the features, the rows it trains on, the
+    views, the scorer on the validation queries and database, and the split's sizes."""
+
+    features: np.ndarray
+    fit_split: dict[str, np.ndarray]
+    views: Any
+    val_map: Callable[[Any], float]
+    topk: int | None
+    n_query: int
+    n_database: int
+
+
+def _validation_data(ctx: Any, method: str) -> _ValidationData:
+    """Load the features, labels and validation split of ``ctx``'s protocol for ``method``."""
     fs = load_features(ctx.features_dir, mmap_mode="r")
     features = np.asarray(fs.features)
     labels = load_prepared(ctx.prepared_dir).labels
@@ -99,12 +109,26 @@ def run(params: dict[str, Any], method: str) -> None:
     def val_map(encode: Any) -> float:
         return mean_average_precision(encode(q_x), encode(db_x), q_y, db_y, topk=topk)
 
+    return _ValidationData(
+        features, fit_split, views, val_map, topk, n_query=len(q_rows), n_database=len(db_rows)
+    )
+
+
+def run(params: dict[str, Any], method: str) -> None:
+    """Score the method's budget of settings on the validation split; write every record."""
+    cfg = section(params, "validation")
+    # a method without a space (the shallow ones) is scored once with its params.yaml setting,
+    # as a reference on the same validation split
+    space = check_space((cfg.get("space") or {}).get(method) or {})
+    bits, seeds = int(cfg["bits"]), list(cfg["seeds"])
+    ctx = run_context(params, method, bits, seeds[0])
+    data = _validation_data(ctx, method)
     out = outputs(params, method)[0]
     record = {
         **ctx.record,
-        "topk": topk,
-        "n_val_query": len(q_rows),
-        "n_val_database": len(db_rows),
+        "topk": data.topk,
+        "n_val_query": data.n_query,
+        "n_val_database": data.n_database,
     }
     rows: list[dict[str, Any]] = []
 
@@ -123,35 +147,20 @@ def run(params: dict[str, Any], method: str) -> None:
                 i,
                 setting,
                 chosen,
-                features,
-                fit_split,
-                views,
-                val_map,
+                data.features,
+                data.fit_split,
+                data.views,
+                data.val_map,
                 out,
                 record,
             )
             for seed in seeds
         ]
-        finite = bool(np.isfinite(scores).all())
-        row = {
-            "setting": i,
-            **setting,
-            # a setting that diverged on any seed has no score (None), and is never chosen
-            "val_mAP_mean": float(np.mean(scores)) if finite else None,
-            "val_mAP_std": float(np.std(scores, ddof=1)) if finite and len(scores) > 1 else 0.0,
-            "seeds": seeds,
-        }
+        row = _score_row(i, setting, scores, seeds)
         rows.append(row)
         return row
 
-    current = {k: v[0] for k, v in space.items()}
-    best = score(current)
-    for knob, values in space.items():
-        for value in values[1:]:
-            row = score({**current, knob: value})
-            if _score_of(row) > _score_of(best):
-                best = row
-        current = {k: best[k] for k in space}
+    best = _coordinate_search(space, score)
     summary = {
         "method": method,
         "bits": bits,
@@ -167,6 +176,37 @@ def run(params: dict[str, Any], method: str) -> None:
     write_table(out.parent)
     print(f"{method}: best setting {best['setting']} (val mAP {best['val_mAP_mean']:.4f}):")
     print(json.dumps(summary["chosen_params"], indent=2))
+
+
+def _score_row(
+    i: int, setting: dict[str, Any], scores: list[float], seeds: list[Any]
+) -> dict[str, Any]:
+    """Setting ``i``'s row: the setting, the mean and std of its scores over the seeds."""
+    finite = bool(np.isfinite(scores).all())
+    return {
+        "setting": i,
+        **setting,
+        # a setting that diverged on any seed has no score (None), and is never chosen
+        "val_mAP_mean": float(np.mean(scores)) if finite else None,
+        "val_mAP_std": float(np.std(scores, ddof=1)) if finite and len(scores) > 1 else 0.0,
+        "seeds": seeds,
+    }
+
+
+def _coordinate_search(
+    space: Mapping[str, list[Any]], score: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any]:
+    """One knob at a time in the order listed, from each knob's first candidate, keeping the best
+    value of each knob before trying the next; the best row ``score`` returned."""
+    current = {k: v[0] for k, v in space.items()}
+    best = score(current)
+    for knob, values in space.items():
+        for value in values[1:]:
+            row = score({**current, knob: value})
+            if _score_of(row) > _score_of(best):
+                best = row
+        current = {k: best[k] for k in space}
+    return best
 
 
 def _fit_and_score(

@@ -24,6 +24,7 @@ from usdh.augment import Augmentation
 from usdh.backbones import Backbone
 from usdh.checks import check_angles
 from usdh.features import DEEPBIT_ANGLES, ROTATION_MODES, ImageSource, mean_colour, prepare_image
+from usdh.hasher import check_views
 from usdh.train.model import HashHead, HashModel
 
 __all__ = ["Batch", "Batches", "FeatureBatches", "ImageBatches", "two_views"]
@@ -83,15 +84,10 @@ class FeatureBatches:
     ) -> None:
         self.features = _as_float32("features", features, 2)
         self.augmentations: torch.Tensor | None = None
+        n, d = self.features.shape
         if augmentations is not None:
             aug = _as_float32("augmentations", augmentations, 3)
-            if aug.shape[0] != self.features.shape[0] or aug.shape[2] != self.features.shape[1]:
-                raise ValueError(
-                    f"augmentations must have shape (N, V, D) = ({self.features.shape[0]}, V, "
-                    f"{self.features.shape[1]}), V views of every row, got {tuple(aug.shape)}"
-                )
-            if aug.shape[1] < 2:
-                raise ValueError("augmentations need at least 2 views per row (two are drawn)")
+            check_views("augmentations", tuple(aug.shape), None, n, d, axis="V", two_views=True)
             self.augmentations = aug
         self.rotations: torch.Tensor | None = None
         self.angles: tuple[float, ...] | None = None
@@ -99,24 +95,8 @@ class FeatureBatches:
         self._rot_pos: torch.Tensor | None = None
         if rotations is not None:
             rot = _as_float32("rotations", rotations, 3)
-            n = self.features.shape[0]
-            m = n if rotation_rows is None else len(np.asarray(rotation_rows))
-            if rot.shape[0] != m or rot.shape[2] != self.features.shape[1]:
-                raise ValueError(
-                    f"rotations must have shape (M, A, D) = ({m}, A, {self.features.shape[1]}), "
-                    f"one row per rotated row, got {tuple(rot.shape)}"
-                )
-            if rotation_rows is not None:
-                rows = np.asarray(rotation_rows)
-                if (
-                    rows.ndim != 1
-                    or rows.dtype.kind not in "iu"
-                    or (rows.size and (rows.min() < 0 or rows.max() >= n))
-                    or np.unique(rows).size != rows.size
-                ):
-                    raise ValueError(
-                        f"rotation_rows must be distinct row indices in 0..{n - 1}, got {rows!r}"
-                    )
+            rows = check_views("rotations", tuple(rot.shape), rotation_rows, n, d)
+            if rows is not None:
                 self.rotation_rows = torch.as_tensor(rows, dtype=torch.int64)
                 pos = torch.full((n,), -1, dtype=torch.int64)
                 pos[self.rotation_rows] = torch.arange(len(rows))

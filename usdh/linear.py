@@ -1,4 +1,6 @@
-"""One PCA and one centred projection for the baselines, so PCAH, ITQ and SH share every step."""
+"""The linear steps the classic baselines and USDH's ITQ init share, as plain functions: one PCA,
+one centred projection and ITQ's rotation (Gong and Lazebnik, CVPR 2011), so PCAH, ITQ, SH, LSH
+and ``USDH(init="itq")`` share every step and below all of them."""
 
 from __future__ import annotations
 
@@ -8,10 +10,12 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import NDArray
 
-__all__ = ["check_pca_size", "fit_pca", "project"]
+__all__ = ["ITQ_ITERATIONS", "check_pca_size", "fit_pca", "itq_rotation", "project"]
 
 #: rows per block when accumulating the scatter matrix: bounds the float64 copy of wide features
 _CHUNK_ROWS = 4096
+#: ITQ's rounds of alternating minimisation, unless told otherwise
+ITQ_ITERATIONS = 50
 
 
 def check_pca_size(owner: str, n_components: int, n_samples: int, n_features: int) -> None:
@@ -97,3 +101,31 @@ def project(
         block = X[start : start + _CHUNK_ROWS].astype(np.float64) - mean
         out[start : start + _CHUNK_ROWS] = block @ directions
     return out
+
+
+def itq_rotation(
+    V: NDArray[np.float64], random_state: int, n_iter: int = ITQ_ITERATIONS
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """ITQ's orthogonal rotation ``R`` of the centred projections ``V`` (n, k) and its
+    quantisation loss per round.
+
+    ``R`` minimises the quantisation loss ``||B - V R||_F^2`` over codes ``B`` in {-1, +1}: it
+    alternates the two exact partial minimisations, ``B = sign(V R)`` and the orthogonal
+    Procrustes solution for ``R``, starting from a random rotation seeded by ``random_state``, for
+    ``n_iter`` rounds. The losses have ``n_iter + 1`` entries: entry ``t`` is the loss (per row)
+    of the rotation after ``t`` updates, with its best codes; it never increases.
+    """
+    k = V.shape[1]
+    rng = np.random.default_rng(random_state)
+    R, _ = np.linalg.qr(rng.standard_normal((k, k)))
+    losses = []
+    for t in range(n_iter + 1):
+        Z = V @ R
+        B = np.where(Z > 0, 1.0, -1.0)  # the bit rule of encode: 1 where positive
+        losses.append(float(np.square(B - Z).sum()) / len(V))
+        if t == n_iter:
+            break
+        # Procrustes: max tr(R^T V^T B) over orthogonal R; with B^T V = P S Q^T, R = Q P^T
+        P, _, Qt = np.linalg.svd(B.T @ V)
+        R = Qt.T @ P.T
+    return R, np.asarray(losses)
