@@ -299,6 +299,7 @@ def test_an_interrupted_dvc_repro_of_a_deep_fit_resumes_and_ends_bitwise_equal(t
         tmp_path,
         "repro",
         "-s",
+        "check",
         "prepare@oxford17",
         "split@oxford17",
         "features@oxford17",
