@@ -45,6 +45,8 @@ Choices fixed here, and why:
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -323,24 +325,67 @@ def _load_onnxruntime(parts: dict[str, bytes], threads: int) -> Runner:
     return run
 
 
+class _SignalStack(ctypes.Structure):
+    """POSIX ``stack_t``, as ``sigaltstack`` reads and writes it."""
+
+    _fields_ = [
+        ("ss_sp", ctypes.c_void_p),
+        ("ss_flags", ctypes.c_int),
+        ("ss_size", ctypes.c_size_t),
+    ]
+
+
+@functools.cache
+def _libc() -> Any:
+    """The C library already loaded in this process (no search), or None where it has no
+    ``sigaltstack`` (then there is nothing to guard)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.sigaltstack.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    except (OSError, AttributeError, TypeError):
+        return None
+    return libc
+
+
+@contextlib.contextmanager
+def _signal_stack_kept() -> Iterator[None]:
+    """Put back this thread's alternate signal stack after OpenVINO compiles a model.
+
+    OpenVINO's CPU plugin (for AMX, openvinotoolkit/openvino#11894) installs a stack of its own
+    for each compiled model and, when that model is freed, reinstalls the one it found. With two
+    models freed in another order than they were compiled, the thread is left on a stack that
+    has been unmapped, and the next signal with a Python handler (SIGCHLD from a DataLoader worker
+    or a subprocess, once torch has installed its handler) kills the process with SIGSEGV,
+    printing nothing (seen in pytest: the crash came in a later, unrelated test). Reinstalling
+    the caller's stack at once means every model finds, and later restores, a stack that lives.
+    """
+    libc = _libc()
+    before = _SignalStack()
+    if libc is None or libc.sigaltstack(None, ctypes.byref(before)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(before), None)
+
+
 def _load_openvino(parts: dict[str, bytes], threads: int) -> Runner:
     ov = _import("openvino")
     core = ov.Core()
     weights = np.frombuffer(parts["bin"], dtype=np.uint8).copy()  # the Tensor shares it
     network = core.read_model(model=parts["xml"], weights=ov.Tensor(weights))
-    compiled = core.compile_model(
-        network,
-        "CPU",
-        {
-            "INFERENCE_PRECISION_HINT": "f32",  # not bf16, the default on AVX-512 BF16 / AMX
-            "EXECUTION_MODE_HINT": "ACCURACY",  # no lower-precision shortcuts either
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": "1",
-            "INFERENCE_NUM_THREADS": str(threads),
-        },
-    )
+    config = {
+        "INFERENCE_PRECISION_HINT": "f32",  # not bf16, the default on AVX-512 BF16 / AMX
+        "EXECUTION_MODE_HINT": "ACCURACY",  # no lower-precision shortcuts either
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": "1",
+        "INFERENCE_NUM_THREADS": str(threads),
+    }
+    with _signal_stack_kept():
+        compiled = core.compile_model(network, "CPU", config)
+        request = compiled.create_infer_request()
     _check_openvino_f32(compiled)
-    request = compiled.create_infer_request()
 
     def run(x: np.ndarray) -> np.ndarray:
         return np.array(request.infer({0: x})[0], dtype=np.float32, copy=True)
