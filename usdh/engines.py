@@ -28,6 +28,10 @@ Choices fixed here, and why:
 * **Determinism.** The same input, converted model, thread count and library versions give
   bitwise identical features, run to run and process to process (one stream, a fixed thread count,
   sequential execution).
+* **Signal stack.** OpenVINO swaps the thread's alternate signal stack per compiled model and
+  restores it assuming last-compiled, first-freed; out of order, a later signal (torch's SIGCHLD
+  handler) killed pytest with SIGSEGV. The caller's stack is put back after each compile
+  (``_signal_stack_kept``).
 * **One export.** Both runtimes read the ONNX that torch's TorchScript exporter writes (it needs
   the ``onnx`` package). ``openvino.convert_model`` would trace as well and run no faster, but it
   sends usage telemetry unless the user opted out.
