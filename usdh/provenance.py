@@ -6,6 +6,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,39 @@ def machine() -> dict[str, Any]:
     }
 
 
+#: the lines of ``torch.__config__.show()`` that name the math libraries torch was built with
+_TORCH_BUILD_KEYS = ("Math Kernel", "MKL-DNN", "oneDNN", "OpenMP", "LAPACK", "BLAS")
+
+
+def libraries() -> dict[str, Any]:
+    """The math libraries this process has loaded and the threads they use (BLAS, OpenMP; torch's
+    oneDNN and MKL builds and the CPU capability its kernels dispatch to, if torch is loaded):
+    with the processor, what decides which kernels compute a number. No file paths, so two
+    clones in different folders record the same. Torch is never imported here, so the torch-free
+    stages stay so (their records then have no ``torch`` entry)."""
+    out: dict[str, Any] = {}
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - a dependency of scikit-learn
+        out["threadpools"] = None
+    else:
+        pools = [{k: v for k, v in p.items() if k != "filepath"} for p in threadpool_info()]
+        out["threadpools"] = sorted(pools, key=lambda p: (p["user_api"], p["prefix"]))
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        build = [
+            line.strip().lstrip("- ")
+            for line in torch.__config__.show().splitlines()
+            if any(k in line for k in _TORCH_BUILD_KEYS) and "Build settings" not in line
+        ]
+        out["torch"] = {
+            "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "build": build,
+        }
+    return out
+
+
 def environment(device: str | None = None) -> dict[str, Any]:
     """A record of the software and machine, to store beside a result. Nothing in it changes from
     run to run on one machine (no times, paths or code revision: those go to the stage's timing
@@ -90,4 +124,5 @@ def environment(device: str | None = None) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "device": device,
         "packages": package_versions(),
+        "libraries": libraries(),
     }
