@@ -37,6 +37,13 @@ BATCH = default_batch_size("cpu", SIZE)
 N_BATCHES = 2
 
 
+#: every engine, skipped where its package is missing
+INSTALLED = [
+    pytest.param(e, marks=pytest.mark.skipif(not engine_available(e), reason=f"{e} not installed"))
+    for e in ENGINES
+]
+
+
 @pytest.fixture(scope="module")
 def lite0() -> Backbone:
     model = build_backbone("efficientnet_lite0", "imagenet", input_size=SIZE)
@@ -70,15 +77,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.benchmark(group="features-engine")
-@pytest.mark.parametrize(
-    "engine",
-    [
-        pytest.param(
-            e, marks=pytest.mark.skipif(not engine_available(e), reason=f"{e} not installed")
-        )
-        for e in ENGINES
-    ],
-)
+@pytest.mark.parametrize("engine", INSTALLED)
 def test_engine(benchmark, engine, lite0, batches, eager_features, cache):
     threads = torch.get_num_threads()
     start = time.perf_counter()
@@ -120,15 +119,7 @@ STAGE_IMAGES = {"features": 512, "bank": 128}
 
 @pytest.mark.benchmark(group="features-engine-stage")
 @pytest.mark.parametrize("path", list(STAGE_IMAGES))
-@pytest.mark.parametrize(
-    "engine",
-    [
-        pytest.param(
-            e, marks=pytest.mark.skipif(not engine_available(e), reason=f"{e} not installed")
-        )
-        for e in ENGINES
-    ],
-)
+@pytest.mark.parametrize("engine", INSTALLED)
 def test_stage_path(benchmark, engine, path, lite0, cache, monkeypatch):
     monkeypatch.setenv("USDH_ENGINE_CACHE", str(cache))
     rng = np.random.default_rng(1)
