@@ -231,6 +231,46 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
         assert not touched(relpath) & data_stages, relpath
     assert stale_stages(tmp_path) == set()
 
+    # the stages that need no torch run without it, and compute the same bytes
+    itq = [
+        p
+        for kind in ("codes", "metrics", "queries")
+        for p in sorted((tmp_path / kind / "retrieval").rglob("*"))
+        if p.is_file() and "/itq/" in p.as_posix()
+    ]
+    before = {p: p.read_bytes() for p in itq}
+    for command in (["fit", "itq"], ["evaluate", "itq"], ["report"]):
+        without_torch(tmp_path, command)
+    assert len(itq) >= 6 and all(p.read_bytes() == before[p] for p in itq)
+    fit = json.loads(next((tmp_path / "models/retrieval").rglob("itq/16/0/fit.json")).read_text())
+    assert "torch" not in fit["environment"]["libraries"]
+
+
+#: run ``python -m usdh`` with torch and torchvision unimportable (a meta-path finder that refuses
+#: them: setting sys.modules["torch"] = None would also break scipy's array-API checks)
+_NO_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision"):
+            raise ModuleNotFoundError(f"{name} is blocked by the test")
+sys.meta_path.insert(0, NoTorch())
+from usdh.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def without_torch(folder: Path, command: list[str]) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH, *command],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ, TQDM_DISABLE="1"),
+    )
+    assert out.returncode == 0, f"usdh {' '.join(command)} without torch:\n{out.stderr}"
+
 
 #: code that the data stages (prepare, split, features, bank) must not depend on: every file of
 #: the methods, the trainer, the fitting, the evaluation, the report and the full params check

@@ -21,8 +21,8 @@ from usdh.report.calibration import (
     gap_readings,
     read_calibration,
 )
-from usdh.report.queries import per_class_table
-from usdh.report.verdict import paired_bootstrap, verdict_table
+from usdh.report.queries import per_class_table, per_seed
+from usdh.report.verdict import WORDS, paired_bootstrap, seed_query_interval, verdict_table
 
 #: small curves for a 400-image toy database
 CURVES = Curves(
@@ -35,6 +35,26 @@ CURVES = Curves(
     examples=3,
     top=5,
 )
+
+
+def _environment(vendor: str, family: str, model: str) -> dict:
+    cpu = {"cpu": f"{vendor} CPU", "vendor": vendor, "family": family, "model": model}
+    cpu.update(stepping="1", isa=["avx2"], cores=2, os="Linux")
+    pools = [{"internal_api": "openblas", "version": "0.3.27", "num_threads": 2}]
+    return {
+        "python": "3.11.7",
+        "cpu": cpu,
+        "packages": {"numpy": "2.0"},
+        "libraries": {"threadpools": pools},
+    }
+
+
+#: the machine each fake method's fit record names: two, so the report must say they are mixed
+ENVIRONMENTS = {
+    "itq": _environment("AuthenticAMD", "25", "17"),
+    "lsh": _environment("GenuineIntel", "6", "143"),
+    "usdh": _environment("AuthenticAMD", "25", "17"),
+}
 
 
 def _fake_run(root, method, bits, seed, rng, labels, split, protocol="deepbit", topk=50):
@@ -55,7 +75,7 @@ def _fake_run(root, method, bits, seed, rng, labels, split, protocol="deepbit", 
         "source": "CIFAR-10 (JPEG copy)",
     }
     evaluate_run(labels, split, paths, topk=topk, curves=CURVES, radius=2, record=record)
-    fit = {"n_train": 360, "fit_seconds": 0.5, "params": {}}
+    fit = {"n_train": 360, "fit_seconds": 0.5, "params": {}, "environment": ENVIRONMENTS[method]}
     fit["encode"] = {"database_codes_per_s": 2e5, "model_bytes": 3000 * bits}
     save_json(paths.fit_record, fit)
 
@@ -135,6 +155,13 @@ def test_build_report_writes_everything(metrics_tree):
     found = lookup["precision_r2_nonempty"].notna()  # NaN: every lookup of the run was empty
     assert found.any() and (lookup.loc[~found, "empty_r2"] == 1).all()
     assert (lookup["precision_r2_nonempty"][found] >= lookup["precision_r2"][found] - 1e-12).all()
+    # every row names its machine, and the report says that these results mix two
+    itq = results[results["method"] == "itq"]
+    assert set(itq["cpu_id"]) == {"AuthenticAMD family 25 model 17"}
+    assert set(itq["math_libraries"]) == {"openblas 0.3.27 (2 threads)"}
+    assert "these results mix 2 machines" in readme and "GenuineIntel family 6 model 143" in readme
+    # every seed as a dot, shown under the verdict's figures
+    assert (out / "figures" / "seeds_cifar10_deepbit.png").stat().st_size > 1000
 
 
 def test_per_class_ap_and_verdict_per_protocol(metrics_tree):
@@ -160,6 +187,18 @@ def test_per_class_ap_and_verdict_per_protocol(metrics_tree):
     whole = v[v["protocol"] == "1k-5k-59k"]
     assert "mAP at the cut-off (tie-aware)" not in set(whole["metric"])
     assert "mAP at the cut-off (tie-aware)" in set(v[v["protocol"] == "deepbit"]["metric"])
+    # the words come from the interval over seeds and queries; the queries-only one stays beside
+    assert {w.split(" ", 1)[1] for w in v["verdict"]} <= set(WORDS)
+    assert {w.split(" ", 1)[1] for w in v["these models only"]} <= set(WORDS)
+    assert set(v["seeds"]) == {"2 / 2"}
+    row = v[v["metric"] == "mAP over the database (tie-aware)"].iloc[0]
+    sel = df[(df["protocol"] == row["protocol"]) & (df["bits"] == row["bits"])]
+    a = per_seed(metrics_tree, sel, "usdh", int(row["bits"]))["ap_all_tie_aware"] * 100
+    b = per_seed(metrics_tree, sel, row["vs"], int(row["bits"]))["ap_all_tie_aware"] * 100
+    assert a.shape[0] == 2 and a.shape == b.shape
+    diff, lo, hi = seed_query_interval(a, b)
+    want = f"{diff:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    assert row["difference [95% CI, seeds and queries]"] == want
 
 
 def test_no_metrics_is_a_clear_error(tmp_path):

@@ -132,12 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with stage_timer() as record:
             params = load_params(args.params)
             module = importlib.import_module(stage_module(args.command))
-            # the whole file (usdh.paramcheck), or for a data stage only the sections it reads,
-            # so that its code dependencies stay free of method code (usdh/stages/__init__.py)
-            module.check_params(params)
             extra = {"protocol": args.protocol} if args.command in PROTOCOL_COMMANDS else {}
             if args.command in EXPERIMENT_COMMANDS:
                 extra["experiment"] = args.experiment
+            # the whole file (usdh.paramcheck) with the class checks of the stage's own method
+            # only, or for a data stage only the sections it reads: a stage imports no method
+            # code (and no torch) it does not run (usdh/stages/__init__.py)
+            module.check_params(params, *positional, **extra)
             record.update(module.run(params, *positional, **extra) or {})
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         # our errors already say what is wrong and how to fix it: print them, not a traceback

@@ -11,15 +11,25 @@ so that they do not depend on method code.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Collection
 from typing import Any
 
 from usdh.layout import check_name
-from usdh.params import LOSS_TERMS, ParamsError, fail, section
+from usdh.params import LOSS_TERMS, ParamsError, base_method, fail, section
 from usdh.registry import get_method, method_class
 from usdh.registry import methods as registered_methods
 from usdh.schema import check_shape
 
-__all__ = ["ParamsError", "check_schema", "method_keys", "two_view_methods", "validate_params"]
+__all__ = [
+    "ParamsError",
+    "check_all",
+    "check_relations",
+    "check_schema",
+    "method_checker",
+    "method_keys",
+    "two_view_methods",
+    "validate_params",
+]
 
 
 def _int_list(value: Any, where: str, *, multiple_of: int = 1, minimum: int = 0) -> list[int]:
@@ -66,12 +76,14 @@ def _loss_problems(where: str, loss: Any) -> list[str]:
     return out
 
 
-def check_schema(params: dict[str, Any]) -> list[str]:
+def check_schema(params: dict[str, Any], methods: Collection[str] | None = None) -> list[str]:
     """Every schema violation of ``params`` as one line each (empty: the shape is right): the
-    declared shape (:mod:`usdh.schema`), then each method's keys and loss options."""
+    declared shape (:mod:`usdh.schema`), then the keys and loss options of each method in
+    ``methods`` (None: every one). Those need the method's class, and so a deep method's
+    torch: a stage that fits one method checks that one, and a stage that fits none, none."""
     problems = check_shape(params)
     for name, given in (params.get("methods") or {}).items():
-        if given is None:
+        if given is None or (methods is not None and name not in methods):
             continue
         if not isinstance(given, dict):
             continue  # reported above: a method's parameters must be a mapping
@@ -87,8 +99,9 @@ def check_schema(params: dict[str, Any]) -> list[str]:
                 )
         if "loss" in given and "loss" in allowed:
             problems += _loss_problems(f"methods.{name}.loss", given["loss"])
-    variants = (params.get("ablations") or {}).get("variants") or {}
-    if isinstance(variants, dict):
+    ablations = params.get("ablations") or {}
+    variants = ablations.get("variants") or {}
+    if isinstance(variants, dict) and (methods is None or ablations.get("method") in methods):
         for name, override in variants.items():
             if isinstance(override, dict) and "loss" in override:
                 problems += _loss_problems(f"ablations.variants.{name}.loss", override["loss"])
@@ -110,8 +123,11 @@ def two_view_methods(params: dict[str, Any], dataset: str) -> list[str]:
     return [m for m in dict.fromkeys(listed) if "augmentations" in get_method(m).views]
 
 
-def validate_params(params: dict[str, Any]) -> None:
+def validate_params(params: dict[str, Any], methods: Collection[str] | None = None) -> None:
     """Check the whole file before any stage works, so a bad knob fails the first stage.
+
+    ``methods`` limits the checks that need a method's class (its parameter names, its loss
+    options) to those methods (None: every one); everything else is checked whatever the scope.
 
     First its shape (``usdh.schema``: every key known, every value of its type), then the
     relations between sections: the experiment's dataset is configured and split into its
@@ -121,7 +137,7 @@ def validate_params(params: dict[str, Any]) -> None:
     classification and calibration datasets are configured. (Whether a dataset's files exist is
     checked by ``prepare``, with its own message.)
     """
-    problems = check_schema(params)
+    problems = check_schema(params, methods)
     if len(problems) == 1:
         fail(problems[0])
     if problems:
@@ -141,6 +157,35 @@ def validate_params(params: dict[str, Any]) -> None:
         _check_classification(params["classification"], datasets, known)
     if params.get("bank_study") is not None:
         _check_bank_study(params["bank_study"], known)
+
+
+def check_all(params: dict[str, Any], *_args: Any, **_where: Any) -> None:
+    """The ``check_params`` of a stage that may use any method (check, diagnose, bank-study)."""
+    validate_params(params)
+
+
+def check_relations(params: dict[str, Any], *_args: Any, **_where: Any) -> None:
+    """The ``check_params`` of a stage that reads results, not methods (evaluate, report): every
+    check but the ones that import a method's class, so that it never imports torch."""
+    validate_params(params, methods=())
+
+
+def method_checker(section_name: str | None = None) -> Callable[..., None]:
+    """The ``check_params`` of a stage that runs one method (its first argument; a variant of
+    ``section_name`` or of ``--experiment`` stands for its base method): the whole file, with the
+    class checks of that method only, so that a shallow method's stage never imports torch."""
+
+    def check_params(
+        params: dict[str, Any], name: str | None = None, *_args: Any, **where: Any
+    ) -> None:
+        experiment = section_name or where.get("experiment") or "experiment"
+        if section_name == "ablations":
+            scope = [str(section(params, "ablations").get("method"))]
+        else:
+            scope = [base_method(params, experiment, name)] if name else []
+        validate_params(params, methods=scope)
+
+    return check_params
 
 
 def _check_experiment(

@@ -108,13 +108,22 @@ def fail(msg: str) -> NoReturn:
     raise ParamsError(f"params.yaml: {msg}")
 
 
-def sections_checker(*sections: str) -> Callable[[dict[str, Any]], None]:
-    """The ``check_params`` of a data stage: :func:`check_sections` of the sections it reads."""
+def sections_checker(*sections: str) -> Callable[..., None]:
+    """The ``check_params`` of a data stage: :func:`check_sections` of the sections it reads
+    (the command's arguments, which the CLI passes to every stage's check, are not needed)."""
 
-    def check_params(params: dict[str, Any]) -> None:
+    def check_params(params: dict[str, Any], *_args: Any, **_where: Any) -> None:
         check_sections(params, sections)
 
     return check_params
+
+
+def base_method(params: Mapping[str, Any], experiment: str, name: str) -> str:
+    """The registered method behind run name ``name`` of section ``experiment``: itself, or the
+    ``method`` of the section's variant of that name (calibration's ``lsh_uncentred``)."""
+    variants = (params.get(experiment) or {}).get("variants") or {}
+    variant = variants.get(name) if isinstance(variants, dict) else None
+    return str(variant["method"]) if isinstance(variant, dict) and "method" in variant else name
 
 
 def check_sections(params: dict[str, Any], sections: tuple[str, ...]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -47,9 +48,9 @@ def git_revision(root: str | os.PathLike[str] | None = None) -> str | None:
 _CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
-def machine() -> dict[str, Any]:
-    """The processor and the cores this process may use: what decides which kernels run (results
-    are bitwise repeatable on one CPU model with the same software, not across models)."""
+@functools.cache
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's block of /proc/cpuinfo (read once per process: every record asks)."""
     cpu: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
@@ -62,6 +63,13 @@ def machine() -> dict[str, Any]:
                     break  # the first processor's block is enough
     except OSError:
         pass
+    return cpu
+
+
+def machine() -> dict[str, Any]:
+    """The processor and the cores this process may use: what decides which kernels run (results
+    are bitwise repeatable on one CPU model with the same software, not across models)."""
+    cpu = _cpuinfo()
     flags = set(cpu.get("flags", "").split())
     try:
         usable = len(os.sched_getaffinity(0))
@@ -118,10 +126,8 @@ def environment(device: str | None = None) -> dict[str, Any]:
     record, usdh/timing.py), so a rerun that computes the same numbers writes the same bytes."""
     return {
         "python": platform.python_version(),
-        "platform": platform.platform(),
         "machine": platform.machine(),
-        "cpu": machine(),
-        "cpu_count": os.cpu_count(),
+        "cpu": machine(),  # its "os" is the platform, its "cores" those this process may use
         "device": device,
         "packages": package_versions(),
         "libraries": libraries(),

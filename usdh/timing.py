@@ -47,7 +47,9 @@ def stage_timer(stage: str | None = None) -> Iterator[dict[str, Any]]:
     wall = time.perf_counter() - start
     if not stage or stage.split("@")[0] in UNTIMED:
         return
-    root = Path(os.environ.get("DVC_ROOT") or ".")
+    # the stage's own working copy (DVC runs every command in the folder of dvc.yaml): under
+    # `dvc exp run --queue` the experiment's copy, not the workspace ($DVC_ROOT) it came from
+    root = Path()
     record = {
         "stage": stage,
         "started": started.isoformat(timespec="seconds"),

@@ -18,7 +18,7 @@ from usdh.report.classification import (
     collect_classification,
 )
 from usdh.report.diagnostics import diagnostics_table
-from usdh.report.figures import map_crossings, protocol_figures
+from usdh.report.figures import map_crossings, protocol_figures, seed_figures
 from usdh.report.lookup import lookup_table
 from usdh.report.queries import query_figures, shown_bits
 from usdh.report.readme import render_readme
@@ -37,7 +37,7 @@ def _write_text(path: Path, text: str) -> None:
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.6f")
+        df.to_csv(tmp, index=False)  # full precision: rounding flips last digits
 
 
 def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> None:
@@ -116,6 +116,8 @@ def build_report(
     main = context.get("protocol") if context.get("protocol") in protocols else protocols[0]
     tables, cut = _results_tables(root, df, context, target)
     figures = {"protocol": protocol_figures(df, root, figures_dir, summarise)}
+    main_metric = f"{cut}_tie_aware" if cut != "mAP" else "mAP_tie_aware"
+    figures["seeds"] = seed_figures(df, main_metric, figures_dir)
     main_part = df[df["protocol"] == main]
     bits = shown_bits(main_part, int(context.get("bits", 32)))
     per_query_tables, per_query_figures = query_figures(root, main_part, bits, figures_dir)

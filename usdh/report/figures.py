@@ -24,6 +24,7 @@ __all__ = [
     "pyplot",
     "retrieval_runs",
     "savefig",
+    "seed_figures",
 ]
 
 #: thumbnail side in the retrieval examples (px)
@@ -171,6 +172,49 @@ def protocol_figures(df: pd.DataFrame, root: Path, out_dir: Path, summarise: Any
     return written
 
 
+def seed_figures(df: pd.DataFrame, column: str, out_dir: Path) -> list[Path]:
+    """Per dataset and protocol: every seed's ``column`` (%) as a dot, per method (columns) and
+    code length (panels), with the mean as a bar, so an unstable method is seen, not averaged."""
+    plt = pyplot()
+    written = []
+    for (dataset, protocol), part in df.groupby(["dataset", "protocol"], sort=False):
+        if column not in part or part[column].isna().all():
+            continue
+        bits = sorted(int(b) for b in part["bits"].unique())
+        names = list(part["method"].drop_duplicates())
+        fig, axes = plt.subplots(
+            1, len(bits), figsize=(0.55 * len(names) * len(bits) + 1.5, 3.6), squeeze=False
+        )
+        for ax, b in zip(axes[0], bits, strict=True):
+            for i, method in enumerate(names):
+                values = part[(part["method"] == method) & (part["bits"] == b)][column] * 100
+                values = values.dropna().to_numpy()
+                if not len(values):
+                    continue
+                style = _style(method)
+                # spread the dots sideways by rank, so equal values stay visible side by side
+                offsets = np.linspace(-0.18, 0.18, len(values)) if len(values) > 1 else [0.0]
+                ax.scatter(
+                    i + np.asarray(offsets),
+                    np.sort(values),
+                    s=16,
+                    color=style["color"],
+                    marker=style["marker"],
+                    zorder=3,
+                )
+                ax.hlines(values.mean(), i - 0.3, i + 0.3, color="0.3", lw=1, zorder=2)
+            ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+            ax.set(title=f"{b} bits")
+            ax.grid(axis="y", alpha=0.3)
+        label = column.replace("_tie_aware", " (tie-aware)")
+        axes[0][0].set_ylabel(f"{label} (%)")
+        fig.suptitle(display_name(part), fontsize=9, y=1.02)
+        fig.tight_layout()
+        written.append(out_dir / f"seeds_{dataset}_{protocol}.png")
+        savefig(fig, written[-1])
+    return written
+
+
 def per_class_figure(table: pd.DataFrame, title: str, path: Path) -> Path:
     """A methods x classes heatmap of AP (%), each cell written in, so it reads without colour."""
     plt = pyplot()
@@ -299,6 +343,14 @@ def _crossings(both: pd.DataFrame) -> str:
 #: what a figure shows, error bars and lines included, by the start of its file name; {seeds}:
 #: the seeds its numbers are averaged over
 CAPTIONS = (
+    (
+        "seeds",
+        (
+            "Every training seed's run as a dot ({seeds}; one dot for the methods that do not "
+            "depend on the seed), per method and code length; the bar is their mean. The "
+            "spread between dots is what the verdict's interval counts besides the queries."
+        ),
+    ),
     (
         "map_vs_bits",
         (

@@ -13,22 +13,29 @@ import pandas as pd
 from usdh.layout import Run
 from usdh.report.figures import display_name, example_figures, per_class_figure
 
-__all__ = ["load_images", "per_class_table", "per_query", "query_figures", "shown_bits"]
+__all__ = [
+    "load_images",
+    "per_class_table",
+    "per_query",
+    "per_seed",
+    "query_figures",
+    "shown_bits",
+]
 
 #: the per-query arrays that are the same for every seed (the rest are averaged over seeds)
 SAME_FOR_EVERY_SEED = {"query", "label", "example_query", "example_top"}
 
 
-def per_query(root: Path, df: pd.DataFrame, method: str, bits: int) -> dict[str, np.ndarray]:
-    """A method's per-query arrays at one code length on the one protocol of ``df``, each
-    averaged over its seeds (``query``, ``label`` and the examples' arrays, the same for every
-    seed, are the first seed's)."""
+def per_seed(root: Path, df: pd.DataFrame, method: str, bits: int) -> dict[str, np.ndarray]:
+    """A method's per-query arrays at one code length on the one protocol of ``df``, stacked
+    over its seeds (seeds x queries); ``query``, ``label`` and the examples' arrays, the same for
+    every seed, are the first seed's."""
     rows = df[(df["method"] == method) & (df["bits"] == bits)]
     if rows[["dataset", "protocol"]].drop_duplicates().shape[0] > 1:
         raise ValueError("per-query arrays are compared within one dataset and protocol")
     arrays: dict[str, list[np.ndarray]] = {}
     queries = None
-    for r in rows.itertuples():
+    for r in rows.sort_values("seed").itertuples():
         run = Run("retrieval", r.dataset, r.protocol, method, bits, int(r.seed), root)
         with np.load(run.per_query) as data:
             if queries is not None and not np.array_equal(queries, data["query"]):
@@ -37,8 +44,16 @@ def per_query(root: Path, df: pd.DataFrame, method: str, bits: int) -> dict[str,
             for key in data.files:
                 arrays.setdefault(key, []).append(data[key])
     return {
-        key: values[0] if key in SAME_FOR_EVERY_SEED else np.mean(values, axis=0)
+        key: values[0] if key in SAME_FOR_EVERY_SEED else np.stack(values)
         for key, values in arrays.items()
+    }
+
+
+def per_query(root: Path, df: pd.DataFrame, method: str, bits: int) -> dict[str, np.ndarray]:
+    """:func:`per_seed`, each array averaged over the seeds."""
+    return {
+        key: value if key in SAME_FOR_EVERY_SEED else value.mean(axis=0)
+        for key, value in per_seed(root, df, method, bits).items()
     }
 
 

@@ -68,6 +68,35 @@ def _deterministic(df: pd.DataFrame) -> list[str]:
     return [m for m in df["method"].drop_duplicates() if m in known and not known[m].seeded]
 
 
+def _machines(df: pd.DataFrame) -> str:
+    """Which machine every number came from (results are bitwise repeatable only on one CPU
+    model with the same software): one line when there is one, else which runs came from which."""
+    if "cpu_id" not in df or df["cpu_id"].isna().all():
+        return "* Machine: not recorded in the fit records (results made before they named it)."
+    keys = ["cpu", "cpu_id", "isa", "cores", "software"]
+    groups = list(df.fillna({k: "?" for k in keys}).groupby(keys, sort=False))
+    features = sorted(str(c) for c in df["features_cpu_id"].dropna().unique())
+
+    def name(key: tuple[Any, ...]) -> str:
+        cpu, kind, isa, cores, software = key
+        return f"{cpu} ({kind}; {isa}; {cores} cores), {software}"
+
+    feats = f"Features computed on: {', '.join(features) or 'not recorded'}."
+    if len(groups) == 1:
+        return f"* Machine: every run was fitted on {name(groups[0][0])}. {feats}"
+    parts = []
+    for key, g in groups:
+        runs = ", ".join(
+            f"{m} ({', '.join(sorted(set(g[g['method'] == m]['protocol'])))})"
+            for m in g["method"].drop_duplicates()
+        )
+        parts.append(f"{name(key)}: {len(g)} runs: {runs}")
+    return (
+        f"* Machines: **these results mix {len(groups)} machines or software sets**, and deep "
+        "methods' numbers move between CPU models: " + "; ".join(parts) + f". {feats}"
+    )
+
+
 def _setup(df: pd.DataFrame, context: dict[str, Any], main: str, tie_gap: float) -> list[str]:
     """Data, protocols, features, seeds, software, tie rule and where hyperparameters came
     from."""
@@ -84,7 +113,8 @@ def _setup(df: pd.DataFrame, context: dict[str, Any], main: str, tie_gap: float)
         f"* Backbone features: {context.get('backbone')} at {context.get('input_size')} px "
         f"({context.get('weights')} weights), frozen.",
         f"* Seeds: {seeds} (tables show mean ± sample std over seeds when there is more than one).",
-        f"* Software: {context.get('versions')}; device: {context.get('device')}.",
+        _machines(df),
+        f"* The report itself ran with {context.get('versions')}; device: {context.get('device')}.",
         "* Ranking ties are broken by database index (the usual convention); the tie-aware table "
         "gives the exact expected value over all orders of tied items. Largest gap between the two "
         f"over all rows: {tie_gap * 100:.2f} points of mAP.",
@@ -102,8 +132,8 @@ def _main_tables(df: pd.DataFrame, tables: dict[str, pd.DataFrame], cut: str) ->
     footnote = (
         f"No spread: {', '.join(fixed)} make no random choice when fitting (a PCA and, for SH, "
         "the eigenfunctions of the training data), so every seed gives the same codes; the "
-        "pipeline fits and evaluates them once per code length, and the verdict treats them as "
-        "fixed (its interval is over the queries of that one run)."
+        "pipeline fits and evaluates them once per code length, and the verdict's interval has "
+        "no seed term for them."
         if fixed
         else None
     )
@@ -175,6 +205,7 @@ def render_readme(
     lines = list(INTRO)
     if "verdict" in tables:
         lines += verdict_section(df, tables["verdict"], target)
+        lines += shown.lines("seeds")
     lines += _setup(df, context, main, tie_gap)
     lines += _main_tables(df, tables, context.get("cut", "mAP"))
     if "training" in tables:

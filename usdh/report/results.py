@@ -9,22 +9,38 @@ from typing import Any
 
 import pandas as pd
 
-from usdh.layout import Run, find_runs
+from usdh.layout import Run, features_dir, find_runs
 from usdh.registry import methods
 
 __all__ = [
     "COLUMNS",
+    "MACHINE_COLUMNS",
     "by_bits",
     "cell",
     "collect_results",
     "fmt",
     "fmt_cells",
+    "machine_columns",
     "main_tables",
     "mean_std",
     "method_rank",
     "protocol_rank",
     "run_records",
     "summarise",
+]
+
+#: the machine and software a run was fitted on (its fit record's environment), and the machine
+#: its features were computed on: results are bitwise repeatable only on one CPU model with the
+#: same software, so every row says where it came from (docs/reliability.md)
+MACHINE_COLUMNS = [
+    "cpu",
+    "cpu_id",
+    "isa",
+    "cores",
+    "os",
+    "software",
+    "math_libraries",
+    "features_cpu_id",
 ]
 
 #: columns of results.csv, in order (the curves stay in their CSV files)
@@ -51,6 +67,7 @@ COLUMNS = [
     "fit_seconds",
     "codes_per_s",
     "model_bytes",
+    *MACHINE_COLUMNS,
 ]
 #: what a fit record (models/.../fit.json) adds to a run's row
 FIT_COLUMNS = {"n_train": "train_images", "fit_seconds": "fit_seconds"}
@@ -115,14 +132,66 @@ def cell(values: pd.Series) -> str:
     return fmt(values.mean(), std, len(values), scale=1.0)
 
 
-def _row(run: Run) -> dict[str, Any]:
-    """A retrieval run's row: its metrics, what its fit record adds, mAP@k and P@N columns."""
+def cpu_id(cpu: dict[str, Any]) -> str | None:
+    """'AuthenticAMD family 25 model 17': the processor kind that bitwise equality holds on."""
+    if not cpu or cpu.get("family") is None:
+        return None
+    return f"{cpu.get('vendor')} family {cpu.get('family')} model {cpu.get('model')}"
+
+
+def machine_columns(env: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`MACHINE_COLUMNS` of an environment record (``usdh.provenance.environment``)."""
+    cpu = env.get("cpu") or {}
+    packages = env.get("packages") or {}
+    software = ", ".join(
+        [f"Python {env.get('python')}", *(f"{k} {v}" for k, v in packages.items() if v)]
+    )
+    libs = env.get("libraries") or {}
+    pools = [
+        f"{p.get('internal_api')} {p.get('version')} ({p.get('num_threads')} threads)"
+        for p in libs.get("threadpools") or []
+    ]
+    torch = libs.get("torch")
+    if torch:
+        pools.append(
+            f"torch kernels {torch.get('cpu_capability')} ({torch.get('threads')} threads)"
+        )
+    return {
+        "cpu": cpu.get("cpu"),
+        "cpu_id": cpu_id(cpu),
+        "isa": " ".join(cpu.get("isa") or []) or None,
+        "cores": cpu.get("cores"),
+        "os": cpu.get("os"),
+        "software": software,
+        "math_libraries": "; ".join(pools) or None,
+    }
+
+
+def _features_cpu(provenance: Path, seen: dict[Path, str | None]) -> str | None:
+    """The processor kind a features folder was computed on (its provenance record), each
+    record read once per table."""
+    if provenance not in seen:
+        env = {}
+        if provenance.is_file():
+            env = json.loads(provenance.read_text()).get("environment") or {}
+        seen[provenance] = cpu_id(env.get("cpu") or {})
+    return seen[provenance]
+
+
+def _row(run: Run, seen: dict[Path, str | None]) -> dict[str, Any]:
+    """A retrieval run's row: its metrics, what its fit record adds (times, the machine), mAP@k
+    and P@N columns."""
     m = json.loads(run.metrics.read_text())
     if run.fit_record.is_file():
         fit = json.loads(run.fit_record.read_text())
         m.update({ours: fit.get(theirs) for theirs, ours in FIT_COLUMNS.items()})
         enc = fit.get("encode") or {}
         m.update({ours: enc.get(theirs) for theirs, ours in ENCODE_COLUMNS.items()})
+        m.update(machine_columns(fit.get("environment") or {}))
+        backbone = fit.get("backbone") or m.get("backbone")
+        if backbone:
+            folder = features_dir(run.dataset, str(backbone), run.root)
+            m["features_cpu_id"] = _features_cpu(folder / "provenance.json", seen)
     row = {c: m.get(c) for c in COLUMNS}
     for key, name in LISTED:
         row.update({name.format(k): v for k, v in (m.get(key) or {}).items()})
@@ -132,7 +201,8 @@ def _row(run: Run) -> dict[str, Any]:
 def collect_results(root: str | Path, main: str | None = None) -> pd.DataFrame:
     """One row per retrieval run's metrics (dataset x protocol x method x bits x seed), plus
     mAP@k and precision@N columns; the ``main`` protocol's rows first."""
-    rows = [_row(run) for run in find_runs("retrieval", root=Path(root))]
+    seen: dict[Path, str | None] = {}
+    rows = [_row(run, seen) for run in find_runs("retrieval", root=Path(root))]
     if not rows:
         raise ValueError(
             f"no metrics files under {Path(root) / 'metrics' / 'retrieval'}; run the evaluate "

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
+from usdh.paramcheck import method_checker
 from usdh.params import ParamsError, section
 from usdh.stages.common import RunContext, fit_files, grid, run_context, stage_outputs
 from usdh.stages.encode import encode_run
@@ -16,6 +16,9 @@ from usdh.stages.evaluate import evaluate_context, log_metrics, score_files
 from usdh.stages.runs import fitted_runs
 
 log = logging.getLogger("usdh")
+
+#: the whole file, with the class checks of this stage's method only (usdh.paramcheck)
+check_params = method_checker("ablations")
 
 
 def _context(params: dict[str, Any], variant: str, bits: int, seed: int) -> RunContext:

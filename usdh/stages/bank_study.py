@@ -27,7 +27,7 @@ from usdh.features import Bank, load_bank, load_features
 from usdh.fitting import fit_on_rows, views_from_features
 from usdh.io import atomic_path
 from usdh.metrics import evaluate_retrieval
-from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
+from usdh.paramcheck import check_all as check_params  # noqa: F401 (the CLI calls it)
 from usdh.params import section
 from usdh.provenance import environment
 from usdh.stages.common import method_params, run_context
@@ -137,7 +137,8 @@ def _write(df: pd.DataFrame, method: str, bits: int, protocol: str, dataset: str
             "is the pipeline's default bank, read from the bank stage, and each larger one adds "
             "views to it (a bank of V views holds the views of every smaller one). "
             "'extra extraction' is the backbone time of the views beyond the default bank on "
-            f"this machine ({env['cpu_count']} CPUs). mAP is the protocol's tie-aware mAP at its "
+            f"this machine ({env['cpu']['cores']} CPUs). "
+            "mAP is the protocol's tie-aware mAP at its "
             "cut-off on its test queries, mean ± std over seeds "
             f"{', '.join(str(s) for s in sorted(df['seed'].unique()))}; every other setting is "
             f"params.yaml's `methods.{method}`.",

@@ -14,8 +14,8 @@ from typing import Any
 
 from usdh import layout
 from usdh.io import save_json
+from usdh.paramcheck import check_all as check_params
 from usdh.paramcheck import two_view_methods
-from usdh.paramcheck import validate_params as check_params
 from usdh.params import CHECK_FORMAT, section
 
 __all__ = ["check_params", "outputs", "record", "run"]

@@ -11,11 +11,14 @@ from usdh.classification import PARTS, classify_codes
 from usdh.codes import unpack_bits
 from usdh.data import load_prepared
 from usdh.io import save_json
-from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
+from usdh.paramcheck import method_checker
 from usdh.stages.common import RunContext, grid, run_context, stage_outputs
 from usdh.stages.runs import fitted_runs
 
 log = logging.getLogger("usdh")
+
+#: the whole file, with the class checks of this stage's method only (usdh.paramcheck)
+check_params = method_checker("classification")
 
 
 def _context(params: dict[str, Any], method: str, bits: int, seed: int) -> RunContext:

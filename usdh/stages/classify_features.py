@@ -14,7 +14,7 @@ from usdh.classification import PARTS, classify_codes
 from usdh.data import load_prepared, load_split
 from usdh.feature_store import load_features
 from usdh.io import save_json
-from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
+from usdh.paramcheck import check_relations as check_params  # noqa: F401 (the CLI calls it)
 from usdh.params import section
 
 log = logging.getLogger("usdh")

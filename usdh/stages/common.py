@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from usdh import layout
-from usdh.params import EXPERIMENTS, ParamsError, dataset_params, features_params, section
+from usdh.params import (
+    EXPERIMENTS,
+    ParamsError,
+    base_method,
+    dataset_params,
+    features_params,
+    section,
+)
 from usdh.registry import get_method, methods
 
 __all__ = [
@@ -78,7 +85,7 @@ def run_context(
     overrides: dict[str, Any] = {}
     variants = exp.get("variants") or {}
     if name is None and method in variants and method in exp["methods"]:
-        name, method = method, variants[method]["method"]
+        name, method = method, base_method(params, experiment, method)
         overrides = dict(variants[name].get("params") or {})
     elif method not in exp["methods"]:
         raise ParamsError(
@@ -142,16 +149,11 @@ def contexts(
     experiment: str = "experiment",
 ) -> list[RunContext]:
     """Every (bits, seed) run of ``method`` in the ``experiment`` section, or the one asked for."""
+    base = base_method(params, experiment, method)
     return [
         run_context(params, method, b, s, experiment=experiment, protocol=protocol)
-        for b, s in grid(params, experiment, bits, seed, method=_base(params, experiment, method))
+        for b, s in grid(params, experiment, bits, seed, method=base)
     ]
-
-
-def _base(params: Mapping[str, Any], experiment: str, method: str) -> str:
-    """The registered method behind a run name (a calibration variant's ``method``)."""
-    variants = section(params, experiment).get("variants") or {}
-    return variants[method]["method"] if method in variants else method
 
 
 def method_outputs(ctx: RunContext, kinds: tuple[str, ...]) -> list[Path]:

@@ -26,7 +26,7 @@ from usdh.feature_store import load_features
 from usdh.fitting import views_from_features
 from usdh.io import save_json
 from usdh.losses import CompositeLoss, build_loss
-from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
+from usdh.paramcheck import check_all as check_params  # noqa: F401 (the CLI calls it)
 from usdh.params import ParamsError, section
 from usdh.registry import get_method, method_class
 from usdh.stages.common import grid, run_context, run_seed

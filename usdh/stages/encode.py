@@ -15,11 +15,14 @@ from usdh.data import load_split
 from usdh.feature_store import load_features
 from usdh.io import save_json, save_npy
 from usdh.layout import Run
-from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
+from usdh.paramcheck import method_checker
 from usdh.registry import method_class
 from usdh.stages.common import contexts, stage_outputs
 
 log = logging.getLogger("usdh")
+
+#: the whole file, with the class checks of this stage's method only (usdh.paramcheck)
+check_params = method_checker()
 
 
 outputs = stage_outputs(("codes",), lambda run: [run.codes_dir])

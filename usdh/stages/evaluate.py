@@ -13,7 +13,7 @@ import numpy as np
 from usdh.data import PROTOCOLS, ImageDataset, load_prepared, load_split
 from usdh.evaluation import Curves, evaluate_run
 from usdh.layout import Run
-from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
+from usdh.paramcheck import check_relations as check_params  # noqa: F401 (the CLI calls it)
 from usdh.params import section
 from usdh.stages.common import RunContext, contexts, stage_outputs
 

@@ -14,7 +14,7 @@ from usdh.data import load_prepared, load_split
 from usdh.feature_store import load_features
 from usdh.finetune import finetune_method
 from usdh.fitting import merge_params
-from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
+from usdh.paramcheck import method_checker
 from usdh.params import section
 from usdh.registry import get_method
 from usdh.stages.common import (
@@ -30,6 +30,9 @@ from usdh.stages.evaluate import evaluate_context, log_metrics, score_files
 from usdh.stages.features import pipeline_backbone
 
 log = logging.getLogger("usdh")
+
+#: the whole file, with the class checks of this stage's method only (usdh.paramcheck)
+check_params = method_checker()
 
 
 def _context(params: dict[str, Any], method: str, bits: int, seed: int) -> RunContext:

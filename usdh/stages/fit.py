@@ -6,12 +6,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
+from usdh.paramcheck import method_checker
 from usdh.stages.common import contexts, fit_files, stage_outputs
 from usdh.stages.encode import encode_run, record_encoding
 from usdh.stages.runs import fitted_runs
 
 log = logging.getLogger("usdh")
+
+#: the whole file, with the class checks of this stage's method only (usdh.paramcheck)
+check_params = method_checker()
 
 KINDS = ("models", "codes")
 

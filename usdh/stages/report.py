@@ -9,7 +9,7 @@ from typing import Any
 
 from usdh import layout
 from usdh.io import save_text
-from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
+from usdh.paramcheck import check_relations as check_params  # noqa: F401 (the CLI calls it)
 from usdh.params import features_params, section
 from usdh.provenance import environment
 from usdh.report import build_report
@@ -43,7 +43,7 @@ def run(params: dict[str, Any]) -> None:
         "input_size": fp["input_size"],
         "weights": fp["weights"],
         "versions": f"Python {env['python']}, {versions}",
-        "device": f"{fp['device']} on {env['machine']} with {env['cpu_count']} CPUs",
+        "device": f"{fp['device']} on {env['machine']} with {env['cpu']['cores']} CPUs",
     }
     exp = section(params, "experiment")
     context["protocol"] = exp["protocol"]

@@ -30,12 +30,15 @@ from usdh.feature_store import load_features
 from usdh.fitting import bank_for, fit_on_rows, merge_params, views_from_features
 from usdh.io import atomic_path, save_json
 from usdh.metrics import mean_average_precision
-from usdh.paramcheck import validate_params as check_params  # noqa: F401 (the CLI calls it)
+from usdh.paramcheck import method_checker
 from usdh.params import ParamsError, section
 from usdh.stages.common import method_params, run_context
 from usdh.train import NonFiniteLossError
 
 log = logging.getLogger("usdh")
+
+#: the whole file, with the class checks of this stage's method only (usdh.paramcheck)
+check_params = method_checker()
 
 SUMMARY = "summary.json"
 
