@@ -71,10 +71,11 @@ def reduced_params() -> dict:
 
 
 def project_copy(folder: Path, params: dict) -> Path:
-    """What a stage runs or reads from the project (the code, dvc.yaml) copied into ``folder``,
-    with ``params`` as its params.yaml; DVC is not initialised."""
+    """What a stage runs or reads from the project (the code, dvc.yaml, the committed selection
+    records the report reads) copied into ``folder``, with ``params`` as its params.yaml; DVC is
+    not initialised."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("usdh", "baselines"):
+    for name in ("usdh", "baselines", "reports/validation"):
         shutil.copytree(ROOT / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", folder / "dvc.yaml")
     (folder / "params.yaml").write_text(yaml.safe_dump(params))

@@ -13,6 +13,7 @@ from usdh.evaluation import Curves, evaluate_run
 from usdh.io import save_json, save_npy
 from usdh.layout import Run
 from usdh.report import build_report, collect_results, summarise
+from usdh.report.ablations import ablation_changes
 from usdh.report.calibration import (
     PUBLISHED,
     calibration_summary,
@@ -21,7 +22,9 @@ from usdh.report.calibration import (
     gap_readings,
     read_calibration,
 )
+from usdh.report.classification import accuracy_interval, classification_summary
 from usdh.report.queries import per_class_table, per_seed
+from usdh.report.selection import read_selection, selection_figure
 from usdh.report.verdict import WORDS, paired_bootstrap, seed_query_interval, verdict_table
 
 #: small curves for a 400-image toy database
@@ -249,6 +252,12 @@ def test_ablations_and_classification_in_the_report(tmp_path):
     assert np.array_equal(full, main_usdh)  # full = the main experiment's runs
     table = (out / "tables" / "ablations.md").read_text()
     assert "semantic_only" in table and "(-" in table  # random codes lose to the full objective
+    # the change from full comes with its interval over seeds and queries (two seeds here)
+    changes = ablation_changes(tmp_path, "usdh")
+    assert set(changes["variant"]) == {"no_rotation", "semantic_only"}
+    assert (changes["lo"] <= changes["change"]).all() and (changes["change"] <= changes["hi"]).all()
+    c = changes.iloc[0]
+    assert f"({c['change']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}])" in table
     cls = (out / "tables" / "classification.md").read_text()
     assert "60.00 ± 14.14" in cls and "features (1280-d, real-valued)" in cls and "90.00" in cls
     assert (out / "figures" / "ablations_cifar10.png").stat().st_size > 1000
@@ -405,3 +414,48 @@ def test_a_partial_benchmark_rerun_replaces_its_groups_and_says_so(tmp_path: Pat
     rerun.write_text(json.dumps({"datetime": "x", "benchmarks": []}))
     with pytest.raises(ValueError, match="no benchmarks"):
         merge_rerun(base, rerun)
+
+
+def test_accuracy_interval_and_the_ranks_it_resolves():
+    a = pd.Series([0.80, 0.82, 0.81])
+    b = pd.Series([0.60, 0.61, 0.62])
+    diff, lo, hi = accuracy_interval(a, b, 340)
+    # direct: seed terms s^2/n, binomial terms p(1-p)/N, Welch-Satterthwaite
+    terms = [(a.var() / 3, 2), (b.var() / 3, 2), ((0.81 * 0.19 + 0.61 * 0.39) / 340, 339)]
+    var = sum(v for v, _ in terms)
+    dof = var**2 / sum(v**2 / d for v, d in terms)
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, dof) * var**0.5
+    assert (diff, lo, hi) == pytest.approx((0.2, 0.2 - half, 0.2 + half))
+    rows = [
+        {"dataset": "oxford17", "method": m, "bits": 16, "seed": s, "accuracy": v, "n_test": 340}
+        for m, values in (("usdh", a), ("itq", b), ("lsh", a + 0.005))
+        for s, v in enumerate(values)
+    ]
+    summary = classification_summary(pd.DataFrame(rows), {}, "usdh")
+    assert "oxford17 at 16 bits (340 test images)" in summary
+    assert "resolved above itq" in summary and "not resolved against lsh" in summary
+    assert "ranks" not in summary
+
+
+def test_selection_records_make_the_sensitivity_figure(tmp_path):
+    folder = tmp_path / "reports" / "validation" / "cifar10" / "deepbit" / "usdh"
+    folder.mkdir(parents=True)
+    settings = [
+        ({"lr": 0.01, "hidden": None}, (0.50, 0.52)),
+        ({"lr": 0.003, "hidden": None}, (0.55, 0.56)),
+        ({"lr": 0.003, "hidden": 512}, (0.53, 0.54)),
+        ({"lr": 0.1, "hidden": None}, (None, None)),  # diverged
+    ]
+    for number, (setting, scores) in enumerate(settings):
+        for seed, score in enumerate(scores):
+            record = {"method": "usdh", "bits": 32, "seed": seed, "setting": setting}
+            record["val_mAP"] = score
+            save_json(folder / f"{number}_{seed}.json", record)
+    runs = read_selection(tmp_path, "cifar10", "deepbit")
+    assert len(runs) == 8 and runs["val_mAP"].isna().sum() == 2
+    assert set(runs["knob:lr"]) == {"0.01", "0.003", "0.1"}
+    path = selection_figure(runs, tmp_path / "selection.png")
+    assert path is not None and path.stat().st_size > 1000
+    assert selection_figure(runs.iloc[0:0], tmp_path / "none.png") is None

@@ -10,7 +10,12 @@ import numpy as np
 import pandas as pd
 
 from usdh.io import atomic_path
-from usdh.report.ablations import ablation_figure, ablation_table, collect_ablations
+from usdh.report.ablations import (
+    ablation_changes,
+    ablation_figure,
+    ablation_table,
+    collect_ablations,
+)
 from usdh.report.calibration import calibration_report, read_calibration
 from usdh.report.classification import (
     classification_summary,
@@ -24,7 +29,8 @@ from usdh.report.queries import query_figures, shown_bits
 from usdh.report.readme import render_readme
 from usdh.report.reported import reported_vs_reproduced
 from usdh.report.results import collect_results, main_tables, summarise
-from usdh.report.training import training_figures, training_table
+from usdh.report.selection import read_selection, selection_context, selection_figure
+from usdh.report.training import cost_figure, training_figures, training_table
 from usdh.report.verdict import verdict_table
 
 __all__ = ["build_report", "write_tables"]
@@ -74,8 +80,9 @@ def _ablations(
     _write_csv(ablations, reports_root / "ablations.csv")
     if not len(ablations):
         return {}, []
-    figures = ablation_figure(ablations, reports_root / "figures")
-    return {"ablations": ablation_table(ablations)}, figures
+    changes = ablation_changes(root, method)
+    figures = ablation_figure(changes, reports_root / "figures")
+    return {"ablations": ablation_table(ablations, changes)}, figures
 
 
 def _classification(
@@ -115,9 +122,10 @@ def build_report(
     protocols = list(df["protocol"].drop_duplicates())
     main = context.get("protocol") if context.get("protocol") in protocols else protocols[0]
     tables, cut = _results_tables(root, df, context, target)
-    figures = {"protocol": protocol_figures(df, root, figures_dir, summarise)}
+    figures = {"protocol": protocol_figures(df, root, figures_dir, summarise, target)}
     main_metric = f"{cut}_tie_aware" if cut != "mAP" else "mAP_tie_aware"
     figures["seeds"] = seed_figures(df, main_metric, figures_dir)
+    figures["cost"] = cost_figure(df, cut, figures_dir, target)
     main_part = df[df["protocol"] == main]
     bits = shown_bits(main_part, int(context.get("bits", 32)))
     per_query_tables, per_query_figures = query_figures(root, main_part, bits, figures_dir)
@@ -131,6 +139,12 @@ def build_report(
     tables = {**tables, **ablation_tables, **classification_tables, **calibration_tables}
     context = {**context, **classification_context, **calibration_context}
     figures["training"] = training_figures(root, figures_dir, main)
+    dataset = str(main_part["dataset"].iloc[0])
+    selection = read_selection(root, dataset, main)
+    figure = selection_figure(selection, figures_dir / f"selection_{dataset}_{main}.png")
+    figures["selection"] = [figure] if figure else []
+    if figure:
+        context = {**context, "selection": selection_context(selection)}
     write_tables(tables, reports_root / "tables")
     tie_gap = float(np.max(np.abs(df["mAP"] - df["mAP_tie_aware"])))
     context = {**context, "main": main, "cut": cut, "bits_shown": bits}

@@ -344,7 +344,8 @@ def calibration_section(tables: dict[str, pd.DataFrame], context: dict[str, Any]
         f"As stated, {counts.get('as_stated', 0)} of {counts.get('cells', 0)} published cells "
         f"are within {TOLERANCE:g} point of ours; reading every published number as mAP over "
         f"the whole database of the stated split, {counts.get('whole_database', 0)} of "
-        f"{counts.get('cells', 0)} are.",
+        f"{counts.get('cells', 0)} are, but that reading was chosen after trying several (the "
+        "table below), so it is a hypothesis about what the sources computed, not a check.",
     )
     if "calibration_gaps" in tables:
         lines += section(

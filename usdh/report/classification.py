@@ -15,13 +15,14 @@ from usdh.report.results import by_bits, fmt_cells, mean_std, method_rank, run_r
 
 __all__ = [
     "CLASSIFICATION_COLUMNS",
+    "accuracy_interval",
     "classification_section",
     "classification_summary",
     "classification_table",
     "collect_classification",
 ]
 
-CLASSIFICATION_COLUMNS = ["dataset", "method", "bits", "seed", "accuracy", "C"]
+CLASSIFICATION_COLUMNS = ["dataset", "method", "bits", "seed", "accuracy", "C", "n_test"]
 
 
 def collect_classification(root: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -52,26 +53,58 @@ def classification_table(df: pd.DataFrame, refs: dict[str, Any]) -> pd.DataFrame
     return table
 
 
+def accuracy_interval(
+    a: pd.Series, b: pd.Series, n_test: int, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Difference of two methods' mean test accuracies (per-seed values) and its interval over
+    seeds and test images: each method's seed spread, plus the binomial variance of each
+    accuracy on ``n_test`` images (the two methods' errors counted as independent, which
+    overstates the variance of a difference on shared images: a conservative interval; the
+    per-image predictions are not stored)."""
+    from scipy import stats
+
+    diff = float(a.mean() - b.mean())
+    terms = [(float(x.var(ddof=1)) / len(x), len(x) - 1) for x in (a, b) if len(x) > 1]
+    binomial = sum(float(x.mean()) * (1 - float(x.mean())) for x in (a, b)) / n_test
+    terms.append((binomial, n_test - 1))
+    var = sum(v for v, _ in terms)
+    if var == 0:
+        return diff, diff, diff
+    dof = var**2 / sum(v**2 / d for v, d in terms if v > 0)
+    half = float(stats.t.ppf(0.5 + level / 2, dof)) * var**0.5
+    return diff, diff - half, diff + half
+
+
 def classification_summary(df: pd.DataFrame, refs: dict[str, Any], target: str) -> str:
-    """What the classification numbers show, in words: the best method and where ``target``
-    ranks at each code length (by mean accuracy over seeds), and the real-valued reference."""
-    s = mean_std(df, ["dataset", "method", "bits"], "accuracy")
+    """What the classification numbers show, in words, per dataset and code length: which
+    methods ``target`` is resolved above and below (:func:`accuracy_interval`, 95%), and which
+    not; no rank where the intervals do not resolve one; then the real-valued reference."""
     parts = []
-    for (dataset, bits), g in s.groupby(["dataset", "bits"], sort=True):
-        name = f"{dataset}, " if s["dataset"].nunique() > 1 else ""
-        g = g.sort_values("mean", ascending=False).reset_index(drop=True)
-        best = g.iloc[0]
-        rank = g.index[g["method"] == target]
-        where = f"{target} ranks {int(rank[0]) + 1} of {len(g)}" if len(rank) else ""
-        parts.append(
-            f"{name}at {bits} bits {best['method']} is best ({best['mean'] * 100:.1f} %)"
-            + (f" and {where} ({g.loc[rank[0], 'mean'] * 100:.1f} %)" if where else "")
-        )
+    for (dataset, bits), g in df.groupby(["dataset", "bits"], sort=True):
+        mine = g[g["method"] == target]["accuracy"]
+        n_test = int(g["n_test"].dropna().min()) if g["n_test"].notna().any() else 0
+        if mine.empty or n_test < 2:
+            continue
+        above, below, unresolved = [], [], []
+        for other, h in g[g["method"] != target].groupby("method", sort=False):
+            _, lo, hi = accuracy_interval(mine, h["accuracy"], n_test)
+            (above if lo > 0 else below if hi < 0 else unresolved).append(str(other))
+        said = [
+            f"{dataset} at {bits} bits ({n_test} test images): {target} {mine.mean() * 100:.1f} %"
+        ]
+        said += [f"resolved above {', '.join(above)}"] if above else []
+        said += [f"resolved below {', '.join(below)}"] if below else []
+        said += [f"not resolved against {', '.join(unresolved)}"] if unresolved else []
+        parts.append(", ".join(said))
     ref = "; ".join(
         f"the real-valued {r.get('dim')}-d features reach {r['accuracy'] * 100:.1f} %"
         for r in refs.values()
     )
-    return "In these numbers, " + "; ".join(parts) + (f"; {ref}." if ref else ".")
+    how = (
+        " (95% intervals over seeds and test images, conservative: the test images are few, "
+        "so a rank is stated only where the intervals resolve it)"
+    )
+    return "In these numbers" + how + ": " + "; ".join(parts) + (f"; {ref}." if ref else ".")
 
 
 def classification_section(table: pd.DataFrame, summary: str) -> list[str]:

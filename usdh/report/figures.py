@@ -101,24 +101,30 @@ def _legend(ax: Any) -> None:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
-def _against_bits(ax: Any, s: pd.DataFrame, bits: list[int]) -> None:
-    """One line per method of a seed summary (mean, std in %) against code length."""
+def _against_bits(ax: Any, s: pd.DataFrame, bits: list[int], target: str | None = None) -> None:
+    """One line per method of a seed summary (mean, std in %) against code length; ``target``
+    (the judged method) drawn thicker, on top."""
     for method, g in s.groupby("method", sort=False):
+        mine = method == target
         ax.errorbar(
             g["bits"],
             g["mean"] * 100,
             yerr=g["std"] * 100,
             capsize=3,
-            label=method,
+            label=f"{method} (judged)" if mine else method,
+            lw=2.6 if mine else 1.2,
+            zorder=4 if mine else 2,
             **_style(method),
         )
     ax.set_xscale("log", base=2)
     ax.set_xticks(bits, [str(b) for b in bits])
-    ax.set(xlabel="bits")
+    ax.set(xlabel="bits (log2 scale)")
     ax.grid(alpha=0.3)
 
 
-def protocol_figures(df: pd.DataFrame, root: Path, out_dir: Path, summarise: Any) -> list[Path]:
+def protocol_figures(
+    df: pd.DataFrame, root: Path, out_dir: Path, summarise: Any, target: str | None = None
+) -> list[Path]:
     """Per dataset and protocol: mAP against bits; precision@N, mAP@k and PR by radius, one panel
     per code length; the hash-lookup figures against bits."""
     plt = pyplot()
@@ -131,7 +137,7 @@ def protocol_figures(df: pd.DataFrame, root: Path, out_dir: Path, summarise: Any
         fig, ax = plt.subplots(figsize=(5, 3.6))
         topk = part["topk"].iloc[0]
         topk = None if pd.isna(topk) or topk == part["n_db"].iloc[0] else int(topk)
-        _against_bits(ax, summarise(part, "mAP"), bits)
+        _against_bits(ax, summarise(part, "mAP"), bits, target)
         ax.set(ylabel=f"mAP@{topk or 'all'} (%)", title=title)
         _legend(ax)
         written.append(out_dir / f"map_vs_bits_{stem}.png")
@@ -249,7 +255,7 @@ def example_figures(
     classes: Sequence[str],
     title: str,
     stem: Path,
-    per_figure: int = 4,
+    per_figure: int = 1,
 ) -> list[Path]:
     """Each method's top hits for the seeded example queries: a row per query and method, the
     query first; a hit is framed solid and marked "+", a miss framed dashed and marked "x", so it
@@ -280,7 +286,7 @@ def example_figures(
                 row = axes[c * len(methods) + r]
                 row[0].imshow(thumb(qid))
                 row[0].set_ylabel(method, rotation=0, ha="right", va="center", fontsize=7)
-                if r == 0:
+                if r == 0 and len(chunk) > 1:  # one query a figure: it is in the title
                     row[0].set_title(f"query: {classes[labels[qid]]}", fontsize=7)
                 hits = examples[method][1][q]
                 for j, hid in enumerate(hits):
@@ -298,8 +304,9 @@ def example_figures(
                 for ax in row:
                     ax.set_xticks([])
                     ax.set_yticks([])
-        fig.suptitle(title, fontsize=9, y=1.0)
-        fig.subplots_adjust(top=0.97, hspace=0.6, wspace=0.08)
+        queries = ", ".join(classes[labels[int(query_ids[shown[q]])]] for q in chunk)
+        fig.suptitle(f"{title}; query: {queries} (first column)", fontsize=8, y=1.0)
+        fig.subplots_adjust(top=0.93, hspace=0.6, wspace=0.08)
         path = stem.with_name(f"{stem.name}_{start // per_figure + 1}.jpg")
         savefig(fig, path)
         written.append(path)
@@ -344,6 +351,24 @@ def _crossings(both: pd.DataFrame) -> str:
 #: the seeds its numbers are averaged over
 CAPTIONS = (
     (
+        "cost",
+        (
+            "Each method's mAP at the cut-off (mean over seeds {seeds}) against its fit time per "
+            "run on the machine of the Setup (mean, log axis), one point per code length "
+            "(labelled); the backbone's features, which every method shares, are not counted."
+        ),
+    ),
+    (
+        "selection",
+        (
+            "Per deep method (rows) and knob (columns): the validation mAP at the cut-off of "
+            "every setting the selection tried (grey dots), of those that differ from the "
+            "chosen setting in this knob alone (blue, mean ± std over the selection's seeds), "
+            "and of the chosen one (star). The search is a coordinate search, so most knobs "
+            "were tried from one starting point only."
+        ),
+    ),
+    (
         "seeds",
         (
             "Every training seed's run as a dot ({seeds}; one dot for the methods that do not "
@@ -354,9 +379,10 @@ CAPTIONS = (
     (
         "map_vs_bits",
         (
-            "mAP at the protocol's cut-off (index-order ties) against code length; points are "
-            "means over seeds {seeds}, error bars the sample std over them (0 for the "
-            "deterministic PCAH and SH)."
+            "mAP at the protocol's cut-off (index-order ties) against code length (a log2 "
+            "axis: 16, 32, 64 equally spaced); points are means over seeds {seeds}, error bars "
+            "the sample std over them (none for PCAH and SH, which do not depend on the seed); "
+            "the judged method drawn thick."
         ),
     ),
     (
@@ -411,15 +437,21 @@ CAPTIONS = (
     ),
     (
         "ablations",
-        "USDH variants: bars are means over seeds {seeds}, error bars the sample std.",
+        (
+            "USDH variants: each variant's mAP at the cut-off minus the full objective's (the "
+            "main experiment's USDH), in points, over seeds {seeds} and the test queries, with "
+            "its 95% interval over seeds and queries; a marker without bars had one seed."
+        ),
     ),
     (
         "training",
         (
-            "Per-epoch training losses of the lowest seed (named in each panel): every term "
-            "unweighted (solid), the weighted total dash-dotted (CIBHash's contrastive term is "
-            "nearly all of its total); dotted vertical lines mark the start of a new training "
-            "stage (DeepBit's three stages)."
+            "Per-epoch training loss of every seed (one line each; colours are seeds): the "
+            "weighted total in the top row, each term unweighted below it, one column per code "
+            "length. A log axis only where a panel spans more than a factor 20. Dotted vertical "
+            "lines: a new training stage starts (DeepBit's three). No validation curve: the "
+            "main runs hold nothing out; their epochs were chosen on the validation split "
+            "(the selection records under `reports/validation/` have its per-epoch mAP)."
         ),
     ),
 )

@@ -19,6 +19,7 @@ from usdh.report.figures import caption
 from usdh.report.lookup import lookup_section
 from usdh.report.markdown import protocol_title, section
 from usdh.report.reported import reported_section
+from usdh.report.selection import selection_section
 from usdh.report.training import cost_section
 from usdh.report.verdict import verdict_section
 
@@ -210,12 +211,14 @@ def render_readme(
     lines += _main_tables(df, tables, context.get("cut", "mAP"))
     if "training" in tables:
         lines += cost_section(tables["training"], context)
+        lines += shown.lines("cost")
     if "hash_lookup" in tables:
         lines += lookup_section(tables["hash_lookup"], main)
         lines += shown.lines("protocol", "hash_lookup")
     lines += _figures(shown, target, context.get("crossings"))
     lines += _analyses(tables, shown, context, main)
     lines += reported_section(df, tables["reported_vs_reproduced"], context)
+    lines += selection_section(context, shown.lines("selection"))
     if figures.get("training"):
         lines += ["## Training curves", "", *shown.lines("training")]
     if context.get("timings"):

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from usdh.layout import find_runs
@@ -15,7 +16,7 @@ from usdh.report.figures import pyplot, savefig
 from usdh.report.markdown import section
 from usdh.report.results import method_rank, protocol_rank
 
-__all__ = ["cost_section", "training_figures", "training_table"]
+__all__ = ["cost_figure", "cost_section", "training_figures", "training_table"]
 
 
 def _rate(v: float) -> str:
@@ -121,7 +122,7 @@ def cost_section(training: pd.DataFrame, context: dict[str, Any]) -> list[str]:
         f"{context.get('bank_views') or 'n/a'} views each; 'train images' shows their "
         "number). Deep methods: a hash "
         "head on the frozen features, trained by the one trainer for the epochs shown "
-        "(DeepBit: three stages of that many epochs each) at the batch size shown. Fit "
+        "(DeepBit: the total over its three training stages) at the batch size shown. Fit "
         "seconds are wall-clock on the machine above. Codes/s: the fit stage's one timed "
         "encode of the database from the cached feature file, reading the rows included (so "
         "a single pass, with its noise; `reports/benchmarks/` times the hashers alone, "
@@ -134,53 +135,122 @@ def cost_section(training: pd.DataFrame, context: dict[str, Any]) -> list[str]:
 
 def _training_logs(
     root: Path, protocol: str | None
-) -> dict[tuple[str, str], dict[int, tuple[int, pd.DataFrame]]]:
-    """Per dataset and deep method, per code length: the lowest seed with a training log, and
-    that log."""
-    logs: dict[tuple[str, str], dict[int, tuple[int, pd.DataFrame]]] = {}
+) -> dict[tuple[str, str], dict[int, dict[int, pd.DataFrame]]]:
+    """Per dataset and deep method, per code length: every seed's training log."""
+    logs: dict[tuple[str, str], dict[int, dict[int, pd.DataFrame]]] = {}
     for run in find_runs("retrieval", kind="models", root=root):
         if protocol is not None and run.protocol != protocol:
             continue
         by_bits = logs.setdefault((run.dataset, run.name), {})
-        if run.train_log.is_file() and (run.bits not in by_bits or run.seed < by_bits[run.bits][0]):
-            by_bits[run.bits] = (run.seed, pd.read_csv(run.train_log))
+        if run.train_log.is_file():
+            by_bits.setdefault(run.bits, {})[run.seed] = pd.read_csv(run.train_log)
     return logs
 
 
-def _curves(ax: Any, log: pd.DataFrame) -> None:
-    """Each loss term of a training log, its total and validation total, against the epoch."""
-    fixed = {"epoch", "stage", "lr", "total", "seconds"}
-    terms = [c for c in log.columns if c not in fixed and not c.startswith("val_")]
-    for term in terms:
-        ax.plot(log["epoch"], log[term], label=term)
-    # dash-dotted: a term that is nearly the whole total stays visible beneath it
-    ax.plot(log["epoch"], log["total"], color="black", linestyle="-.", label="total")
-    if "val_total" in log and log["val_total"].notna().any():
-        ax.plot(log["epoch"], log["val_total"], "k--", label="validation total")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    for e in log["epoch"][log["stage"].diff().fillna(0) > 0]:
+#: columns of a training log that are not loss terms
+_NOT_TERMS = {"epoch", "stage", "lr", "total", "seconds"}
+
+
+def _panel(ax: Any, logs: dict[int, pd.DataFrame], column: str) -> None:
+    """``column`` of every seed's log against the epoch, one line per seed; a log axis only
+    where the values span more than a factor 20 (a narrow range on a log axis makes noise look
+    like divergence); dotted lines where a new training stage starts (DeepBit's three)."""
+    values = []
+    for i, (seed, log) in enumerate(sorted(logs.items())):
+        if column not in log:
+            continue
+        ax.plot(log["epoch"], log[column], color=f"C{i % 10}", lw=1.2, label=f"seed {seed}")
+        values.append(log[column].to_numpy(dtype=float))
+    if not values:
+        return
+    both = np.concatenate(values)
+    both = both[np.isfinite(both)]
+    if len(both) and both.min() > 0 and both.max() / both.min() > 20:
+        ax.set_yscale("log")
+    first = next(iter(logs.values()))
+    for e in first["epoch"][first["stage"].diff().fillna(0) > 0]:
         ax.axvline(e - 0.5, color="grey", lw=0.8, ls=":")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
 
 
 def training_figures(root: Path, out_dir: Path, protocol: str | None = None) -> list[Path]:
-    """Per deep method: each term's training loss and the validation total, per epoch, of the
-    lowest seed that has a training log (named in the figure), on ``protocol`` (default: all)."""
+    """Per deep method: the weighted total and each loss term (unweighted) per epoch, every seed
+    a line, one column per code length, on ``protocol`` (default: all), so that a seed that
+    trains differently is seen."""
     plt = pyplot()
     written = []
     for (dataset, method), by_bits in _training_logs(root, protocol).items():
         if not by_bits:
             continue
         bits = sorted(by_bits)
-        fig, axes = plt.subplots(1, len(bits), figsize=(4.2 * len(bits), 3.4), squeeze=False)
-        for ax, b in zip(axes[0], bits, strict=True):
-            seed, log = by_bits[b]
-            _curves(ax, log)
-            ax.set(xlabel="epoch", title=f"{method}, {b} bits, seed {seed}")
-            ax.set_yscale("log")
-            ax.grid(alpha=0.3)
-        axes[0][0].set_ylabel("loss (terms unweighted; total weighted)")
-        axes[0][0].legend(fontsize=7)
+        some = next(iter(by_bits[bits[0]].values()))
+        rows = ["total", *(c for c in some.columns if c not in _NOT_TERMS and "val_" not in c)]
+        fig, axes = plt.subplots(
+            len(rows),
+            len(bits),
+            figsize=(3.6 * len(bits) + 1.2, 2.3 * len(rows)),
+            squeeze=False,
+            sharex="col",
+        )
+        for r, column in enumerate(rows):
+            for c, b in enumerate(bits):
+                ax = axes[r][c]
+                _panel(ax, by_bits[b], column)
+                if r == 0:
+                    ax.set_title(f"{b} bits")
+                if c == 0:
+                    ax.set_ylabel("total (weighted)" if column == "total" else column, fontsize=9)
+                if r == len(rows) - 1:
+                    ax.set_xlabel("epoch")
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        fig.suptitle(f"{method}: training loss per epoch ({dataset})", fontsize=10)
+        fig.tight_layout()
         path = out_dir / f"training_{dataset}_{method}.png"
+        savefig(fig, path)
+        written.append(path)
+    return written
+
+
+def cost_figure(
+    df: pd.DataFrame, column: str, out_dir: Path, target: str | None = None
+) -> list[Path]:
+    """Per dataset and protocol: each method's mean ``column`` (%) against its mean fit time
+    (log axis), one marker per code length joined by a line: what a point of mAP costs in
+    training on this machine (the backbone's features, shared by every method, not counted)."""
+    from usdh.report.figures import _style
+
+    plt = pyplot()
+    written = []
+    for (dataset, protocol), part in df.groupby(["dataset", "protocol"], sort=False):
+        if "fit_seconds" not in part or part["fit_seconds"].isna().all():
+            continue
+        s = part.groupby(["method", "bits"], sort=False)[["fit_seconds", column]].mean()
+        fig, ax = plt.subplots(figsize=(6.0, 3.8))
+        for method in part["method"].drop_duplicates():
+            g = s.loc[method].sort_index()
+            mine = method == target
+            ax.plot(
+                g["fit_seconds"],
+                g[column] * 100,
+                lw=2.4 if mine else 1.0,
+                label=f"{method} (judged)" if mine else method,
+                **_style(method),
+            )
+            for b, row in g.iterrows():
+                ax.annotate(
+                    str(b),
+                    (row["fit_seconds"], row[column] * 100),
+                    fontsize=6,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+        ax.set_xscale("log")
+        ax.set(xlabel="fit time per run (s, log scale)", ylabel=f"{column} (%)")
+        ax.set_title(f"{dataset}, `{protocol}`: accuracy against training cost", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        path = out_dir / f"cost_{dataset}_{protocol}.png"
         savefig(fig, path)
         written.append(path)
     return written

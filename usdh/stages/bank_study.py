@@ -29,7 +29,7 @@ from usdh.io import atomic_path
 from usdh.metrics import evaluate_retrieval
 from usdh.paramcheck import check_all as check_params  # noqa: F401 (the CLI calls it)
 from usdh.params import section
-from usdh.provenance import environment
+from usdh.provenance import environment, git_revision
 from usdh.stages.common import method_params, run_context
 from usdh.stages.features import augmented_views
 
@@ -127,6 +127,13 @@ def _write(df: pd.DataFrame, method: str, bits: int, protocol: str, dataset: str
         }
     )
     env = environment("cpu")
+    cpu = env["cpu"]
+    made = (
+        f"Made at commit {git_revision() or 'unknown'} on {cpu['cpu']} ({cpu['vendor']} family "
+        f"{cpu['family']} model {cpu['model']}), {env['packages'].get('torch')} torch: a page "
+        "outside the pipeline, so its default-bank row matches the main table only when both "
+        "came from the same commit and machine."
+    )
     text = "\n".join(
         [
             f"# What the bank costs: {method} at {bits} bits with larger banks of views",
@@ -142,6 +149,8 @@ def _write(df: pd.DataFrame, method: str, bits: int, protocol: str, dataset: str
             "cut-off on its test queries, mean ± std over seeds "
             f"{', '.join(str(s) for s in sorted(df['seed'].unique()))}; every other setting is "
             f"params.yaml's `methods.{method}`.",
+            "",
+            made,
             "",
             table.to_markdown(index=False),
             "",

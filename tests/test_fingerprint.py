@@ -1,0 +1,46 @@
+"""The machine fingerprint (usdh/fingerprint.py): this machine's digests against the committed row
+for the same machine kind and software, where there is one, and the table's round trip."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import yaml
+
+from tests.closure import ROOT
+from tests.data_fixtures import OXFORD_TAR
+from usdh import fingerprint
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not OXFORD_TAR.exists(), reason="needs ../shared/data/oxford17-256.tar.gz")
+def test_this_machine_computes_what_its_row_says(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    digests = fingerprint.compute(params, OXFORD_TAR)
+    assert set(digests) == set(fingerprint.DIGESTS)
+    assert all(len(d) == 16 for d in digests.values())
+    key = fingerprint.machine_key()
+    row = fingerprint.known_row(key, ROOT / fingerprint.MACHINES)
+    if row is None:
+        pytest.skip(
+            f"{fingerprint.MACHINES} has no row for {key['cpu_id']} with this software; "
+            "`python -m usdh.fingerprint --write` adds one"
+        )
+    assert {k: row[k] for k in fingerprint.DIGESTS} == digests, (
+        f"this {key['cpu_id']} computes other bits than the row recorded {row['recorded']}: "
+        "the code changed the numbers (or the row is stale)"
+    )
+
+
+def test_the_table_round_trips_and_matches_on_the_key_only(tmp_path):
+    path = tmp_path / "machines.csv"
+    row = {c: f"v-{c}" for c in fingerprint.COLUMNS}
+    fingerprint._append(row, path)
+    fingerprint._append({**row, "cpu_id": "other"}, path)
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 and rows[0] == row
+    key = {k: row[k] for k in fingerprint.KEY}
+    assert fingerprint.known_row(key, path) == row
+    assert fingerprint.known_row({**key, "software": "newer"}, path) is None
