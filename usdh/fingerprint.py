@@ -22,6 +22,7 @@ import argparse
 import csv
 import hashlib
 import io
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -54,9 +55,15 @@ def _digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
+#: saved state that is not learned: the epoch log holds each epoch's wall time
+_NOT_LEARNED = ("log_",)
+
+
 def _state_digest(hasher: Any) -> str:
-    """The digest of a fitted hasher's learned state (every array it saves, by name)."""
-    return _digest(*(np.asarray(getattr(hasher, name)) for name in sorted(hasher._state)))
+    """The digest of a fitted hasher's learned state (every array it saves, by name, but the
+    epoch log, whose wall times differ run to run)."""
+    names = sorted(n for n in hasher._state if n not in _NOT_LEARNED)
+    return _digest(*(np.asarray(getattr(hasher, name)) for name in names))
 
 
 def machine_key() -> dict[str, Any]:
@@ -87,7 +94,11 @@ def compute(params: dict[str, Any], archive: str | Path | None = None) -> dict[s
         raise ValueError(f"the Oxford-17 copy holds {len(images)} images; {SAMPLE} are needed")
     fp = section(params, "features")
     backbone = pipeline_backbone(params)
+    # the thread count changes the bits: pinned to the cores this process may use (part of the
+    # row's key), whatever an earlier caller in this process set
+    threads = len(os.sched_getaffinity(0))
     settings = {**extraction_settings(fp), "progress": False, "indices": np.arange(SAMPLE)}
+    settings["threads"] = threads
     feats = extract_features(images, backbone, **settings)
     angles = tuple(float(a) for a in fp["rotation_angles"])
     rotated = extract_features(
@@ -96,11 +107,10 @@ def compute(params: dict[str, Any], archive: str | Path | None = None) -> dict[s
     augmentation = Augmentation.from_params(fp.get("augmentation"), int(params["split_seed"]))
     bank = extract_features(images, backbone, augmentation=augmentation, **settings)
 
-    usdh = make_hasher("usdh", BITS, 0, {**method_params(params, "usdh"), "progress": False})
+    fixed = {"progress": False, "threads": threads}
+    usdh = make_hasher("usdh", BITS, 0, {**method_params(params, "usdh"), **fixed})
     usdh.fit(feats, views=TrainingViews(rotations=rotated, angles=angles))
-    cibhash = make_hasher(
-        "cibhash", BITS, 0, {**method_params(params, "cibhash"), "progress": False}
-    )
+    cibhash = make_hasher("cibhash", BITS, 0, {**method_params(params, "cibhash"), **fixed})
     cibhash.fit(feats, views=TrainingViews(augmentations=bank))
     return {
         "features": _digest(feats, rotated, bank),

@@ -19,6 +19,7 @@ __all__ = [
     "example_figures",
     "map_crossings",
     "mean_curve",
+    "method_style",
     "per_class_figure",
     "protocol_figures",
     "pyplot",
@@ -88,7 +89,7 @@ def retrieval_runs(part: pd.DataFrame, method: str, bits: int, root: Path) -> li
 MARKERS = ("o", "s", "^", "v", "D", "*", "P", "X", "<", ">", "h")
 
 
-def _style(method: str) -> dict[str, Any]:
+def method_style(method: str) -> dict[str, Any]:
     """The same colour and marker for a method in every figure."""
     from usdh.registry import methods
 
@@ -114,7 +115,7 @@ def _against_bits(ax: Any, s: pd.DataFrame, bits: list[int], target: str | None 
             label=f"{method} (judged)" if mine else method,
             lw=2.6 if mine else 1.2,
             zorder=4 if mine else 2,
-            **_style(method),
+            **method_style(method),
         )
     ax.set_xscale("log", base=2)
     ax.set_xticks(bits, [str(b) for b in bits])
@@ -151,7 +152,8 @@ def protocol_figures(
                     curve = mean_curve(retrieval_runs(part, method, b, root), attr, key)
                     if curve is not None:
                         xs = curve[x] * 100 if kind == "pr" else curve[x]
-                        ax.plot(xs, curve[y] * 100, markersize=3, label=method, **_style(method))
+                        style = method_style(method)
+                        ax.plot(xs, curve[y] * 100, markersize=3, label=method, **style)
                 if kind != "pr":
                     ax.set_xscale("log")
                 ax.set(title=f"{b} bits", xlabel=xlabel)
@@ -197,7 +199,7 @@ def seed_figures(df: pd.DataFrame, column: str, out_dir: Path) -> list[Path]:
                 values = values.dropna().to_numpy()
                 if not len(values):
                     continue
-                style = _style(method)
+                style = method_style(method)
                 # spread the dots sideways by rank, so equal values stay visible side by side
                 offsets = np.linspace(-0.18, 0.18, len(values)) if len(values) > 1 else [0.0]
                 ax.scatter(

@@ -218,7 +218,7 @@ def cost_figure(
     """Per dataset and protocol: each method's mean ``column`` (%) against its mean fit time
     (log axis), one marker per code length joined by a line: what a point of mAP costs in
     training on this machine (the backbone's features, shared by every method, not counted)."""
-    from usdh.report.figures import _style
+    from usdh.report.figures import method_style
 
     plt = pyplot()
     written = []
@@ -235,7 +235,7 @@ def cost_figure(
                 g[column] * 100,
                 lw=2.4 if mine else 1.0,
                 label=f"{method} (judged)" if mine else method,
-                **_style(method),
+                **method_style(method),
             )
             for b, row in g.iterrows():
                 ax.annotate(
