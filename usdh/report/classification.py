@@ -61,18 +61,13 @@ def accuracy_interval(
     accuracy on ``n_test`` images (the two methods' errors counted as independent, which
     overstates the variance of a difference on shared images: a conservative interval; the
     per-image predictions are not stored)."""
-    from scipy import stats
+    from usdh.report.verdict import welch_interval
 
     diff = float(a.mean() - b.mean())
     terms = [(float(x.var(ddof=1)) / len(x), len(x) - 1) for x in (a, b) if len(x) > 1]
     binomial = sum(float(x.mean()) * (1 - float(x.mean())) for x in (a, b)) / n_test
     terms.append((binomial, n_test - 1))
-    var = sum(v for v, _ in terms)
-    if var == 0:
-        return diff, diff, diff
-    dof = var**2 / sum(v**2 / d for v, d in terms if v > 0)
-    half = float(stats.t.ppf(0.5 + level / 2, dof)) * var**0.5
-    return diff, diff - half, diff + half
+    return welch_interval(diff, terms, level)
 
 
 def classification_summary(df: pd.DataFrame, refs: dict[str, Any], target: str) -> str:

@@ -37,6 +37,7 @@ __all__ = [
     "verdict_grid",
     "verdict_section",
     "verdict_table",
+    "welch_interval",
 ]
 
 #: the verdict's metrics: (results.csv column, per-query array, label); the tie-aware mAP figures
@@ -72,8 +73,6 @@ def seed_query_interval(
 
     ``fixed``: which of the two does not depend on the seed (its seed term is 0). A seeded method
     with one seed gives no estimate of its seed spread: the bounds are NaN ("not resolved")."""
-    from scipy import stats
-
     a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] < 2:
         raise ValueError(
@@ -93,6 +92,17 @@ def seed_query_interval(
         terms.append((float(x.mean(axis=1).var(ddof=1)) / n, n - 1))
     per_query = a.mean(axis=0) - b.mean(axis=0)
     terms.append((float(per_query.var(ddof=1)) / len(per_query), len(per_query) - 1))
+    return welch_interval(diff, terms, level)
+
+
+def welch_interval(
+    diff: float, terms: list[tuple[float, int]], level: float = 0.95
+) -> tuple[float, float, float]:
+    """``diff`` and its Student-t interval from independent variance terms (each the variance it
+    adds to ``diff`` and its degrees of freedom), the degrees of freedom of the sum by
+    Welch-Satterthwaite; no spread at all gives the point itself."""
+    from scipy import stats
+
     var = sum(v for v, _ in terms)
     if var == 0:
         return diff, diff, diff
