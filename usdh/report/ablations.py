@@ -12,6 +12,7 @@ from usdh.layout import Run, find_runs
 from usdh.report.figures import pyplot, savefig
 from usdh.report.markdown import section
 from usdh.report.results import by_bits, fmt, mean_std, run_records
+from usdh.report.verdict import interval_text, seed_query_interval
 
 __all__ = [
     "ABLATION_COLUMNS",
@@ -46,31 +47,35 @@ def collect_ablations(
     return df.sort_values(["dataset", "_o", "bits", "seed"]).drop(columns="_o")
 
 
+def _ap(runs: list[Run]) -> np.ndarray:
+    """The per-query AP at the cut-off (points) of ``runs``, seeds x queries in seed order."""
+    out = []
+    for r in sorted(runs, key=lambda r: r.seed):
+        with np.load(r.per_query) as data:
+            out.append(data["ap"] * 100)
+    return np.stack(out)
+
+
 def ablation_changes(root: str | Path, method: str = "usdh") -> pd.DataFrame:
     """Per dataset, variant and code length: the variant's mAP at the cut-off minus the full
     objective's (the main experiment's runs of ``method`` with the same seeds), in points, with
     its 95% interval over seeds and queries (``usdh.report.verdict.seed_query_interval``; the
     seeds are counted as independent, though a variant and the full run of one seed start from
     the same weights: a conservative interval)."""
-    from usdh.report.verdict import seed_query_interval
-
     groups: dict[tuple[str, str, str, int], list[Run]] = {}
     for run in find_runs("ablations", root=Path(root)):
         groups.setdefault((run.dataset, run.protocol, run.name, run.bits), []).append(run)
+    full_ap: dict[tuple[Run, ...], np.ndarray] = {}  # every variant compares with the same runs
     rows = []
     for (dataset, protocol, variant, bits), runs in sorted(groups.items()):
-        full = [Run("retrieval", dataset, protocol, method, bits, r.seed, Path(root)) for r in runs]
+        full = tuple(
+            Run("retrieval", dataset, protocol, method, bits, r.seed, Path(root)) for r in runs
+        )
         if not all(r.per_query.is_file() for r in [*runs, *full]):
             continue
-
-        def ap(rs: list[Run]) -> np.ndarray:
-            out = []
-            for r in sorted(rs, key=lambda r: r.seed):
-                with np.load(r.per_query) as data:
-                    out.append(data["ap"] * 100)
-            return np.stack(out)
-
-        diff, lo, hi = seed_query_interval(ap(runs), ap(full))
+        if full not in full_ap:
+            full_ap[full] = _ap(list(full))
+        diff, lo, hi = seed_query_interval(_ap(runs), full_ap[full])
         rows.append(
             {
                 "dataset": dataset,
@@ -100,10 +105,7 @@ def ablation_table(df: pd.DataFrame, changes: pd.DataFrame | None = None) -> pd.
         key = (r.dataset, r.variant, r.bits)
         if found is not None and key in found.index:
             c = found.loc[key]
-            if np.isnan(c["lo"]):
-                cell += f" ({c['change']:+.2f}; one seed: no interval)"
-            else:
-                cell += f" ({c['change']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}])"
+            cell += f" ({interval_text((c['change'], c['lo'], c['hi']))})"
         elif r.variant != "full" and (r.dataset, r.bits) in full.index:
             cell += f" ({(r.mean - full[(r.dataset, r.bits)]) * 100:+.2f})"
         cells.append(cell)

@@ -123,8 +123,7 @@ def build_report(
     main = context.get("protocol") if context.get("protocol") in protocols else protocols[0]
     tables, cut = _results_tables(root, df, context, target)
     figures = {"protocol": protocol_figures(df, root, figures_dir, summarise, target)}
-    main_metric = f"{cut}_tie_aware" if cut != "mAP" else "mAP_tie_aware"
-    figures["seeds"] = seed_figures(df, main_metric, figures_dir)
+    figures["seeds"] = seed_figures(df, f"{cut}_tie_aware", figures_dir)
     figures["cost"] = cost_figure(df, cut, figures_dir, target)
     main_part = df[df["protocol"] == main]
     bits = shown_bits(main_part, int(context.get("bits", 32)))

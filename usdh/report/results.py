@@ -18,6 +18,7 @@ __all__ = [
     "by_bits",
     "cell",
     "collect_results",
+    "cpu_id",
     "fmt",
     "fmt_cells",
     "machine_columns",

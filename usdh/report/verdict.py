@@ -8,7 +8,7 @@ variance ``s_a^2 / n_a + s_b^2 / n_b + s_q^2 / Q`` (the spread of each method's 
 and of the per-query differences of the seed-averaged values), and the interval is Student's
 with Welch-Satterthwaite degrees of freedom. With five seeds a bootstrap over seeds would
 understate the seed term by a factor (n - 1) / n and use normal-like quantiles where t with about
-four degrees of freedom is needed; ``tests/test_report.py`` simulates both (docs/reliability.md).
+four degrees of freedom is needed; ``tests/test_verdict.py`` simulates both (docs/reliability.md).
 A method that does not depend on the seed (PCAH, SH: ``MethodSpec.seeded``) has no seed term.
 
 The query-only interval (seeds averaged per query, queries resampled: a paired bootstrap) stays
@@ -32,6 +32,7 @@ from usdh.report.results import cell
 __all__ = [
     "VERDICT_METRICS",
     "WORDS",
+    "interval_text",
     "paired_bootstrap",
     "seed_query_interval",
     "verdict_grid",
@@ -139,7 +140,8 @@ def paired_bootstrap(
 Queries = Callable[[pd.DataFrame, str, int], dict[str, np.ndarray]]
 
 
-def _interval(lo_hi: tuple[float, float, float]) -> str:
+def interval_text(lo_hi: tuple[float, float, float]) -> str:
+    """'+1.23 [+0.45, +2.01]': a difference and its interval, in points (NaN bounds: one seed)."""
     diff, lo, hi = lo_hi
     if np.isnan(lo):
         return f"{diff:+.2f} [one seed: no interval]"
@@ -178,9 +180,9 @@ def _rows(
                         "seeds": f"{len(qa)} / {len(qb)}",
                         target: cell(a),
                         "opponent": cell(b),
-                        "difference [95% CI, seeds and queries]": _interval(both),
+                        "difference [95% CI, seeds and queries]": interval_text(both),
                         "verdict": f"{target} {word(both[1], both[2])}",
-                        "these models only [95% CI, queries]": _interval(models),
+                        "these models only [95% CI, queries]": interval_text(models),
                         "these models only": f"{target} {word(models[1], models[2])}",
                     }
                 )

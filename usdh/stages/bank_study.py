@@ -30,6 +30,7 @@ from usdh.metrics import evaluate_retrieval
 from usdh.paramcheck import check_all as check_params  # noqa: F401 (the CLI calls it)
 from usdh.params import section
 from usdh.provenance import environment, git_revision
+from usdh.report.results import cpu_id
 from usdh.stages.common import method_params, run_context
 from usdh.stages.features import augmented_views
 
@@ -129,8 +130,8 @@ def _write(df: pd.DataFrame, method: str, bits: int, protocol: str, dataset: str
     env = environment("cpu")
     cpu = env["cpu"]
     made = (
-        f"Made at commit {git_revision() or 'unknown'} on {cpu['cpu']} ({cpu['vendor']} family "
-        f"{cpu['family']} model {cpu['model']}), {env['packages'].get('torch')} torch: a page "
+        f"Made at commit {git_revision() or 'unknown'} on {cpu['cpu']} ({cpu_id(cpu)}), "
+        f"{env['packages'].get('torch')} torch: a page "
         "outside the pipeline, so its default-bank row matches the main table only when both "
         "came from the same commit and machine."
     )
