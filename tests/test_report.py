@@ -459,3 +459,23 @@ def test_selection_records_make_the_sensitivity_figure(tmp_path):
     path = selection_figure(runs, tmp_path / "selection.png")
     assert path is not None and path.stat().st_size > 1000
     assert selection_figure(runs.iloc[0:0], tmp_path / "none.png") is None
+
+
+def test_machine_columns_do_not_depend_on_the_order_libraries_were_loaded():
+    """Two OpenBLAS copies (numpy's, scipy's) are listed in the order the process loaded them:
+    the same machine and software must give the same row either way (a clean-clone CI run once
+    failed on exactly this)."""
+    from usdh.report.results import machine_columns
+
+    pools = [
+        {"internal_api": "openblas", "version": "0.3.30", "num_threads": 2},
+        {"internal_api": "openblas", "version": "0.3.31.188.0", "num_threads": 2},
+    ]
+    env = {"libraries": {"threadpools": pools, "torch": {"cpu_capability": "AVX2", "threads": 2}}}
+    flipped = {"libraries": {**env["libraries"], "threadpools": pools[::-1]}}
+    a, b = machine_columns(env), machine_columns(flipped)
+    assert a == b
+    assert a["math_libraries"] == (
+        "openblas 0.3.30 (2 threads); openblas 0.3.31.188.0 (2 threads); "
+        "torch kernels AVX2 (2 threads)"
+    )

@@ -148,10 +148,12 @@ def machine_columns(env: dict[str, Any]) -> dict[str, Any]:
         [f"Python {env.get('python')}", *(f"{k} {v}" for k, v in packages.items() if v)]
     )
     libs = env.get("libraries") or {}
-    pools = [
+    # sorted: the order threadpoolctl lists two libraries of one kind (numpy's and scipy's
+    # OpenBLAS) is the order the process happened to load them in
+    pools = sorted(
         f"{p.get('internal_api')} {p.get('version')} ({p.get('num_threads')} threads)"
         for p in libs.get("threadpools") or []
-    ]
+    )
     torch = libs.get("torch")
     if torch:
         pools.append(
