@@ -34,7 +34,7 @@ from usdh.data.oxford17 import read_oxford17
 from usdh.features import load_features, save_features
 from usdh.io import atomic_path, save_npy, staged_dir
 from usdh.metrics import evaluate_retrieval
-from usdh.train import CHECKPOINT_FILE, FeatureBatches, train
+from usdh.train import CHECKPOINT_FILE, LOG_FILE, FeatureBatches, train
 
 ROOT = Path(__file__).resolve().parents[1]
 OXFORD = ROOT.parent / "shared" / "data" / "oxford17-256.tar.gz"
@@ -317,10 +317,20 @@ def test_an_interrupted_dvc_repro_of_a_deep_fit_resumes_and_ends_bitwise_equal(t
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    # interrupt as soon as a couple of epochs are checkpointed (the log is written after the
+    # checkpoint): on a fast CPU the whole fit takes seconds, and a fixed wait once let it finish
+    # (and remove its checkpoint) before the interrupt came
+    log = run.checkpoints / LOG_FILE
+
+    def epochs_logged() -> int:
+        try:
+            return max(0, len(log.read_text().splitlines()) - 1)
+        except OSError:
+            return 0
+
     deadline = time.monotonic() + 300
-    while not ckpt.is_file() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(1.0)  # a few more epochs
+    while epochs_logged() < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
     assert proc.poll() is None, "the fit finished before it could be interrupted"
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal that runs dvc repro
     proc.wait(timeout=120)
