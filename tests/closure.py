@@ -139,7 +139,7 @@ def stage_modules(cmd: str, params: dict) -> tuple[str, list[str], list[str]]:
         method = variants[args[0]]["method"] if args[0] in variants else args[0]
         modules.append(get_method(method).module)
     elif command == "ablate":
-        modules.append(get_method(params["ablations"]["method"]).module)
+        modules.append(get_method(params["ablations"]["variants"][args[0]]["method"]).module)
     elif command == "check":
         # the check reads every registered method's signature (usdh.paramcheck.method_keys)
         modules.extend(spec.module for spec in methods().values())

@@ -289,6 +289,10 @@ def test_the_bank_stage_lists_only_methods_that_need_a_bank(tmp_path, monkeypatc
     check.run(params)
     assert read_check_record("cifar10") == {"two_view_methods": ["cibhash"]}
     params["experiment"]["methods"] = ["itq", "usdh"]
+    variants = params["ablations"]["variants"]
+    params["ablations"]["variants"] = {
+        k: v for k, v in variants.items() if v["method"] in ("itq", "usdh")
+    }
     params["classification"]["methods"] = ["itq"]
     assert two_view_methods(params, "cifar10") == [] and two_view_methods(params, "oxford17") == []
     check.run(params)

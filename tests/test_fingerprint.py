@@ -25,7 +25,7 @@ def test_this_machine_computes_what_its_row_says(tmp_path):
     if row is None:
         pytest.skip(
             f"{fingerprint.MACHINES} has no row for {key['cpu_id']} with this software; "
-            "`python -m usdh.fingerprint --write` adds one"
+            "`python -m usdh fingerprint --write` adds one"
         )
     assert {k: row[k] for k in fingerprint.DIGESTS} == digests, (
         f"this {key['cpu_id']} computes other bits than the row recorded {row['recorded']}: "

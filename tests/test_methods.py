@@ -257,6 +257,42 @@ def test_itq_init_starts_from_itqs_codes():
     assert agree > 0.99
 
 
+@pytest.mark.parametrize("hidden", [None, 24])
+def test_pytorch_init_is_nn_linears_default_drawn_from_the_seed(hidden):
+    """The releases' start (nn.Linear's default) as an option: with a vanishing learning rate
+    the fitted layers are their initial draws, which must have nn.Linear's own distribution
+    (compared with nn.Linear's draws of the same shapes) and depend on the seed only."""
+    x, _, _ = clustered(400)
+    still = {**FAST, "epochs": 1, "lr": 1e-12, "weight_decay": 0.0, "hidden": hidden}
+    still["loss"] = {"rotation": {"weight": 0}}
+
+    def fitted(seed: int) -> USDH:
+        return USDH(**{**still, "random_state": seed}, init="pytorch").fit(x)
+
+    a, b, c = fitted(0), fitted(0), fitted(1)
+    assert np.array_equal(a.weight_, b.weight_) and np.array_equal(a.bias_, b.bias_)
+    assert not np.allclose(a.weight_, c.weight_)
+    torch.manual_seed(0)
+    layers = [("weight_", "bias_", torch.nn.Linear(hidden or x.shape[1], 16))]
+    if hidden:
+        layers.append(("hidden_weight_", "hidden_bias_", torch.nn.Linear(x.shape[1], hidden)))
+    for w_name, b_name, reference in layers:
+        ours = [getattr(a, w_name), getattr(a, b_name)]
+        theirs = [reference.weight.detach().numpy(), reference.bias.detach().numpy()]
+        bound = 1.0 / np.sqrt(reference.in_features)
+        for mine, ref in zip(ours, theirs, strict=True):
+            assert mine.shape == ref.shape
+            assert np.abs(mine).max() <= bound * (1 + 1e-5)
+            assert np.abs(ref).max() <= bound * (1 + 1e-5)
+        # the same uniform law: the weights' spread agrees with nn.Linear's to sampling error
+        assert ours[0].std() == pytest.approx(theirs[0].std(), rel=0.1)
+        assert ours[0].std() == pytest.approx(bound / np.sqrt(3), rel=0.1)
+    # our own start is another law: the hash layer's weights have std 0.01, its bias is zero
+    ours = USDH(**still, init="random").fit(x)
+    assert ours.weight_.std() == pytest.approx(0.01, rel=0.1)
+    assert np.abs(ours.bias_).max() < 1e-9
+
+
 def test_rotation_views_of_a_subset_train_and_are_checked():
     x, rot, _ = clustered()
     rows = np.arange(0, len(x), 3)

@@ -49,15 +49,20 @@ def reduced_params() -> dict:
         bits=[16],
         seeds=[0],
         variants={
-            "no_rotation": {"loss": {"rotation": {"weight": 0.0}}},
+            "no_rotation": {"method": "usdh", "params": {"loss": {"rotation": {"weight": 0.0}}}},
             "semantic_only": {
-                "loss": {
-                    "quantization": {"weight": 0.0},
-                    "entropy": {"weight": 0.0},
-                    "rotation": {"weight": 0.0},
-                }
+                "method": "usdh",
+                "params": {
+                    "loss": {
+                        "quantization": {"weight": 0.0},
+                        "entropy": {"weight": 0.0},
+                        "rotation": {"weight": 0.0},
+                    }
+                },
             },
-            "bihalf_binarizer": {"binarizer": "bihalf"},
+            "bihalf_binarizer": {"method": "usdh", "params": {"binarizer": "bihalf"}},
+            "bihalf_init_pytorch": {"method": "bihalf", "params": {"init": "pytorch"}},
+            "usdh_matched": {"method": "usdh", "train_on": "augmentation_subset", "bits": [16]},
         },
     )
     params["diagnostics"].update(batch_size=64, batches=4)
@@ -127,8 +132,35 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
     )
     assert bank["methods"] == ["cibhash"] and bank["files"]["augmentations.npy"]["shape"][1] == 4
     ablations = pd.read_csv(tmp_path / "reports" / "ablations.csv")
-    assert set(ablations["variant"]) == {"full", "no_rotation", "semantic_only", "bihalf_binarizer"}
-    assert list(ablations.columns[:5]) == ["dataset", "variant", "bits", "seed", "mAP"]
+    assert set(ablations["variant"]) == {
+        "full",
+        "no_rotation",
+        "semantic_only",
+        "bihalf_binarizer",
+        "bihalf_init_pytorch",
+        "usdh_matched",
+    }
+    assert list(ablations.columns[:6]) == [
+        "dataset",
+        "method",
+        "variant",
+        "train_on",
+        "bits",
+        "seed",
+    ]
+    # each variant beside its own method's full run
+    assert set(ablations[ablations["variant"] == "full"]["method"]) == {"usdh", "bihalf"}
+    assert set(ablations[ablations["variant"] == "bihalf_init_pytorch"]["method"]) == {"bihalf"}
+    # the matched-data run trained on the bank's images only, and is judged against CIBHash
+    fit = json.loads(
+        (tmp_path / "models/ablations/oxford17/retrieval/usdh_matched/16/0/fit.json").read_text()
+    )
+    assert (fit["train_rows"], fit["n_train"]) == ("augmentation_subset", 100)
+    matched = pd.read_csv(tmp_path / "reports" / "matched.csv")
+    assert list(matched["method"]) == ["usdh"] and set(matched["train_on"]) == {
+        "augmentation_subset"
+    }
+    assert matched[["matched_change", "full_change"]].notna().all().all()
     classification = pd.read_csv(tmp_path / "reports" / "classification.csv")
     assert set(classification["method"]) == {"itq", "usdh", "bihalf"}
     assert classification["accuracy"].between(1 / 17, 1).all()

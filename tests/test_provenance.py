@@ -47,3 +47,22 @@ def test_the_record_does_not_import_torch():
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == machine()
+
+
+def test_two_copies_of_one_library_are_listed_in_one_order(monkeypatch):
+    """numpy's and scipy's OpenBLAS differ only in version: the record must not depend on which
+    the process loaded first (two machines once wrote them in two orders)."""
+    import threadpoolctl
+
+    pools = [
+        {"user_api": "blas", "internal_api": "openblas", "prefix": "libscipy_openblas",
+         "version": v, "num_threads": 2, "filepath": f"/x/{v}.so"}
+        for v in ("0.3.31.188.0", "0.3.30")
+    ]  # fmt: skip
+    seen = []
+    for order in (pools, pools[::-1]):
+        monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda o=order: [dict(p) for p in o])
+        seen.append(libraries()["threadpools"])
+    assert seen[0] == seen[1]
+    assert [p["version"] for p in seen[0]] == ["0.3.30", "0.3.31.188.0"]
+    assert all("filepath" not in p for p in seen[0])

@@ -290,6 +290,8 @@ def test_an_interrupted_dvc_repro_of_a_deep_fit_resumes_and_ends_bitwise_equal(t
 
     params = reduced_params()
     params["experiment"].update(methods=["usdh"], protocols=["retrieval"], seeds=[0])
+    variants = params["ablations"]["variants"]
+    params["ablations"]["variants"] = {k: v for k, v in variants.items() if v["method"] == "usdh"}
     params["methods"]["usdh"].update(epochs=400, batch_size=8)  # long enough to interrupt
     project_copy(tmp_path, params)
     dvc(tmp_path, "init", "--no-scm", "-q")

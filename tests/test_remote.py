@@ -91,7 +91,11 @@ def two_method_params() -> dict:
     seed and one ablation: every kind of stage, in a few minutes."""
     params = reduced_params()
     params["experiment"].update(methods=["itq", "usdh"], protocols=["retrieval"], seeds=[0])
-    params["ablations"].update(variants={"no_rotation": {"loss": {"rotation": {"weight": 0.0}}}})
+    params["ablations"].update(
+        variants={
+            "no_rotation": {"method": "usdh", "params": {"loss": {"rotation": {"weight": 0.0}}}}
+        }
+    )
     params["classification"].update(methods=["itq"])
     params["calibration"].update(methods=["itq"])
     return params

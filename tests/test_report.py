@@ -57,6 +57,7 @@ ENVIRONMENTS = {
     "itq": _environment("AuthenticAMD", "25", "17"),
     "lsh": _environment("GenuineIntel", "6", "143"),
     "usdh": _environment("AuthenticAMD", "25", "17"),
+    "cibhash": _environment("AuthenticAMD", "25", "17"),
 }
 
 
@@ -215,14 +216,21 @@ def test_ablations_and_classification_in_the_report(tmp_path):
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 10, 300)
     split = {"query": np.arange(30), "database": np.arange(30, 300)}
+    variants = {  # variant: (its method, the split part it trained on)
+        "no_rotation": ("usdh", None),
+        "semantic_only": ("usdh", None),
+        "itq_matched": ("itq", "augmentation_subset"),
+    }
     for seed in (0, 1):
-        _fake_run(tmp_path, "usdh", 16, seed, rng, labels, split)
-        for variant in ("no_rotation", "semantic_only"):
+        for method in ("usdh", "itq", "cibhash"):
+            _fake_run(tmp_path, method, 16, seed, rng, labels, split)
+        for variant, (method, part) in variants.items():
             paths = Run("ablations", "cifar10", "deepbit", variant, 16, seed, tmp_path)
-            for part in ("query", "database"):
-                n = len(split[part])
-                save_npy(paths.codes_dir / f"{part}.npy", rng.integers(0, 256, (n, 2), np.uint8))
-            record = {"dataset": "cifar10", "variant": variant, "bits": 16, "seed": seed}
+            for part_ in ("query", "database"):
+                n = len(split[part_])
+                save_npy(paths.codes_dir / f"{part_}.npy", rng.integers(0, 256, (n, 2), np.uint8))
+            record = {"dataset": "cifar10", "method": method, "variant": variant, "bits": 16}
+            record.update(seed=seed, **({"train_on": part} if part else {}))
             evaluate_run(labels, split, paths, topk=50, curves=CURVES, radius=2, record=record)
     cls_root = tmp_path / "metrics" / "classification" / "oxford17" / "classification"
     for seed, acc in ((0, 0.5), (1, 0.7)):
@@ -246,15 +254,35 @@ def test_ablations_and_classification_in_the_report(tmp_path):
     out = tmp_path / "reports"
     build_report(tmp_path, out, {"backbone": "b", "input_size": 32})
     abl = pd.read_csv(out / "ablations.csv")
-    assert sorted(set(abl["variant"])) == ["full", "no_rotation", "semantic_only"]
-    full = abl[abl["variant"] == "full"].sort_values("seed")["mAP"].to_numpy()
-    main_usdh = pd.read_csv(out / "results.csv").sort_values("seed")["mAP"].to_numpy()
-    assert np.array_equal(full, main_usdh)  # full = the main experiment's runs
+    assert sorted(set(abl["variant"])) == ["full", "itq_matched", "no_rotation", "semantic_only"]
+    results = pd.read_csv(out / "results.csv")
+    for method in ("usdh", "itq"):  # each method's full run = its main experiment's runs
+        full = abl[(abl["variant"] == "full") & (abl["method"] == method)]
+        main = results[results["method"] == method].sort_values("seed")["mAP"].to_numpy()
+        assert np.array_equal(full.sort_values("seed")["mAP"].to_numpy(), main)
+    assert set(abl[abl["variant"] == "itq_matched"]["method"]) == {"itq"}
     table = (out / "tables" / "ablations.md").read_text()
     assert "semantic_only" in table and "(-" in table  # random codes lose to the full objective
     # the change from full comes with its interval over seeds and queries (two seeds here)
-    changes = ablation_changes(tmp_path, "usdh")
-    assert set(changes["variant"]) == {"no_rotation", "semantic_only"}
+    changes = ablation_changes(tmp_path)
+    assert set(changes["variant"]) == {"itq_matched", "no_rotation", "semantic_only"}
+    assert dict(zip(changes["variant"], changes["method"], strict=True))["itq_matched"] == "itq"
+    # the matched-data verdict: ITQ trained on CIBHash's images, minus CIBHash, from the
+    # per-query APs directly (the grand mean over seeds and queries)
+    matched = pd.read_csv(out / "matched.csv")
+    assert list(matched["method"]) == ["itq"] and list(matched["bits"]) == [16]
+
+    def ap(group: str, name: str) -> np.ndarray:
+        runs = [Run(group, "cifar10", "deepbit", name, 16, s, tmp_path) for s in (0, 1)]
+        return np.stack([np.load(r.per_query)["ap_tie_aware"] for r in runs]) * 100
+
+    m = matched.iloc[0]
+    cib = ap("retrieval", "cibhash")
+    assert m["matched_change"] == pytest.approx((ap("ablations", "itq_matched") - cib).mean())
+    assert m["full_change"] == pytest.approx((ap("retrieval", "itq") - cib).mean())
+    assert m["matched_lo"] < m["matched_change"] < m["matched_hi"]
+    readme = (out / "README.md").read_text()
+    assert "## Matched data" in readme and "cibhash (trains on 5,000 images" in readme
     assert (changes["lo"] <= changes["change"]).all() and (changes["change"] <= changes["hi"]).all()
     c = changes.iloc[0]
     assert f"({c['change']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}])" in table
@@ -465,7 +493,7 @@ def test_machine_columns_do_not_depend_on_the_order_libraries_were_loaded():
     """Two OpenBLAS copies (numpy's, scipy's) are listed in the order the process loaded them:
     the same machine and software must give the same row either way (a clean-clone CI run once
     failed on exactly this)."""
-    from usdh.report.results import machine_columns
+    from usdh.provenance import machine_columns
 
     pools = [
         {"internal_api": "openblas", "version": "0.3.30", "num_threads": 2},

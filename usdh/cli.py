@@ -16,6 +16,8 @@
     python -m usdh diagnose             # USDH's loss on ITQ's codes and on its own
     python -m usdh validate usdh        # the selection budget on the validation split
     python -m usdh bank-study           # CIBHash with larger banks: reports/bank_size.md
+    python -m usdh fingerprint          # does this machine compute what reports/machines.csv says?
+    python -m usdh compare HEAD~1       # what changed in the results since a revision
 
 The run commands take ``[bits seed]`` to run one code length and seed instead of all of them;
 fit, encode and evaluate take ``--protocol P`` to run on another of ``experiment.protocols``, and
@@ -23,7 +25,8 @@ with features ``--experiment calibration`` to serve the ``calibration`` section 
 features, the classic baselines, ``models/calibration/...``).
 
 Each command lives in its own module of :mod:`usdh.stages`, imported only when it runs: the light
-stages start fast, and a stage's code dependencies (``dvc.yaml``) are its module's imports.
+stages start fast, and a stage's code dependencies (``dvc.yaml``) are its module's imports. The
+:data:`TOOLS` are not stages (no stage reads what they write); each parses its own arguments.
 """
 
 from __future__ import annotations
@@ -40,7 +43,14 @@ from usdh._omp import watch
 from usdh.params import EXPERIMENTS, load_params
 from usdh.timing import stage_timer
 
-__all__ = ["COMMANDS", "EXPERIMENT_COMMANDS", "PROTOCOL_COMMANDS", "main", "stage_module"]
+__all__ = [
+    "COMMANDS",
+    "EXPERIMENT_COMMANDS",
+    "PROTOCOL_COMMANDS",
+    "TOOLS",
+    "main",
+    "stage_module",
+]
 
 log = logging.getLogger("usdh")
 
@@ -62,6 +72,15 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "validate": (("method",), "the selection budget of a method on the validation split"),
     "report": ((), "tables, figures and reports/README.md from the metrics files"),
     "bank-study": ((), "a two-view method with larger banks of views (not a stage)"),
+}
+
+#: commands that are not pipeline stages -> (their module, with a ``main(argv)``; one line of help)
+TOOLS: dict[str, tuple[str, str]] = {
+    "fingerprint": (
+        "usdh.fingerprint",
+        "digests of a fixed sample: is this machine bitwise known?",
+    ),
+    "compare": ("usdh.compare", "what changed between two runs' results, verdict included"),
 }
 
 _ARG_HELP = {
@@ -88,7 +107,12 @@ def stage_module(command: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="usdh", description=__doc__.split("\n")[0])
+    tools = "; ".join(f"{name}: {text}" for name, (_, text) in TOOLS.items())
+    parser = argparse.ArgumentParser(
+        prog="usdh",
+        description=__doc__.split("\n")[0],
+        epilog=f"Not stages (python -m usdh <tool> --help): {tools}.",
+    )
     parser.add_argument("--params", default="params.yaml", help="parameters file (params.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TOOLS:
+        return int(importlib.import_module(TOOLS[argv[0]][0]).main(argv[1:]))
     args = build_parser().parse_args(argv)
     watch()  # short OpenMP spins while another process shares the CPU (usdh/_omp.py)
     if not sys.stderr.isatty():

@@ -1,4 +1,4 @@
-"""``python -m usdh.fingerprint``: does this machine compute what another one did, bit for bit?
+"""``python -m usdh fingerprint``: does this machine compute what another one did, bit for bit?
 
 Results are bitwise repeatable only on one CPU model with the same software (README,
 "Reproducibility: the contract"). This computes, in well under two minutes, three digests from a
@@ -68,12 +68,9 @@ def _state_digest(hasher: Any) -> str:
 
 def machine_key() -> dict[str, Any]:
     """This machine's row fields except the digests."""
-    from usdh.provenance import environment, package_versions
-    from usdh.report.results import machine_columns
+    from usdh.provenance import environment, machine_columns
 
-    env = environment()
-    env["packages"] = package_versions(ENGINES)
-    columns = machine_columns(env)
+    columns = machine_columns(environment(packages=ENGINES))
     return {k: columns[k] for k in ("cpu", *KEY, "math_libraries")}
 
 
@@ -150,7 +147,7 @@ def _append(row: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m usdh.fingerprint", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m usdh fingerprint", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="parameters file")
     parser.add_argument("--archive", help="the Oxford-17 archive (default: searched for)")
     parser.add_argument(

@@ -178,6 +178,7 @@ def fit_on_rows(
     views: Views | None = None,
     run: Run | None = None,
     monitor: Callable[[Any], float] | None = None,
+    part: str | None = None,
 ) -> Fitted:
     """Fit method ``name`` on its training rows of ``split``.
 
@@ -185,12 +186,21 @@ def fit_on_rows(
     (:func:`views_from_features`); with ``run``, a deep method keeps
     a checkpoint in the run's scratch folder (:attr:`usdh.layout.Run.checkpoints`) and resumes
     from it; ``monitor`` (deep methods) is logged
-    after every epoch (see :meth:`usdh.method.USDH.fit`).
+    after every epoch (see :meth:`usdh.method.USDH.fit`); ``part`` trains on that part of the
+    split (which must lie in the training pool) instead of the pool or its ``train_subset``.
     """
     spec = get_method(name)
     hasher = make_hasher(name, bits, seed, method_params)
-    part = training_part(split)
+    pool = training_part(split)
+    if part is not None and part not in split:
+        raise ValueError(
+            f"the split has no part {part!r} to train on (it has {', '.join(sorted(split))}); "
+            f"configure it under datasets and rerun the split stage"
+        )
+    part = part or pool
     rows = split[part]
+    if part != pool and not np.isin(rows, split[pool]).all():
+        raise ValueError(f"the split's {part!r} holds images outside its training pool {pool!r}")
     kwargs: dict[str, Any] = {}
     if spec.deep:
         kwargs["views"] = views(spec, rows, split) if views is not None else None

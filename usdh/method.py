@@ -32,9 +32,13 @@ __all__ = ["INITS", "THRESHOLDS", "USDH", "with_defaults"]
 #: 0, the sign of h); "mean": b = 1[h > mean of h over the training rows], per bit (DeepBit's
 #: evaluation)
 THRESHOLDS = ("half", "mean")
-#: "random": the seeded Gaussian init; "itq": the linear head starts as ITQ's projection
-#: (PCA then ITQ's rotation, fitted on the same rows), scaled to unit-variance logits
-INITS = ("random", "itq")
+#: "random": our seeded init (He for the hidden layer, Gaussian std 0.01 for the hash layer, zero
+#: biases; usdh.train.model.HashHead); "pytorch": ``nn.Linear``'s own default, which the
+#: releases of GreedyHash, BiHalf and CIBHash leave in place (weights and biases uniform in
+#: +-1/sqrt(fan_in)), drawn from a generator seeded by ``random_state``; "itq": the linear head
+#: starts as ITQ's projection (PCA then ITQ's rotation, fitted on the same rows), scaled to
+#: unit-variance logits
+INITS = ("random", "pytorch", "itq")
 
 
 class USDH(BaseHasher):
@@ -62,8 +66,8 @@ class USDH(BaseHasher):
     * ``binarizer``, ``binarizer_options``: what turns relaxed codes into the codes the loss
       compares during training (``usdh.train.model.BINARIZERS``: none, sign, bihalf).
     * ``optimizer``: ``"sgd"`` (with ``momentum``) or ``"adam"``.
-    * ``init``: ``"random"`` or ``"itq"`` (:data:`INITS`; a diagnostic: does USDH's objective
-      keep ITQ's codes when it starts from them?).
+    * ``init``: ``"random"`` (ours), ``"pytorch"`` (the releases') or ``"itq"`` (:data:`INITS`;
+      the last a diagnostic: does USDH's objective keep ITQ's codes when it starts from them?).
     * ``device`` (``"auto"``: CUDA when present), ``threads`` (pin CPU threads for bitwise
       repeatability across machines), ``progress`` (tqdm bar): where and how, not what, it learns.
 
@@ -237,7 +241,11 @@ class USDH(BaseHasher):
         watch = None
         if monitor is not None:
             watch = Monitor(("val_mAP",), lambda model: {"val_mAP": monitor(self._encoder(model))})
-        init = self._itq_init(arr) if self.init == "itq" else None
+        init = None
+        if self.init == "itq":
+            init = self._itq_init(arr)
+        elif self.init == "pytorch":
+            init = self._pytorch_init(arr.shape[1])
         result = train(
             data,
             self.n_bits,
@@ -258,6 +266,25 @@ class USDH(BaseHasher):
         if self.train_part_ == "augmentation_subset":
             return self.train_part_, self.n_train_
         return part, self.n_train_
+
+    def _pytorch_init(self, in_features: int) -> dict[str, Any]:
+        """``nn.Linear``'s default initialisation of every layer of the head (kaiming-uniform with
+        ``a = sqrt(5)``, which is uniform in +-1/sqrt(fan_in), and the bias uniform in the same
+        bound), drawn from a generator of its own seeded by ``random_state``, so the start depends
+        on the seed only (``nn.Linear`` itself draws from the global generator)."""
+        import torch
+
+        gen = torch.Generator().manual_seed(int(self.random_state))
+        shapes = {"linear": (self.n_bits, self.hidden or in_features)}
+        if self.hidden:
+            shapes = {"hidden": (self.hidden, in_features), **shapes}
+        out: dict[str, Any] = {}
+        for layer, (n_out, fan_in) in shapes.items():
+            bound = 1.0 / float(np.sqrt(fan_in))
+            for name, shape in (("weight", (n_out, fan_in)), ("bias", (n_out,))):
+                t = torch.empty(shape, dtype=torch.float32)
+                out[f"{layer}.{name}"] = t.uniform_(-bound, bound, generator=gen)
+        return out
 
     def _itq_init(self, X: NDArray[np.floating]) -> dict[str, Any]:
         """The linear head as ITQ's projection ``(x - mean) P R`` fitted on ``X`` (same bits and

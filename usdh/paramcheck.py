@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from usdh.layout import check_name
-from usdh.params import LOSS_TERMS, ParamsError, base_method, fail, section
+from usdh.params import ParamsError, base_method, fail, section
 from usdh.registry import get_method, method_class
 from usdh.registry import methods as registered_methods
 from usdh.schema import check_shape
@@ -99,12 +99,26 @@ def check_schema(params: dict[str, Any], methods: Collection[str] | None = None)
                 )
         if "loss" in given and "loss" in allowed:
             problems += _loss_problems(f"methods.{name}.loss", given["loss"])
-    ablations = params.get("ablations") or {}
-    variants = ablations.get("variants") or {}
-    if isinstance(variants, dict) and (methods is None or ablations.get("method") in methods):
-        for name, override in variants.items():
-            if isinstance(override, dict) and "loss" in override:
-                problems += _loss_problems(f"ablations.variants.{name}.loss", override["loss"])
+    variants = (params.get("ablations") or {}).get("variants") or {}
+    for name, variant in variants.items() if isinstance(variants, dict) else ():
+        if not isinstance(variant, dict) or (
+            methods is not None and variant.get("method") not in methods
+        ):
+            continue
+        given = variant.get("params") or {}
+        try:
+            allowed = method_keys(str(variant.get("method")))
+        except (ValueError, ImportError):
+            continue  # an unknown method: reported with the variants
+        where = f"ablations.variants.{name}.params"
+        problems += [
+            f"'{where}.{key}' is not a parameter of {variant['method']}; its parameters are "
+            f"{', '.join(allowed)}"
+            for key in given
+            if key not in allowed
+        ]
+        if isinstance(given, dict) and "loss" in given:
+            problems += _loss_problems(f"{where}.loss", given["loss"])
     return problems
 
 
@@ -115,8 +129,8 @@ def two_view_methods(params: dict[str, Any], dataset: str) -> list[str]:
     exp = section(params, "experiment")
     if exp["dataset"] == dataset:
         listed += list(exp["methods"])
-        abl = params.get("ablations") or {}
-        listed += [abl["method"]] if abl.get("method") else []
+        variants = (params.get("ablations") or {}).get("variants") or {}
+        listed += [v["method"] for v in variants.values() if isinstance(v, dict) and "method" in v]
     cls = params.get("classification") or {}
     if cls.get("dataset") == dataset:
         listed += list(cls.get("methods") or [])
@@ -179,10 +193,7 @@ def method_checker(section_name: str | None = None) -> Callable[..., None]:
         params: dict[str, Any], name: str | None = None, *_args: Any, **where: Any
     ) -> None:
         experiment = section_name or where.get("experiment") or "experiment"
-        if section_name == "ablations":
-            scope = [str(section(params, "ablations").get("method"))]
-        else:
-            scope = [base_method(params, experiment, name)] if name else []
+        scope = [base_method(params, experiment, name)] if name else []
         validate_params(params, methods=scope)
 
     return check_params
@@ -225,31 +236,29 @@ def _check_experiment(
 
 
 def _check_ablations(abl: dict[str, Any], methods: list[str]) -> None:
-    """Ablation variants: names usable in paths, overrides that name known loss terms."""
-    if abl.get("method") not in methods:
-        fail(f"ablations.method {abl.get('method')!r} must be one of experiment.methods")
+    """Ablation variants: names usable in paths, each a method of the experiment with parameter
+    overrides (their names and loss terms are checked against the class in check_schema)."""
     variants = abl.get("variants")
     if not isinstance(variants, dict) or not variants:
-        fail("'ablations.variants' must map variant names to loss overrides")
-    for name, override in variants.items():
+        fail("'ablations.variants' must map variant names to {method, params, train_on}")
+    for name, variant in variants.items():
         try:
             check_name("ablation variant", name)
         except ValueError as exc:
             fail(str(exc))
-        if not isinstance(override, dict):
+        if name in methods:
             fail(
-                f"ablation variant {name!r} must map method parameters to values (e.g. "
-                f"{{loss: {{rotation: {{weight: 0}}}}}}), got {override!r}"
+                f"ablation variant {name!r} has the name of a method; name it after what it "
+                f"changes (its runs are stored under that name)"
             )
-        loss = override.get("loss", {})
-        if not isinstance(loss, dict):
-            fail(f"ablation variant {name!r}: 'loss' must map loss terms to options")
-        for term in loss:
-            if term not in LOSS_TERMS:
-                fail(
-                    f"ablation variant {name!r} names unknown loss term {term!r}; "
-                    f"the terms are {', '.join(LOSS_TERMS)}"
-                )
+        if variant["method"] not in methods:
+            fail(
+                f"ablations.variants.{name}.method {variant['method']!r} must be one of "
+                f"experiment.methods ({', '.join(methods)}): its full run is the main "
+                f"experiment's; list the method there or remove the variant"
+            )
+        if variant.get("bits") is not None:
+            _int_list(variant["bits"], f"ablations.variants.{name}.bits", multiple_of=8, minimum=8)
     _int_list(abl.get("bits"), "ablations.bits", multiple_of=8, minimum=8)
     _int_list(abl.get("seeds"), "ablations.seeds")
 

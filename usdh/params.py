@@ -120,7 +120,8 @@ def sections_checker(*sections: str) -> Callable[..., None]:
 
 def base_method(params: Mapping[str, Any], experiment: str, name: str) -> str:
     """The registered method behind run name ``name`` of section ``experiment``: itself, or the
-    ``method`` of the section's variant of that name (calibration's ``lsh_uncentred``)."""
+    ``method`` of the section's variant of that name (calibration's ``lsh_uncentred``, every
+    ablation variant)."""
     variants = (params.get(experiment) or {}).get("variants") or {}
     variant = variants.get(name) if isinstance(variants, dict) else None
     return str(variant["method"]) if isinstance(variant, dict) and "method" in variant else name

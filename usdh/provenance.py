@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -104,7 +105,9 @@ def libraries() -> dict[str, Any]:
         out["threadpools"] = None
     else:
         pools = [{k: v for k, v in p.items() if k != "filepath"} for p in threadpool_info()]
-        out["threadpools"] = sorted(pools, key=lambda p: (p["user_api"], p["prefix"]))
+        # a total order: threadpoolctl lists two copies of one library (numpy's and scipy's
+        # OpenBLAS) in the order this process happened to load them
+        out["threadpools"] = sorted(pools, key=lambda p: json.dumps(p, sort_keys=True, default=str))
     torch = sys.modules.get("torch")
     if torch is not None:
         build = [
@@ -120,15 +123,55 @@ def libraries() -> dict[str, Any]:
     return out
 
 
-def environment(device: str | None = None) -> dict[str, Any]:
-    """A record of the software and machine, to store beside a result. Nothing in it changes from
-    run to run on one machine (no times, paths or code revision: those go to the stage's timing
-    record, usdh/timing.py), so a rerun that computes the same numbers writes the same bytes."""
+def cpu_id(cpu: dict[str, Any]) -> str | None:
+    """'AuthenticAMD family 25 model 17': the processor kind that bitwise equality holds on."""
+    if not cpu or cpu.get("family") is None:
+        return None
+    return f"{cpu.get('vendor')} family {cpu.get('family')} model {cpu.get('model')}"
+
+
+def machine_columns(env: dict[str, Any]) -> dict[str, Any]:
+    """What a row of results says about its machine (:data:`usdh.report.results.MACHINE_COLUMNS`
+    but the features' processor), from an :func:`environment` record: the processor kind, its
+    instruction sets and cores, the OS, the software and the math libraries."""
+    cpu = env.get("cpu") or {}
+    packages = env.get("packages") or {}
+    software = ", ".join(
+        [f"Python {env.get('python')}", *(f"{k} {v}" for k, v in packages.items() if v)]
+    )
+    libs = env.get("libraries") or {}
+    # sorted: the order threadpoolctl lists two libraries of one kind (numpy's and scipy's
+    # OpenBLAS) is the order the process happened to load them in
+    pools = sorted(
+        f"{p.get('internal_api')} {p.get('version')} ({p.get('num_threads')} threads)"
+        for p in libs.get("threadpools") or []
+    )
+    torch = libs.get("torch")
+    if torch:
+        pools.append(
+            f"torch kernels {torch.get('cpu_capability')} ({torch.get('threads')} threads)"
+        )
+    return {
+        "cpu": cpu.get("cpu"),
+        "cpu_id": cpu_id(cpu),
+        "isa": " ".join(cpu.get("isa") or []) or None,
+        "cores": cpu.get("cores"),
+        "os": cpu.get("os"),
+        "software": software,
+        "math_libraries": "; ".join(pools) or None,
+    }
+
+
+def environment(device: str | None = None, packages: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A record of the software and machine, to store beside a result (``packages``: more
+    packages to name, e.g. a features engine). Nothing in it changes from run to run on one
+    machine (no times, paths or code revision: those go to the stage's timing record,
+    usdh/timing.py), so a rerun that computes the same numbers writes the same bytes."""
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu": machine(),  # its "os" is the platform, its "cores" those this process may use
         "device": device,
-        "packages": package_versions(),
+        "packages": package_versions(packages),
         "libraries": libraries(),
     }

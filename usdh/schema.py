@@ -112,11 +112,20 @@ class Calibration(_Section):
     features: FeaturesOverride = FeaturesOverride()
 
 
-class Ablations(_Section):
+class AblationVariant(_Section):
+    """A method with other parameters (merged into ``methods.<method>``), or trained on another
+    part of the split (``train_on``: the matched-data runs)."""
+
     method: str
+    params: dict[str, Any] = {}  # checked against the method's class in usdh.paramcheck
+    train_on: Literal["augmentation_subset", "rotation_subset"] | None = None
+    bits: list[int] | None = None  # a variant's own code lengths (default: ablations.bits)
+
+
+class Ablations(_Section):
     bits: list[int]
     seeds: list[int]
-    variants: dict[str, Any]  # each one's overrides are checked in usdh.params
+    variants: dict[str, AblationVariant]
 
 
 class Finetune(_Section):

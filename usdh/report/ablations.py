@@ -1,8 +1,10 @@
-"""The ablations: USDH with one criterion switched off or reweighted, beside the full objective
-(the main experiment's runs), on the main protocol."""
+"""The ablations: a method with one thing changed (USDH without one criterion, another
+initialisation, fewer training images), beside that method's full run (the main experiment's
+runs), on the main protocol."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,28 +25,48 @@ __all__ = [
     "collect_ablations",
 ]
 
-ABLATION_COLUMNS = ["dataset", "variant", "bits", "seed", "mAP", "mAP_tie_aware", "mAP_all"]
+ABLATION_COLUMNS = [
+    "dataset",
+    "method",
+    "variant",
+    "train_on",
+    "bits",
+    "seed",
+    "mAP",
+    "mAP_tie_aware",
+    "mAP_all",
+]
 
 
-def collect_ablations(
-    root: str | Path, results: pd.DataFrame, method: str = "usdh"
-) -> pd.DataFrame:
-    """One row per ablation run, plus the ``full`` objective: the main experiment's runs of
-    ``method`` on the same datasets (same parameters, so the same numbers)."""
+def collect_ablations(root: str | Path, results: pd.DataFrame) -> pd.DataFrame:
+    """One row per ablation run, plus each ablated method's ``full`` run: the main experiment's
+    runs of that method on the same datasets, code lengths and seeds (same parameters, so the
+    same numbers)."""
     records = run_records(root, "ablations")
     rows = [{c: m.get(c) for c in ABLATION_COLUMNS} for m in records]
     if not rows:
         return pd.DataFrame(columns=ABLATION_COLUMNS)
     df = pd.DataFrame(rows)
     protocols = {run.protocol for run in find_runs("ablations", root=Path(root))}
-    full = results[(results["method"] == method) & results["dataset"].isin(df["dataset"])]
-    full = full[full["protocol"].isin(protocols)]
-    full = full[full["bits"].isin(df["bits"]) & full["seed"].isin(df["seed"])]
-    full = full.assign(variant="full")[ABLATION_COLUMNS]
-    df = pd.concat([full, df], ignore_index=True)
-    order = {v: i for i, v in enumerate(["full", *sorted(set(df["variant"]) - {"full"})])}
-    df["_o"] = df["variant"].map(order)
-    return df.sort_values(["dataset", "_o", "bits", "seed"]).drop(columns="_o")
+    fulls = []
+    for method, own in df.groupby("method", sort=False):
+        full = results[(results["method"] == method) & results["dataset"].isin(own["dataset"])]
+        full = full[full["protocol"].isin(protocols)]
+        full = full[full["bits"].isin(own["bits"]) & full["seed"].isin(own["seed"])]
+        fulls.append(full.assign(variant="full", train_on=None)[ABLATION_COLUMNS])
+    df = pd.concat([*fulls, df], ignore_index=True)
+    # each method's full run first, then its variants by name
+    order = {m: i for i, m in enumerate(dict.fromkeys(df["method"]))}
+    df["_m"] = df["method"].map(order)
+    df["_o"] = (df["variant"] != "full").astype(int)
+    keys = ["dataset", "_m", "_o", "variant", "bits", "seed"]
+    return df.sort_values(keys).drop(columns=["_m", "_o"]).reset_index(drop=True)
+
+
+def run_method(run: Run) -> str:
+    """The method an ablation run varies (its metrics record says; the path names the
+    variant)."""
+    return str(json.loads(run.metrics.read_text())["method"])
 
 
 def _ap(runs: list[Run]) -> np.ndarray:
@@ -56,18 +78,21 @@ def _ap(runs: list[Run]) -> np.ndarray:
     return np.stack(out)
 
 
-def ablation_changes(root: str | Path, method: str = "usdh") -> pd.DataFrame:
-    """Per dataset, variant and code length: the variant's mAP at the cut-off minus the full
-    objective's (the main experiment's runs of ``method`` with the same seeds), in points, with
-    its 95% interval over seeds and queries (``usdh.report.verdict.seed_query_interval``; the
-    seeds are counted as independent, though a variant and the full run of one seed start from
-    the same weights: a conservative interval)."""
+def ablation_changes(root: str | Path) -> pd.DataFrame:
+    """Per dataset, variant and code length: the variant's mAP at the cut-off minus its method's
+    full run (the main experiment's runs with the same seeds), in points, with its 95% interval
+    over seeds and queries (``usdh.report.verdict.seed_query_interval``; the seeds are counted
+    as independent, though a variant and the full run of one seed start from the same weights: a
+    conservative interval)."""
     groups: dict[tuple[str, str, str, int], list[Run]] = {}
     for run in find_runs("ablations", root=Path(root)):
         groups.setdefault((run.dataset, run.protocol, run.name, run.bits), []).append(run)
     full_ap: dict[tuple[Run, ...], np.ndarray] = {}  # every variant compares with the same runs
     rows = []
     for (dataset, protocol, variant, bits), runs in sorted(groups.items()):
+        if not all(r.metrics.is_file() for r in runs):
+            continue
+        method = run_method(runs[0])
         full = tuple(
             Run("retrieval", dataset, protocol, method, bits, r.seed, Path(root)) for r in runs
         )
@@ -79,6 +104,7 @@ def ablation_changes(root: str | Path, method: str = "usdh") -> pd.DataFrame:
         rows.append(
             {
                 "dataset": dataset,
+                "method": method,
                 "variant": variant,
                 "bits": bits,
                 "change": diff,
@@ -86,14 +112,15 @@ def ablation_changes(root: str | Path, method: str = "usdh") -> pd.DataFrame:
                 "hi": hi,
             }
         )
-    return pd.DataFrame(rows, columns=["dataset", "variant", "bits", "change", "lo", "hi"])
+    columns = ["dataset", "method", "variant", "bits", "change", "lo", "hi"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def ablation_table(df: pd.DataFrame, changes: pd.DataFrame | None = None) -> pd.DataFrame:
     """Variants as rows, bit lengths as columns: mAP 'mean ± std' in %, and the change from full
     with its interval over seeds and queries (:func:`ablation_changes`) where there is one."""
-    s = mean_std(df, ["dataset", "variant", "bits"], "mAP")
-    full = s[s["variant"] == "full"].set_index(["dataset", "bits"])["mean"]
+    s = mean_std(df, ["dataset", "method", "variant", "bits"], "mAP")
+    full = s[s["variant"] == "full"].set_index(["dataset", "method", "bits"])["mean"]
     found = (
         changes.set_index(["dataset", "variant", "bits"])
         if changes is not None and len(changes)
@@ -106,11 +133,11 @@ def ablation_table(df: pd.DataFrame, changes: pd.DataFrame | None = None) -> pd.
         if found is not None and key in found.index:
             c = found.loc[key]
             cell += f" ({interval_text((c['change'], c['lo'], c['hi']))})"
-        elif r.variant != "full" and (r.dataset, r.bits) in full.index:
-            cell += f" ({(r.mean - full[(r.dataset, r.bits)]) * 100:+.2f})"
+        elif r.variant != "full" and (r.dataset, r.method, r.bits) in full.index:
+            cell += f" ({(r.mean - full[(r.dataset, r.method, r.bits)]) * 100:+.2f})"
         cells.append(cell)
     s["cell"] = cells
-    return by_bits(s, ["dataset", "variant"])
+    return by_bits(s, ["dataset", "method", "variant"])
 
 
 def ablation_figure(changes: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -138,8 +165,8 @@ def ablation_figure(changes: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(y, variants)
         ax.invert_yaxis()
-        ax.set_xlabel("change of mAP at the cut-off from the full objective (points)")
-        ax.set_title(f"USDH variants against the full objective, {dataset}", fontsize=10)
+        ax.set_xlabel("change of mAP at the cut-off from the method's full run (points)")
+        ax.set_title(f"Each variant against its method's full run, {dataset}", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         if len(bits) > 1:
             ax.legend(fontsize=8)
@@ -152,15 +179,18 @@ def ablation_figure(changes: pd.DataFrame, out_dir: Path) -> list[Path]:
 def ablations_section(table: pd.DataFrame, main: str) -> list[str]:
     """The README's ablation table and what each variant changes."""
     return section(
-        "## Ablations: USDH without each criterion (mAP %, change from the full objective)",
+        "## Ablations: one thing changed at a time (mAP %, change from the method's full run)",
         table,
-        f"On the main protocol (`{main}`). `full` is the main table's USDH; `no_<term>` "
-        "switches one term off (weight 0), `semantic_only` keeps the semantic term alone, "
-        "`semantic_weight_<w>` changes its weight (the default is chosen on a validation "
-        "split, docs/usdh.md), `bihalf_binarizer` trains USDH's objective on the bi-half "
-        "layer's codes instead of its relaxed codes, `init_itq` starts the linear head from "
-        "ITQ's projection. Same seeds and training images. In brackets: the change from `full` in "
-        "points, with its 95% interval over seeds and queries (as the verdict's, counting the "
-        "two runs of a seed as independent, which widens it); no variant was chosen on these "
-        "test-query numbers.",
+        f"On the main protocol (`{main}`). `full` is the main table's run of the method; for "
+        "USDH, `no_<term>` switches one term off (weight 0), `semantic_only` keeps the "
+        "semantic term alone, `semantic_weight_<w>` changes its weight (the default is chosen "
+        "on a validation split, docs/usdh.md), `bihalf_binarizer` trains USDH's objective on "
+        "the bi-half layer's codes instead of its relaxed codes, `init_itq` starts the linear "
+        "head from ITQ's projection; `<method>_init_pytorch` starts GreedyHash or BiHalf as "
+        "their releases do (nn.Linear's default initialisation) instead of ours "
+        "(docs/methods.md); `<method>_matched` trains on CIBHash's 5,000 images instead of all "
+        "training images (the matched-data verdict above). Same seeds; same training images "
+        "except in the matched runs. In brackets: the change from `full` in points, with its "
+        "95% interval over seeds and queries (as the verdict's, counting the two runs of a seed "
+        "as independent, which widens it); no variant was chosen on these test-query numbers.",
     )

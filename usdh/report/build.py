@@ -25,13 +25,14 @@ from usdh.report.classification import (
 from usdh.report.diagnostics import diagnostics_table
 from usdh.report.figures import map_crossings, protocol_figures, seed_figures
 from usdh.report.lookup import lookup_table
+from usdh.report.matched import matched_display, matched_table
 from usdh.report.queries import query_figures, shown_bits
 from usdh.report.readme import render_readme
 from usdh.report.reported import reported_vs_reproduced
 from usdh.report.results import collect_results, main_tables, summarise
 from usdh.report.selection import read_selection, selection_context, selection_figure
 from usdh.report.training import cost_figure, training_figures, training_table
-from usdh.report.verdict import verdict_table
+from usdh.report.verdict import NUMBERS, verdict_table
 
 __all__ = ["build_report", "write_tables"]
 
@@ -73,16 +74,22 @@ def _results_tables(
 
 
 def _ablations(
-    root: Path, df: pd.DataFrame, reports_root: Path, method: str
+    root: Path, df: pd.DataFrame, reports_root: Path
 ) -> tuple[dict[str, pd.DataFrame], list[Path]]:
-    """ablations.csv (a header alone when there are none), its table and figure."""
-    ablations = collect_ablations(root, df, method)
+    """ablations.csv (a header alone when there are none), its table and figure, and the
+    matched-data verdict (matched.csv) of the variants that train on another part of the split."""
+    ablations = collect_ablations(root, df)
     _write_csv(ablations, reports_root / "ablations.csv")
+    matched = matched_table(root)
+    _write_csv(matched, reports_root / "matched.csv")
     if not len(ablations):
         return {}, []
-    changes = ablation_changes(root, method)
+    changes = ablation_changes(root)
     figures = ablation_figure(changes, reports_root / "figures")
-    return {"ablations": ablation_table(ablations, changes)}, figures
+    tables = {"ablations": ablation_table(ablations, changes)}
+    if len(matched):
+        tables["matched"] = matched_display(matched)
+    return tables, figures
 
 
 def _classification(
@@ -122,6 +129,11 @@ def build_report(
     protocols = list(df["protocol"].drop_duplicates())
     main = context.get("protocol") if context.get("protocol") in protocols else protocols[0]
     tables, cut = _results_tables(root, df, context, target)
+    # the verdict with its numbers, for `python -m usdh compare`; the tables show them as text
+    verdict = tables.get("verdict", pd.DataFrame(columns=["protocol", *NUMBERS]))
+    _write_csv(verdict, reports_root / "verdict.csv")
+    if "verdict" in tables:
+        tables["verdict"] = verdict.drop(columns=list(NUMBERS))
     figures = {"protocol": protocol_figures(df, root, figures_dir, summarise, target)}
     figures["seeds"] = seed_figures(df, f"{cut}_tie_aware", figures_dir)
     figures["cost"] = cost_figure(df, cut, figures_dir, target)
@@ -130,9 +142,7 @@ def build_report(
     per_query_tables, per_query_figures = query_figures(root, main_part, bits, figures_dir)
     tables.update(per_query_tables)
     figures.update(per_query_figures)
-    ablation_tables, figures["ablations"] = _ablations(
-        root, df, reports_root, context.get("ablated", "usdh")
-    )
+    ablation_tables, figures["ablations"] = _ablations(root, df, reports_root)
     classification_tables, classification_context = _classification(root, reports_root, target)
     calibration_tables, calibration_context = _calibration(root, reports_root)
     tables = {**tables, **ablation_tables, **classification_tables, **calibration_tables}

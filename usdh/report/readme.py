@@ -18,6 +18,7 @@ from usdh.report.diagnostics import diagnostics_section
 from usdh.report.figures import caption
 from usdh.report.lookup import lookup_section
 from usdh.report.markdown import protocol_title, section
+from usdh.report.matched import matched_section
 from usdh.report.reported import reported_section
 from usdh.report.selection import selection_section
 from usdh.report.training import cost_section
@@ -205,8 +206,14 @@ def render_readme(
     main = context.get("main", df["protocol"].iloc[0])
     lines = list(INTRO)
     if "verdict" in tables:
-        lines += verdict_section(df, tables["verdict"], target)
+        notes = {}
+        if "matched" in tables:
+            # say in the cells that one opponent trained on fewer images, and where to look
+            notes = {m: "trains on 5,000 images: see matched data" for m in ("cibhash",)}
+        lines += verdict_section(df, tables["verdict"], target, notes)
         lines += shown.lines("seeds")
+    if "matched" in tables:
+        lines += matched_section(tables["matched"])
     lines += _setup(df, context, main, tie_gap)
     lines += _main_tables(df, tables, context.get("cut", "mAP"))
     if "training" in tables:

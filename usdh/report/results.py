@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from usdh.layout import Run, features_dir, find_runs
+from usdh.provenance import cpu_id, machine_columns
 from usdh.registry import methods
 
 __all__ = [
@@ -131,43 +132,6 @@ def cell(values: pd.Series) -> str:
     run once."""
     std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     return fmt(values.mean(), std, len(values), scale=1.0)
-
-
-def cpu_id(cpu: dict[str, Any]) -> str | None:
-    """'AuthenticAMD family 25 model 17': the processor kind that bitwise equality holds on."""
-    if not cpu or cpu.get("family") is None:
-        return None
-    return f"{cpu.get('vendor')} family {cpu.get('family')} model {cpu.get('model')}"
-
-
-def machine_columns(env: dict[str, Any]) -> dict[str, Any]:
-    """The :data:`MACHINE_COLUMNS` of an environment record (``usdh.provenance.environment``)."""
-    cpu = env.get("cpu") or {}
-    packages = env.get("packages") or {}
-    software = ", ".join(
-        [f"Python {env.get('python')}", *(f"{k} {v}" for k, v in packages.items() if v)]
-    )
-    libs = env.get("libraries") or {}
-    # sorted: the order threadpoolctl lists two libraries of one kind (numpy's and scipy's
-    # OpenBLAS) is the order the process happened to load them in
-    pools = sorted(
-        f"{p.get('internal_api')} {p.get('version')} ({p.get('num_threads')} threads)"
-        for p in libs.get("threadpools") or []
-    )
-    torch = libs.get("torch")
-    if torch:
-        pools.append(
-            f"torch kernels {torch.get('cpu_capability')} ({torch.get('threads')} threads)"
-        )
-    return {
-        "cpu": cpu.get("cpu"),
-        "cpu_id": cpu_id(cpu),
-        "isa": " ".join(cpu.get("isa") or []) or None,
-        "cores": cpu.get("cores"),
-        "os": cpu.get("os"),
-        "software": software,
-        "math_libraries": "; ".join(pools) or None,
-    }
 
 
 def _features_cpu(provenance: Path, seen: dict[Path, str | None]) -> str | None:

@@ -181,12 +181,18 @@ def _rows(
                         target: cell(a),
                         "opponent": cell(b),
                         "difference [95% CI, seeds and queries]": interval_text(both),
+                        **dict(zip(NUMBERS, both, strict=True)),
                         "verdict": f"{target} {word(both[1], both[2])}",
                         "these models only [95% CI, queries]": interval_text(models),
                         "these models only": f"{target} {word(models[1], models[2])}",
                     }
                 )
     return rows
+
+
+#: the verdict's difference and interval as numbers (reports/verdict.csv, read by
+#: ``python -m usdh compare``); the Markdown table shows them as text
+NUMBERS = ("difference", "lo", "hi")
 
 
 def verdict_table(
@@ -213,8 +219,11 @@ def verdict_table(
     return pd.DataFrame(rows)
 
 
-def verdict_grid(verdict: pd.DataFrame) -> pd.DataFrame:
-    """The verdict of one protocol as (metric, opponent) rows and one column per code length."""
+def verdict_grid(verdict: pd.DataFrame, notes: dict[str, str] | None = None) -> pd.DataFrame:
+    """The verdict of one protocol as (metric, opponent) rows and one column per code length;
+    ``notes`` adds a remark to an opponent's name (``cibhash (trains on ...)``)."""
+    notes = notes or {}
+    verdict = verdict.assign(vs=[f"{m} ({notes[m]})" if m in notes else m for m in verdict["vs"]])
     v = verdict.assign(
         cell=[
             f"{d} {w.split(' ', 1)[1]}"
@@ -230,8 +239,11 @@ def verdict_grid(verdict: pd.DataFrame) -> pd.DataFrame:
     return grid.reset_index()
 
 
-def verdict_section(df: pd.DataFrame, verdict: pd.DataFrame, target: str) -> list[str]:
-    """The README's verdict: how it is decided, then one grid per protocol."""
+def verdict_section(
+    df: pd.DataFrame, verdict: pd.DataFrame, target: str, notes: dict[str, str] | None = None
+) -> list[str]:
+    """The README's verdict: how it is decided, then one grid per protocol (``notes``: remarks
+    on opponents, :func:`verdict_grid`)."""
     lines = [
         f"## Verdict: {target} against each method",
         "",
@@ -253,5 +265,5 @@ def verdict_section(df: pd.DataFrame, verdict: pd.DataFrame, target: str) -> lis
     for protocol in df["protocol"].drop_duplicates():
         part = verdict[verdict["protocol"] == protocol]
         if len(part):
-            lines += section(f"### {protocol_title(df, protocol)}", verdict_grid(part))
+            lines += section(f"### {protocol_title(df, protocol)}", verdict_grid(part, notes))
     return lines

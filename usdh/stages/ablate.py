@@ -1,6 +1,7 @@
-"""``python -m usdh ablate <variant> [bits seed]``: the ablated method with one variant's
-parameter overrides (a loss term off, another binarizer, another initialisation), fit to metrics,
-for every code length and seed of the ablations section (or the one given)."""
+"""``python -m usdh ablate <variant> [bits seed]``: a method of the experiment with one variant's
+parameter overrides (a loss term off, another binarizer, another initialisation) or trained on
+another part of the split (``train_on``: the matched-data runs), fit to metrics, for every code
+length and seed of the ablations section (or the one given)."""
 
 from __future__ import annotations
 
@@ -17,19 +18,25 @@ from usdh.stages.runs import fitted_runs
 
 log = logging.getLogger("usdh")
 
-#: the whole file, with the class checks of this stage's method only (usdh.paramcheck)
+#: the whole file, with the class checks of the variant's method only (usdh.paramcheck)
 check_params = method_checker("ablations")
 
 
-def _context(params: dict[str, Any], variant: str, bits: int, seed: int) -> RunContext:
-    abl = section(params, "ablations")
-    if variant not in abl["variants"]:
+def _variant(params: dict[str, Any], variant: str) -> dict[str, Any]:
+    variants = section(params, "ablations")["variants"]
+    if variant not in variants:
         raise ParamsError(
-            f"ablation variant {variant!r} is not in ablations.variants "
-            f"({', '.join(abl['variants'])})"
+            f"ablation variant {variant!r} is not in ablations.variants ({', '.join(variants)})"
         )
-    ctx = run_context(params, abl["method"], bits, seed, group="ablations", name=variant)
-    ctx.record.update(variant=variant, overrides=abl["variants"][variant])
+    return variants[variant]
+
+
+def _context(params: dict[str, Any], variant: str, bits: int, seed: int) -> RunContext:
+    spec = _variant(params, variant)
+    ctx = run_context(params, spec["method"], bits, seed, group="ablations", name=variant)
+    ctx.record.update(variant=variant, overrides=spec.get("params") or {})
+    if spec.get("train_on"):
+        ctx.record["train_on"] = spec["train_on"]
     return ctx
 
 
@@ -41,10 +48,15 @@ outputs = stage_outputs(
 def run(
     params: dict[str, Any], variant: str, bits: int | None = None, seed: int | None = None
 ) -> None:
-    """Every run of one ablation variant: fit with its overrides, encode, score."""
-    overrides = section(params, "ablations", "variants", variant)
-    contexts = [_context(params, variant, b, s) for b, s in grid(params, "ablations", bits, seed)]
-    for ctx, _, data in fitted_runs(params, contexts, overrides):
+    """Every run of one ablation variant: fit with its overrides (on its part of the split),
+    encode, score."""
+    spec = _variant(params, variant)
+    runs = grid(params, "ablations", bits, seed, spec["method"])
+    if bits is None and spec.get("bits"):  # the variant's own code lengths
+        runs = [(b, s) for b in spec["bits"] for s in dict.fromkeys(s for _, s in runs)]
+    contexts = [_context(params, variant, b, s) for b, s in runs]
+    runs = fitted_runs(params, contexts, spec.get("params") or {}, part=spec.get("train_on"))
+    for ctx, _, data in runs:
         encode_run(ctx.method, ctx.run, data.features, data.split)
         m = evaluate_context(params, ctx, data.split)  # the split fitted_runs has read
         log_metrics(f"ablation {variant} {ctx.run.bits} bits seed {ctx.run.seed}", m)

@@ -29,8 +29,7 @@ from usdh.io import atomic_path
 from usdh.metrics import evaluate_retrieval
 from usdh.paramcheck import check_all as check_params  # noqa: F401 (the CLI calls it)
 from usdh.params import section
-from usdh.provenance import environment, git_revision
-from usdh.report.results import cpu_id
+from usdh.provenance import cpu_id, environment, git_revision
 from usdh.stages.common import method_params, run_context
 from usdh.stages.features import augmented_views
 

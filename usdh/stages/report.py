@@ -25,6 +25,8 @@ def outputs(params: dict[str, Any]) -> list[Path]:
     names = (
         "results.csv",
         "ablations.csv",
+        "matched.csv",
+        "verdict.csv",
         "classification.csv",
         "calibration.csv",
         "tables",
@@ -62,7 +64,6 @@ def run(params: dict[str, Any]) -> None:
                 "images_per_s": speeds.get("features-calibration"),
             }
     context["bank_views"] = (fp.get("augmentation") or {}).get("views")
-    context["ablated"] = (params.get("ablations") or {}).get("method", "usdh")
     # the method the verdict judges against every other one
     context["target"] = (params.get("diagnostics") or {}).get("method", "usdh")
     timings = render_timings(records, exp["dataset"])

@@ -36,12 +36,14 @@ def fitted_runs(
     params: Mapping[str, Any],
     contexts: list[RunContext],
     overrides: Mapping[str, Any] | None = None,
+    part: str | None = None,
 ) -> Iterator[tuple[RunContext, Fitted, Inputs]]:
     """Fit each context's run on its training rows, save it, and yield ``(ctx, fitted, data)``.
 
     The features and the split are read once for all runs (they share dataset and protocol);
     ``data`` holds ``features`` (an array of every image) and ``split``. ``overrides`` are merged
-    into the method's params.yaml section (an ablation variant).
+    into the method's params.yaml section (an ablation variant); ``part`` names the split part to
+    train on instead of the training pool (an ablation variant's ``train_on``).
     """
     if not contexts:
         return
@@ -61,6 +63,7 @@ def fitted_runs(
             method_params=chosen,
             views=views,
             run=ctx.run,
+            part=part,
         )
         save_fitted(ctx.run, fitted, ctx.record)
         yield ctx, fitted, data
