@@ -115,6 +115,24 @@ def test_two_revisions_through_dvc_metrics_diff(project, monkeypatch, capsys):
     _check(json.loads(capsys.readouterr().out), old, new)
 
 
+def test_record_keeps_the_largest_change_per_method(project, monkeypatch, capsys):
+    repo, old, new = project
+    monkeypatch.chdir(repo)
+    args = ["HEAD~1", "HEAD", "--record", "eager", "--machines", "intel", "amd"]
+    assert main(args) == 0
+    assert main(args) == 0  # the same two sides again: replaced, not appended
+    table = pd.read_csv(repo / "reports" / "hardware.csv")
+    assert sorted(table["method"]) == ["itq", "usdh"]
+    usdh = table[table["method"] == "usdh"].iloc[0]
+    # every mAP figure counts: mAP_tie_aware and mAP_at.1000 carry the same change here
+    largest, _ = _expected(old, new, "usdh", 0)
+    assert usdh["largest"] == pytest.approx(largest, abs=1e-4)
+    assert usdh["where"].startswith("deepbit, 16 bits, seed 1, mAP")
+    assert (usdh["a_machine"], usdh["b_machine"], usdh["features"]) == ("intel", "amd", "eager")
+    assert usdh["verdict_cells_changed"] == 1
+    assert table[table["method"] == "itq"].iloc[0]["largest"] == 0
+
+
 def test_a_folder_against_the_workspace(project, tmp_path, monkeypatch, capsys):
     repo, old, new = project
     folder = tmp_path / "first"

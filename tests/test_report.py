@@ -507,3 +507,63 @@ def test_machine_columns_do_not_depend_on_the_order_libraries_were_loaded():
         "openblas 0.3.30 (2 threads); openblas 0.3.31.188.0 (2 threads); "
         "torch kernels AVX2 (2 threads)"
     )
+
+
+def test_low_seeds_counts_the_seeds_far_below_their_methods_median():
+    from usdh.report.modes import LOW_GAP, low_seeds, low_seeds_section
+
+    rng = np.random.default_rng(3)
+    rows = []
+    values = {  # method -> bits -> per-seed mAP (fractions)
+        "bihalf": {
+            32: [0.604, 0.587, 0.533, 0.599, 0.541],
+            16: [0.555, 0.573, 0.526, 0.581, 0.529],
+        },
+        "itq": {32: [0.524, 0.525, 0.527, 0.522, 0.526], 16: [0.46, 0.461, 0.459, 0.458, 0.46]},
+        "pcah": {32: [0.43], 16: [0.40]},
+    }
+    for method, by_bits in values.items():
+        for bits, seeds in by_bits.items():
+            for seed, v in enumerate(seeds):
+                rows.append(
+                    {"dataset": "cifar10", "protocol": "deepbit", "method": method, "bits": bits}
+                    | {"seed": seed, "mAP_tie_aware": v, "noise": rng.random()}
+                )
+    table = low_seeds(pd.DataFrame(rows), "mAP_tie_aware")
+    # brute force: a seed is low when below its group's median by more than LOW_GAP points
+    for r in table.itertuples():
+        seeds = np.array(values[r.method][r.bits]) * 100
+        assert r.low == int((seeds < np.median(seeds) - LOW_GAP).sum())
+    assert "pcah" not in set(table["method"])  # run once: nothing to compare with
+    got = table.set_index(["method", "bits"])["which"]
+    assert got[("bihalf", 32)] == "seed 2 (53.3), seed 4 (54.1)"
+    assert got[("itq", 32)] == ""
+    text = "\n".join(low_seeds_section(table, "deepbit", "mAP@1000 (tie-aware)"))
+    assert "| bihalf   | 4 of 10" in text and "2 of 5: seed 2 (53.3), seed 4 (54.1)" in text
+
+
+def test_hardware_section_lists_each_recorded_comparison():
+    from usdh.report.hardware import hardware_section, hardware_table
+
+    rows = []
+    for a, b, cells, verdict in (
+        ("r1", "r2", {"cibhash": -2.42, "itq": 0.0}, None),
+        ("r3", "r4", {"cibhash": -1.85, "itq": 0.31, "usdh": 0.04}, 2),
+    ):
+        for method, v in cells.items():
+            rows.append(
+                {"a": a, "b": b, "a_machine": f"m-{a}", "b_machine": f"m-{b}", "features": "f"}
+                | {"method": method, "largest": v, "where": f"w-{method}", "runs": 3}
+                | {"verdict_cells_changed": verdict}
+            )
+    df = pd.DataFrame(rows)
+    table = hardware_table(df)
+    assert list(table["method"]) == ["cibhash", "itq", "usdh"]  # largest change first
+    first, second = (c for c in table.columns if c != "method")
+    assert first.startswith("r1 → r2 (m-r1 → m-r2") and second.startswith("r3 → r4")
+    assert table.loc[0, first] == "-2.42 (w-cibhash)" and table.loc[2, first] == "-"
+    results = pd.DataFrame({"cpu_id": ["GenuineIntel family 6 model 167"] * 2})
+    text = "\n".join(hardware_section(df, results, pd.DataFrame({"cpu_id": ["x"]})))
+    assert "r1 → r2: verdict cells that changed word or sign: not recorded" in text
+    assert "r3 → r4: verdict cells that changed word or sign: 2" in text
+    assert "1 CPU model(s) (GenuineIntel family 6 model 167)" in text and "1 row(s)" in text

@@ -29,7 +29,18 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["Side", "changes", "display", "main", "metric_pairs", "one_side", "verdict_changes"]
+__all__ = [
+    "HARDWARE",
+    "Side",
+    "changes",
+    "display",
+    "hardware_rows",
+    "main",
+    "metric_pairs",
+    "one_side",
+    "record_hardware",
+    "verdict_changes",
+]
 
 #: the metrics summarised by default (fractions, shown in points); ``--metric`` picks others
 METRICS = ("mAP_tie_aware", "mAP", "mAP_all_tie_aware", "precision_r2", "accuracy")
@@ -244,6 +255,70 @@ def one_side(pairs: Mapping[str, Mapping[str, tuple[Any, Any]]]) -> tuple[list[s
     return a, b
 
 
+#: reports/hardware.csv: per method, the largest change of any run between two machines'
+#: regenerations (``--record``); the report's Hardware section reads it
+HARDWARE = Path("reports") / "hardware.csv"
+HARDWARE_COLUMNS = (
+    "a",
+    "b",
+    "a_machine",
+    "b_machine",
+    "features",
+    "method",
+    "largest",
+    "where",
+    "runs",
+    "verdict_cells_changed",
+)
+
+
+def hardware_rows(
+    table: pd.DataFrame,
+    verdict: pd.DataFrame | None,
+    sides: tuple[str, str],
+    machines: tuple[str, str],
+    features: str,
+) -> list[dict[str, Any]]:
+    """One row per method of the retrieval group: the largest change of any of its runs' mAP
+    figures (the ``mAP*`` metrics of ``table``) between the two sides, and where it was;
+    ``verdict``: the verdict
+    cells that changed (None: a side has no reports/verdict.csv)."""
+    part = table[(table["group"] == "retrieval") & table["metric"].str.startswith("mAP")]
+    rows = []
+    for method, own in part.groupby("method", sort=True):
+        top = own.loc[own["largest"].abs().idxmax()]
+        rows.append(
+            {
+                "a": sides[0],
+                "b": sides[1],
+                "a_machine": machines[0],
+                "b_machine": machines[1],
+                "features": features,
+                "method": method,
+                "largest": round(float(top["largest"]), 4),
+                "where": f"{top['protocol']}, {int(top['bits'])} bits, seed "
+                f"{int(top['at_seed'])}, {top['metric']}",
+                "runs": int(own["runs"].max()),
+                "verdict_cells_changed": None if verdict is None else len(verdict),
+            }
+        )
+    return rows
+
+
+def record_hardware(rows: list[dict[str, Any]], path: Path = HARDWARE) -> None:
+    """Add ``rows`` to the table (atomically), replacing those of the same two sides."""
+    from usdh.io import atomic_path
+
+    old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=HARDWARE_COLUMNS)
+    if rows:
+        pairs = {(r["a"], r["b"]) for r in rows}
+        old = old[[(a, b) not in pairs for a, b in zip(old["a"], old["b"], strict=True)]]
+    new = pd.concat([old, pd.DataFrame(rows, columns=HARDWARE_COLUMNS)], ignore_index=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        new.to_csv(tmp, index=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m usdh compare", description=__doc__.split("\n")[0]
@@ -255,21 +330,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--all", action="store_true", help="also the runs that did not change")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--record",
+        metavar="FEATURES",
+        help=f"add the per-method largest change to {HARDWARE} (the two sides must be the "
+        "regenerations of two machines; FEATURES says how the features were computed)",
+    )
+    parser.add_argument(
+        "--machines",
+        nargs=2,
+        metavar=("A", "B"),
+        help="the machines of the two sides, where results.csv does not record them",
+    )
     args = parser.parse_args(argv)
     root = Path.cwd()
     try:
         a, b = Side.parse(args.a, root), Side.parse(args.b, root)
         pairs = metric_pairs(root, a, b)
         table = changes(pairs, args.metric or METRICS)
-        verdict = verdict_changes(
-            a.read(root, "reports/verdict.csv"), b.read(root, "reports/verdict.csv")
-        )
+        verdicts = [s.read(root, "reports/verdict.csv") for s in (a, b)]
+        verdict = verdict_changes(*verdicts)
     except (CompareError, OSError, ValueError) as exc:
         print(f"usdh compare: error: {exc}", file=sys.stderr)
         return 2
+    machines = {s.label(): _machines(s.read(root, "reports/results.csv")) for s in (a, b)}
+    if args.machines:
+        machines = dict(zip(machines, args.machines, strict=True))
+    if args.record:
+        if a.rev is None or b.rev is None:
+            print("usdh compare: error: --record compares two git revisions", file=sys.stderr)
+            return 2
+        names = (machines[a.label()], machines[b.label()])
+        known = None if None in verdicts else verdict
+        # every mAP figure the runs hold (mAP@k, tie-aware or not, over the whole database)
+        keys = sorted({k for run in pairs.values() for k in run if k.startswith("mAP")})
+        every = changes(pairs, keys)
+        rows = hardware_rows(every, known, (a.rev, b.rev), names, args.record)
+        record_hardware(rows, root / HARDWARE)
+        print(f"recorded {len(rows)} methods in {HARDWARE}")
     if not args.all and len(table):
         table = table[table["largest"].abs() > 0]
-    machines = {s.label(): _machines(s.read(root, "reports/results.csv")) for s in (a, b)}
     if args.json:
         only_a, only_b = one_side(pairs)
         out = {

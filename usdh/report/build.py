@@ -24,8 +24,10 @@ from usdh.report.classification import (
 )
 from usdh.report.diagnostics import diagnostics_table
 from usdh.report.figures import map_crossings, protocol_figures, seed_figures
+from usdh.report.hardware import hardware_section, read_hardware
 from usdh.report.lookup import lookup_table
 from usdh.report.matched import matched_display, matched_table
+from usdh.report.modes import low_seeds
 from usdh.report.queries import query_figures, shown_bits
 from usdh.report.readme import render_readme
 from usdh.report.reported import reported_vs_reproduced
@@ -136,6 +138,9 @@ def build_report(
         tables["verdict"] = verdict.drop(columns=list(NUMBERS))
     figures = {"protocol": protocol_figures(df, root, figures_dir, summarise, target)}
     figures["seeds"] = seed_figures(df, f"{cut}_tie_aware", figures_dir)
+    low = low_seeds(df, f"{cut}_tie_aware")
+    if len(low):
+        tables["low_seeds"] = low
     figures["cost"] = cost_figure(df, cut, figures_dir, target)
     main_part = df[df["protocol"] == main]
     bits = shown_bits(main_part, int(context.get("bits", 32)))
@@ -157,6 +162,12 @@ def build_report(
     write_tables(tables, reports_root / "tables")
     tie_gap = float(np.max(np.abs(df["mAP"] - df["mAP_tie_aware"])))
     context = {**context, "main": main, "cut": cut, "bits_shown": bits}
+    hardware = read_hardware(reports_root / "hardware.csv")
+    if hardware is not None:
+        machines = reports_root / "machines.csv"
+        context["hardware"] = hardware_section(
+            hardware, df, pd.read_csv(machines) if machines.is_file() else None
+        )
     if target in set(df["method"]):
         context["crossings"] = map_crossings(root, df, target)
     every = [p for group in figures.values() for p in group]

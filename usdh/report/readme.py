@@ -19,6 +19,7 @@ from usdh.report.figures import caption
 from usdh.report.lookup import lookup_section
 from usdh.report.markdown import protocol_title, section
 from usdh.report.matched import matched_section
+from usdh.report.modes import low_seeds_section
 from usdh.report.reported import reported_section
 from usdh.report.selection import selection_section
 from usdh.report.training import cost_section
@@ -212,6 +213,9 @@ def render_readme(
             notes = {m: "trains on 5,000 images: see matched data" for m in ("cibhash",)}
         lines += verdict_section(df, tables["verdict"], target, notes)
         lines += shown.lines("seeds")
+    if "low_seeds" in tables:
+        cut = context.get("cut", "mAP")
+        lines += low_seeds_section(tables["low_seeds"], main, f"{cut} (tie-aware)")
     if "matched" in tables:
         lines += matched_section(tables["matched"])
     lines += _setup(df, context, main, tie_gap)
@@ -228,6 +232,7 @@ def render_readme(
     lines += selection_section(context, shown.lines("selection"))
     if figures.get("training"):
         lines += ["## Training curves", "", *shown.lines("training")]
+    lines += list(context.get("hardware") or [])
     if context.get("timings"):
         lines += ["## What the pipeline cost", "", str(context["timings"]), ""]
     return "\n".join(lines)
