@@ -77,12 +77,14 @@ def reduced_params() -> dict:
 
 def project_copy(folder: Path, params: dict) -> Path:
     """What a stage runs or reads from the project (the code, dvc.yaml, the committed selection
-    records the report reads) copied into ``folder``, with ``params`` as its params.yaml; DVC is
-    not initialised."""
+    records and cross-machine tables the report reads) copied into ``folder``, with ``params``
+    as its params.yaml; DVC is not initialised."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("usdh", "baselines", "reports/validation"):
         shutil.copytree(ROOT / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", folder / "dvc.yaml")
+    for name in ("reports/hardware.csv", "reports/machines.csv"):  # committed report inputs
+        shutil.copy(ROOT / name, folder / name)
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     return folder
 
