@@ -370,8 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"recorded {len(rows)} methods in {HARDWARE}")
     if not args.all and len(table):
         table = table[table["largest"].abs() > 0]
+    only_a, only_b = one_side(pairs)
     if args.json:
-        only_a, only_b = one_side(pairs)
         out = {
             "machines": machines,
             "only_in_a": only_a,
@@ -381,7 +381,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         print(json.dumps(out, indent=1, default=str))
         return 0
-    only_a, only_b = one_side(pairs)
     print(f"A: {a.label()}, ran on {machines[a.label()]}")
     print(f"B: {b.label()}, ran on {machines[b.label()]}")
     print(f"metrics files on one side only: {len(only_a)} in A, {len(only_b)} in B")

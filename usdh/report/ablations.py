@@ -20,9 +20,12 @@ __all__ = [
     "ABLATION_COLUMNS",
     "ablation_changes",
     "ablation_figure",
+    "ablation_groups",
     "ablation_table",
     "ablations_section",
     "collect_ablations",
+    "per_query_ap",
+    "run_record",
 ]
 
 ABLATION_COLUMNS = [
@@ -63,18 +66,27 @@ def collect_ablations(root: str | Path, results: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(keys).drop(columns=["_m", "_o"]).reset_index(drop=True)
 
 
-def run_method(run: Run) -> str:
-    """The method an ablation run varies (its metrics record says; the path names the
-    variant)."""
-    return str(json.loads(run.metrics.read_text())["method"])
+def run_record(run: Run) -> dict:
+    """An ablation run's metrics record: it names the method the run varies (the path names the
+    variant) and the split part it trained on (``train_on``, when not the pool)."""
+    return json.loads(run.metrics.read_text())
 
 
-def _ap(runs: list[Run]) -> np.ndarray:
-    """The per-query AP at the cut-off (points) of ``runs``, seeds x queries in seed order."""
+def ablation_groups(root: str | Path) -> list[tuple[tuple[str, str, str, int], list[Run]]]:
+    """The ablation runs grouped by (dataset, protocol, variant, code length), in that order."""
+    groups: dict[tuple[str, str, str, int], list[Run]] = {}
+    for run in find_runs("ablations", root=Path(root)):
+        groups.setdefault((run.dataset, run.protocol, run.name, run.bits), []).append(run)
+    return sorted(groups.items())
+
+
+def per_query_ap(runs: list[Run] | tuple[Run, ...], key: str = "ap") -> np.ndarray:
+    """The per-query AP at the cut-off (``key`` of the per-query file: ``ap``, or
+    ``ap_tie_aware``), in points, of ``runs``: seeds x queries in seed order."""
     out = []
     for r in sorted(runs, key=lambda r: r.seed):
         with np.load(r.per_query) as data:
-            out.append(data["ap"] * 100)
+            out.append(data[key] * 100)
     return np.stack(out)
 
 
@@ -84,23 +96,20 @@ def ablation_changes(root: str | Path) -> pd.DataFrame:
     over seeds and queries (``usdh.report.verdict.seed_query_interval``; the seeds are counted
     as independent, though a variant and the full run of one seed start from the same weights: a
     conservative interval)."""
-    groups: dict[tuple[str, str, str, int], list[Run]] = {}
-    for run in find_runs("ablations", root=Path(root)):
-        groups.setdefault((run.dataset, run.protocol, run.name, run.bits), []).append(run)
     full_ap: dict[tuple[Run, ...], np.ndarray] = {}  # every variant compares with the same runs
     rows = []
-    for (dataset, protocol, variant, bits), runs in sorted(groups.items()):
+    for (dataset, protocol, variant, bits), runs in ablation_groups(root):
         if not all(r.metrics.is_file() for r in runs):
             continue
-        method = run_method(runs[0])
+        method = run_record(runs[0])["method"]
         full = tuple(
             Run("retrieval", dataset, protocol, method, bits, r.seed, Path(root)) for r in runs
         )
         if not all(r.per_query.is_file() for r in [*runs, *full]):
             continue
         if full not in full_ap:
-            full_ap[full] = _ap(list(full))
-        diff, lo, hi = seed_query_interval(_ap(runs), full_ap[full])
+            full_ap[full] = per_query_ap(full)
+        diff, lo, hi = seed_query_interval(per_query_ap(runs), full_ap[full])
         rows.append(
             {
                 "dataset": dataset,

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from usdh.layout import Run, find_runs
+from usdh.layout import Run
 from usdh.registry import methods
-from usdh.report.ablations import run_method
+from usdh.report.ablations import ablation_groups, per_query_ap, run_record
 from usdh.report.markdown import section
 from usdh.report.verdict import interval_text, seed_query_interval, word
 
@@ -20,21 +19,6 @@ __all__ = ["matched_display", "matched_section", "matched_table"]
 
 #: the verdict's main metric: per-query tie-aware AP at the protocol's cut-off
 KEY = "ap_tie_aware"
-
-
-def _ap(runs: list[Run]) -> np.ndarray:
-    """Per-query tie-aware AP (points) of ``runs``, seeds x queries in seed order."""
-    out = []
-    for r in sorted(runs, key=lambda r: r.seed):
-        with np.load(r.per_query) as data:
-            out.append(data[KEY] * 100)
-    return np.stack(out)
-
-
-def _train_on(run: Run) -> str | None:
-    import json
-
-    return json.loads(run.metrics.read_text()).get("train_on")
 
 
 def matched_table(
@@ -45,32 +29,27 @@ def matched_table(
     with the verdict's interval over seeds and queries and its word. The same seeds are used on
     both sides of the full-data comparison as on the matched one."""
     root = Path(root)
-    groups: dict[tuple[str, str, str, int], list[Run]] = {}
-    for run in find_runs("ablations", root=root):
-        groups.setdefault((run.dataset, run.protocol, run.name, run.bits), []).append(run)
     specs = methods()
     rows = []
-    for (dataset, protocol, _variant, bits), runs in sorted(groups.items()):
+    for (dataset, protocol, _variant, bits), runs in ablation_groups(root):
         if not all(r.metrics.is_file() and r.per_query.is_file() for r in runs):
             continue
-        part = _train_on(runs[0])
+        record = run_record(runs[0])
+        part, method = record.get("train_on"), record["method"]
         if part is None:
             continue
-        method = run_method(runs[0])
-
+        # the main runs of the reference and of the method with the variant's seeds
         seeds = sorted(r.seed for r in runs)
         ref, full = (
-            [
-                r
-                for s in seeds
-                if (r := Run("retrieval", dataset, protocol, m, bits, s, root)).per_query.is_file()
-            ]
+            [Run("retrieval", dataset, protocol, m, bits, s, root) for s in seeds]
             for m in (reference, method)
         )
+        ref = [r for r in ref if r.per_query.is_file()]
+        full = [r for r in full if r.per_query.is_file()]
         if not ref or len(full) != len(runs):
             continue
         fixed = (not specs[method].seeded, not specs[reference].seeded)
-        q_ref = _ap(ref)
+        q_ref = per_query_ap(ref, KEY)
         row = {
             "dataset": dataset,
             "protocol": protocol,
@@ -79,7 +58,7 @@ def matched_table(
             "train_on": part,
             "seeds": f"{len(runs)} / {len(ref)}",
         }
-        for label, q in (("matched", _ap(runs)), ("full", _ap(full))):
+        for label, q in (("matched", per_query_ap(runs, KEY)), ("full", per_query_ap(full, KEY))):
             diff, lo, hi = seed_query_interval(q, q_ref, level, fixed=fixed)
             row[f"{label}_change"], row[f"{label}_lo"], row[f"{label}_hi"] = diff, lo, hi
             row[label] = f"{interval_text((diff, lo, hi))} {word(lo, hi)}"

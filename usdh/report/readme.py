@@ -207,10 +207,10 @@ def render_readme(
     main = context.get("main", df["protocol"].iloc[0])
     lines = list(INTRO)
     if "verdict" in tables:
-        notes = {}
-        if "matched" in tables:
-            # say in the cells that one opponent trained on fewer images, and where to look
-            notes = {m: "trains on 5,000 images: see matched data" for m in ("cibhash",)}
+        # say in the cells that one opponent trained on fewer images, and where to look
+        notes = (
+            {"cibhash": "trains on 5,000 images: see matched data"} if "matched" in tables else {}
+        )
         lines += verdict_section(df, tables["verdict"], target, notes)
         lines += shown.lines("seeds")
     if "low_seeds" in tables:
