@@ -190,6 +190,29 @@ def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch):
     assert val["val_mAP_per_epoch"][-1] == pytest.approx(val["val_mAP"], abs=1e-6)
     assert "val_mAP" in (folder / "0_1_train_log.csv").read_text().splitlines()[0]
     assert "## usdh" in (folder.parent / "README.md").read_text()
+
+    # an interrupted search resumes: a fit already recorded for the same setting, parameters
+    # and features is reused, never one recorded with other parameters
+    import usdh.stages.validate as validate_stage
+
+    summary_text = (folder / "summary.json").read_text()
+    (folder / "summary.json").unlink()
+    refits: list[int] = []
+    real_fit = validate_stage.fit_on_rows
+
+    def counting_fit(*args, **kwargs):
+        refits.append(args[2])  # the seed
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(validate_stage, "fit_on_rows", counting_fit)
+    assert main(["validate", "usdh"]) == 0
+    assert refits == [] and (folder / "summary.json").read_text() == summary_text
+    stale = json.loads((folder / "0_1.json").read_text())
+    stale["method_params"]["lr"] = 0.5
+    (folder / "0_1.json").write_text(json.dumps(stale))
+    assert main(["validate", "usdh"]) == 0
+    assert refits == [1] and (folder / "summary.json").read_text() == summary_text
+    assert json.loads((folder / "0_1.json").read_text())["method_params"]["lr"] == 0.01
     split = json.loads((tmp_path / "data/splits/oxford17/retrieval/split.json").read_text())
     q = np.load(tmp_path / "data/splits/oxford17/retrieval/val_query.npy")
     train = np.load(tmp_path / "data/splits/oxford17/retrieval/train.npy")

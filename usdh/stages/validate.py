@@ -15,6 +15,7 @@ person's commit, not a side effect.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -129,6 +130,8 @@ def run(params: dict[str, Any], method: str) -> None:
     out = outputs(params, method)[0]
     record = {
         **ctx.record,
+        # which features the fits saw (their record's digest): a resumed search never mixes two
+        "features_record": _file_digest(Path(ctx.features_dir) / "provenance.json"),
         "topk": data.topk,
         "n_val_query": data.n_query,
         "n_val_database": data.n_database,
@@ -227,8 +230,19 @@ def _fit_and_score(
     record: dict[str, Any],
 ) -> float:
     """Fit one setting on the validation database rows with one seed, write its record and
-    training log, return its validation mAP (NaN when training diverged)."""
-    base = {**record, "seed": seed, "setting": setting}
+    training log, return its validation mAP (NaN when training diverged). A record that an
+    interrupted search already wrote for the same setting, parameters and data is reused."""
+    # the merged parameters, as JSON reads them back: what a resumed record must match
+    base = {
+        **record,
+        "seed": seed,
+        "setting": setting,
+        "method_params": json.loads(json.dumps(chosen, sort_keys=True)),
+    }
+    done = _finished(out / f"{i}_{seed}.json", base)
+    if done is not None:
+        log.info("%s setting %d %s seed %d: reused its record", method, i, setting, seed)
+        return done
     try:
         fitted = fit_on_rows(
             method,
@@ -261,6 +275,25 @@ def _fit_and_score(
         hasher.write_log(out / f"{i}_{seed}_train_log.csv")
     log.info("%s setting %d %s seed %d: val mAP %.4f", method, i, setting, seed, value)
     return value
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _finished(path: Path, base: Mapping[str, Any]) -> float | None:
+    """The score in ``path`` when it records this very fit (every field of ``base`` equal),
+    else None: a search resumes where it stopped, and never reuses a fit of other params."""
+    try:
+        done = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(done, dict) or any(done.get(k) != v for k, v in base.items()):
+        return None
+    if "diverged" in done:
+        return float("nan")
+    value = done.get("val_mAP")
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _score_of(row: Mapping[str, Any]) -> float:
