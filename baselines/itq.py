@@ -40,11 +40,13 @@ class ITQ(BaseHasher):
         super().__init__(n_bits=n_bits, random_state=random_state)
         self.n_iter = n_iter
 
-    def _validate_params(self, X: NDArray[np.floating]) -> None:
+    def _check_params(self) -> None:
         if isinstance(self.n_iter, bool) or not isinstance(self.n_iter, int | np.integer):
             raise ValueError(f"n_iter must be a non-negative integer, got {self.n_iter!r}")
         if self.n_iter < 0:
             raise ValueError(f"n_iter must be a non-negative integer, got {self.n_iter}")
+
+    def _validate_params(self, X: NDArray[np.floating]) -> None:
         check_pca_size(f"ITQ(n_bits={self.n_bits})", self.n_bits, *X.shape)
 
     def _fit(self, X: NDArray[np.floating]) -> None:

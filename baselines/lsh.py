@@ -28,7 +28,7 @@ class LSH(BaseHasher):
         super().__init__(n_bits=n_bits, random_state=random_state)
         self.center = center
 
-    def _validate_params(self, X: NDArray[np.floating]) -> None:
+    def _check_params(self) -> None:
         if not isinstance(self.center, bool | np.bool_):
             raise ValueError(f"center must be True or False, got {self.center!r}")
 

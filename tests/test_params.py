@@ -98,6 +98,60 @@ def _with(path: str, value):
         ("methods.usdh.loss.semantic.kk", 3, r"semantic\.kk' is not an option.*construction"),
         ("methods.usdh.loss.semantik", {"weight": 1}, r"'methods\.usdh\.loss\.semantik' is not"),
         ("calibration.features.gist.block", 4, r"gist\.block' is not a known key.*blocks"),
+        # every value of a method through its class's check_params (issue 32), with YAML's traps
+        (
+            "methods.itq.n_iter",
+            "50",
+            r"'methods\.itq\.n_iter': .*got '50'.*write the number 50",
+        ),
+        ("methods.lsh.center", "false", r"'methods\.lsh\.center': center.*'false'.*true or false"),
+        ("methods.usdh.epochs", "5", r"'methods\.usdh\.epochs': stage epochs .*got '5'"),
+        ("methods.usdh.lr", -0.1, r"'methods\.usdh\.lr': stage lr must be a finite number > 0"),
+        ("methods.usdh.lr", "3e-3", r"got '3e-3'.*write the number 0\.003.*3\.0e-3"),
+        ("methods.usdh.device", "gpu", r"'methods\.usdh\.device': unknown device 'gpu'"),
+        ("methods.usdh.threads", 0, r"'methods\.usdh\.threads': threads must be an integer >= 1"),
+        ("methods.usdh.activation", "relux", r"'methods\.usdh\.activation'.*relux"),
+        (
+            "methods.usdh.optimizer",
+            "adamw",
+            r"'methods\.usdh\.optimizer': optimizer must be",
+        ),
+        ("methods.usdh.init", "xavier", r"'methods\.usdh\.init': init must be one of"),
+        ("methods.usdh.val_fraction", 1.0, r"val_fraction must lie in \[0, 1\)"),
+        (
+            "methods.greedyhash.hidden",
+            0,
+            r"'methods\.greedyhash\.hidden': hidden must be",
+        ),
+        ("methods.bihalf.binarizer", "bihalves", r"'methods\.bihalf\.binarizer'.*bihalves"),
+        (
+            "methods.usdh.loss.semantic.construction",
+            "cosin",
+            r"'methods\.usdh\.loss\.semantic\.construction': unknown .* 'cosin'; choose one",
+        ),
+        (
+            "methods.deepbit.loss.entropy.weight",
+            -1.0,
+            r"'methods\.deepbit\.loss\.entropy\.weight': the weight of .* must be .* >= 0",
+        ),
+        (
+            "ablations.variants.no_semantic.params.loss.semantic.weight",
+            -2.0,
+            r"^params\.yaml: 'ablations\.variants\.no_semantic\.params\.loss\.semantic\.weight'",
+        ),
+        ("experiment.methods", ["itq", "usdh", "itq"], "lists a method twice"),
+        ("features.device", "gpu", r"'features\.device': unknown device 'gpu'"),
+        ("features.backbone", "resnet50", r"'features\.backbone': unknown backbone 'resnet50'"),
+        ("split_seed", -1, r"'split_seed': input should be greater than or equal to 0, got -1"),
+        ("evaluation.radius", 99, r"evaluation\.radius 99 must be below every code length"),
+        ("evaluation.radius", -1, r"'evaluation\.radius'.*greater than or equal to 0"),
+        ("datasets.oxford17.protocols", ["retrival"], r"unknown protocol 'retrival' for oxford17"),
+        ("datasets.cifar10.train_subset", -5, r"train_subset': a count of images.*got -5"),
+        ("datasets.cifar10.train_subset", 1.5, r"train_subset': a count of images.*got 1\.5"),
+        ("diagnostics.batches", 0, r"'diagnostics\.batches'.*greater than or equal to 1"),
+        ("features.augmentation.jitter", [0.4, 0.4, 0.4], r"augmentation\.jitter'.*at least 4"),
+        ("features.augmentation.crop_scale", [0.5], r"augmentation\.crop_scale'.*at least 2"),
+        ("evaluation", None, r"'evaluation': input should be a valid"),
     ],
 )
 def test_bad_params_name_the_problem(path, value, match):
@@ -111,6 +165,65 @@ def test_several_problems_are_listed_together():
     with pytest.raises(ParamsError, match="2 problems") as info:
         validate_params(params)
     assert "n_iters" in str(info.value) and "input_sise" in str(info.value)
+
+
+def test_a_missing_evaluation_section_is_named():
+    params = copy.deepcopy(DEFAULTS)
+    del params["evaluation"]
+    with pytest.raises(ParamsError, match="'evaluation' is missing"):
+        validate_params(params)
+
+
+def test_a_wrong_value_of_a_method_is_reported_once_not_in_every_variant():
+    """A variant inherits its method's values: the mistake is named where it was written."""
+    with pytest.raises(ParamsError) as info:
+        validate_params(_with("methods.usdh.lr", -0.1))
+    assert "problems" not in str(info.value) and "variants" not in str(info.value)
+
+
+def test_the_schemas_names_are_the_registries():
+    """The schema names backbones and protocols without importing model or data code."""
+    from usdh.backbones import BACKBONES
+    from usdh.data import PROTOCOLS
+    from usdh.schema import ANY_DATASET_PROTOCOLS, BACKBONE_NAMES, DATASET_PROTOCOLS
+
+    assert set(BACKBONE_NAMES) == set(BACKBONES)
+    generic = {p.name for p in PROTOCOLS.values() if p.dataset is None}
+    assert set(ANY_DATASET_PROTOCOLS) == generic
+    for dataset, names in DATASET_PROTOCOLS.items():
+        own = {p.name for p in PROTOCOLS.values() if p.dataset == dataset}
+        assert own <= set(names) and set(names) - own <= generic, dataset
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("split_seed: 0\nmethods:\n  itq: {n_iter: 50}\n  itq: {n_iter: 5}\n")
+    with pytest.raises(ParamsError, match=r"mine\.yaml: the key 'itq' is given twice.*3 and 4"):
+        load_params(path)
+
+
+def test_a_params_file_that_is_not_text_says_so(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(ParamsError, match="is not a text file"):
+        load_params(path)
+
+
+def test_messages_name_the_params_file_that_was_read(tmp_path):
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump(_with("split_seed", -1)))
+    with pytest.raises(ParamsError, match=r"^\S*other\.yaml: 'split_seed'"):
+        validate_params(load_params(path))
+
+
+def test_every_class_checks_its_values_without_data():
+    """check_params needs no features: what paramcheck runs before any stage works."""
+    from usdh.registry import method_class, methods
+
+    for name in methods():
+        assert method_class(name)(n_bits=16).check_params() is not None
+        with pytest.raises(ValueError, match="n_bits"):
+            method_class(name)(n_bits=12).check_params()
 
 
 def test_the_schema_follows_the_methods_signatures():
@@ -139,6 +252,16 @@ def test_the_schema_follows_the_methods_signatures():
         ("split", "split_seed", 1.7),
         ("features", "features.input_sise", 96),
         ("bank", "features.batch_size", "8"),
+        # values the class checks, and cross-section facts, before anything is written
+        ("check", "methods.itq.n_iter", "50"),
+        ("check", "methods.usdh.lr", -0.003),
+        ("check", "methods.usdh.loss.semantic.construction", "cosin"),
+        ("check", "evaluation.radius", 99),
+        ("check", "features.backbone", "resnet50"),
+        ("prepare", "datasets.oxford17.protocols", ["retrival"]),
+        ("split", "split_seed", -1),
+        ("features", "features.device", "gpu"),
+        ("bank", "features.augmentation.jitter", [0.4, 0.4, 0.4]),
     ],
 )
 def test_a_typo_fails_the_first_stage_in_one_line(tmp_path, command, path, value):

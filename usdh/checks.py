@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["check_angles", "check_positive_int"]
+__all__ = ["check_angles", "check_device_name", "check_positive_int"]
 
 
 def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -16,6 +17,22 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def check_device_name(spec: Any, name: str = "device") -> str:
+    """``spec`` lower-cased, if it is a device string (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+
+    Only the spelling: whether CUDA is there is asked when the device is used
+    (:func:`usdh.device.resolve_device`), so a params file written for a GPU machine checks on
+    any machine."""
+    if not isinstance(spec, str) or not _DEVICE_RE.match(spec.strip().lower()):
+        raise ValueError(
+            f"unknown {name} {spec!r}: use 'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'"
+        )
+    return spec.strip().lower()
 
 
 def check_angles(angles: Iterable[float] | None, n: int | None = None) -> tuple[float, ...] | None:

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from usdh.checks import check_device_name
+
 __all__ = ["resolve_device", "seed_everything", "torch_determinism"]
 
 _CUDA_RE = re.compile(r"^cuda(?::(\d+))?$")
@@ -35,16 +37,13 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
         spec = str(spec)
     if not isinstance(spec, str):
         raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {spec!r}")
-    text = spec.strip().lower()
+    text = check_device_name(spec)
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if text == "cpu":
         return torch.device("cpu")
     match = _CUDA_RE.match(text)
-    if match is None:
-        raise ValueError(
-            f"unknown device {spec!r}; use 'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'"
-        )
+    assert match is not None  # check_device_name accepted it
     if not torch.cuda.is_available():
         raise RuntimeError(
             f"device {spec!r} was requested but CUDA is not available on this machine "

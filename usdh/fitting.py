@@ -25,6 +25,7 @@ from usdh.data import training_part
 from usdh.hasher import BaseHasher, TrainingViews
 from usdh.io import atomic_path, save_json
 from usdh.layout import CHECKPOINTS, Run
+from usdh.params import merge_params
 from usdh.provenance import environment
 from usdh.registry import MethodSpec, get_method
 
@@ -45,17 +46,6 @@ __all__ = [
     "stored_views",
     "views_from_features",
 ]
-
-
-def merge_params(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``override`` merged in, recursively for nested mappings (copies)."""
-    out = {k: (merge_params(v, {}) if isinstance(v, Mapping) else v) for k, v in base.items()}
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge_params(out[key], value)
-        else:
-            out[key] = merge_params(value, {}) if isinstance(value, Mapping) else value
-    return out
 
 
 def make_hasher(

@@ -195,8 +195,10 @@ class BaseHasher:
         images of their bank, :meth:`usdh.method.USDH.trained_on`)."""
         return part, n_rows
 
-    def _check_fit_input(self, X: ArrayLike) -> NDArray[np.floating]:
-        """Check ``n_bits``, ``random_state`` and the training features; return the features."""
+    def check_params(self) -> Self:
+        """Check every hyperparameter that needs no data (types, ranges, names from their sets),
+        so that a bad value in params.yaml fails before any stage works
+        (:mod:`usdh.paramcheck` calls this); ``fit`` checks the rest against the data."""
         check_n_bits(self.n_bits)
         rs = self.random_state
         if isinstance(rs, bool) or not isinstance(rs, int | np.integer) or rs < 0:
@@ -204,6 +206,15 @@ class BaseHasher:
                 f"random_state must be a non-negative integer (seeds are recorded with every "
                 f"result), got {rs!r}"
             )
+        self._check_params()
+        return self
+
+    def _check_params(self) -> None:
+        """The data-free checks of a method's own hyperparameters; override to add them."""
+
+    def _check_fit_input(self, X: ArrayLike) -> NDArray[np.floating]:
+        """Check the hyperparameters and the training features; return the features."""
+        self.check_params()
         return check_features(X, min_rows=self._min_fit_rows)
 
     def encode(self, X: ArrayLike) -> NDArray[np.uint8]:

@@ -204,6 +204,9 @@ class USDH(BaseHasher):
             progress=self.progress,
         )
 
+    def _check_params(self) -> None:
+        self.train_config()  # every training knob, the loss terms and their options
+
     # -- fit ---------------------------------------------------------------------------------------
     def fit(
         self,

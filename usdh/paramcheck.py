@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from usdh.layout import check_name
-from usdh.params import ParamsError, base_method, fail, section
+from usdh.params import ParamsError, base_method, fail, merge_params, section
 from usdh.registry import get_method, method_class
 from usdh.registry import methods as registered_methods
 from usdh.schema import check_shape
@@ -78,48 +78,115 @@ def _loss_problems(where: str, loss: Any) -> list[str]:
 
 def check_schema(params: dict[str, Any], methods: Collection[str] | None = None) -> list[str]:
     """Every schema violation of ``params`` as one line each (empty: the shape is right): the
-    declared shape (:mod:`usdh.schema`), then the keys and loss options of each method in
-    ``methods`` (None: every one). Those need the method's class, and so a deep method's
-    torch: a stage that fits one method checks that one, and a stage that fits none, none."""
+    declared shape (:mod:`usdh.schema`), then each method in ``methods`` (None: every one), in
+    ``methods.<m>`` and in each ablation variant (its params merged into its method's): parameter
+    names and loss options against the class, then every value through the class's own
+    :meth:`~usdh.hasher.BaseHasher.check_params` (types, ranges, names from their sets). Those
+    need the method's class, and so a deep method's torch: a stage that fits one method checks
+    that one, and a stage that fits none, none."""
     problems = check_shape(params)
-    for name, given in (params.get("methods") or {}).items():
+    given_methods = params.get("methods") or {}
+    wrong: set[str] = set()  # methods whose own values are wrong: their variants inherit that
+    for name, given in given_methods.items():
         if given is None or (methods is not None and name not in methods):
             continue
-        if not isinstance(given, dict):
-            continue  # reported above: a method's parameters must be a mapping
-        try:
-            allowed = method_keys(name)
-        except (ValueError, ImportError):
-            continue  # an unknown method: reported where methods are listed
-        for key in given:
-            if key not in allowed:
-                problems.append(
-                    f"'methods.{name}.{key}' is not a parameter of {name}; its parameters are "
-                    f"{', '.join(allowed)}"
-                )
-        if "loss" in given and "loss" in allowed:
-            problems += _loss_problems(f"methods.{name}.loss", given["loss"])
+        if isinstance(given, dict):  # else reported above: parameters must be a mapping
+            found = _method_problems(f"methods.{name}", name, given, given)
+            wrong.update([name] if found else [])
+            problems += found
     variants = (params.get("ablations") or {}).get("variants") or {}
     for name, variant in variants.items() if isinstance(variants, dict) else ():
-        if not isinstance(variant, dict) or (
-            methods is not None and variant.get("method") not in methods
-        ):
+        method = variant.get("method") if isinstance(variant, dict) else None
+        if method is None or (methods is not None and method not in methods):
             continue
-        given = variant.get("params") or {}
-        try:
-            allowed = method_keys(str(variant.get("method")))
-        except (ValueError, ImportError):
-            continue  # an unknown method: reported with the variants
-        where = f"ablations.variants.{name}.params"
-        problems += [
-            f"'{where}.{key}' is not a parameter of {variant['method']}; its parameters are "
-            f"{', '.join(allowed)}"
-            for key in given
-            if key not in allowed
-        ]
-        if isinstance(given, dict) and "loss" in given:
-            problems += _loss_problems(f"{where}.loss", given["loss"])
+        own = variant.get("params") or {}
+        base = given_methods.get(method) or {}
+        if isinstance(own, dict) and isinstance(base, dict):
+            merged = None if method in wrong else merge_params(base, own)
+            problems += _method_problems(f"ablations.variants.{name}.params", method, own, merged)
     return problems
+
+
+def _method_problems(
+    where: str, method: str, given: dict[str, Any], merged: dict[str, Any] | None
+) -> list[str]:
+    """The problems of ``given`` (the parameters written at ``where``) for ``method``: unknown
+    names and loss options; if there are none, the values of ``merged`` (what the class will
+    be built with; None: not checked) through the class's ``check_params``."""
+    try:
+        allowed = method_keys(method)
+    except (ValueError, ImportError):
+        return []  # an unknown method: reported where methods are listed
+    out = [
+        f"'{where}.{key}' is not a parameter of {method}; its parameters are {', '.join(allowed)}"
+        for key in given
+        if key not in allowed
+    ]
+    if "loss" in given and "loss" in allowed:
+        out += _loss_problems(f"{where}.loss", given["loss"])
+    if out or merged is None:
+        return out
+    cls = method_class(method)
+    try:
+        cls(**merged).check_params()
+    except (ValueError, TypeError) as exc:
+        # name the key: the first value that the class refuses on its own (else the section,
+        # for values that are wrong only together)
+        culprit = next(
+            ((k, v) for k, v in _leaves(given) if _refuses(cls, _nested_key(k, v))), None
+        )
+        if culprit is None:
+            out.append(f"'{where}': {exc}")
+        else:
+            out.append(f"'{where}.{culprit[0]}': {exc}{_yaml_hint(culprit[1])}")
+    return out
+
+
+def _leaves(given: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``{"loss": {"semantic": {"weight": 1}}}`` -> ``[("loss.semantic.weight", 1)]``."""
+    out: list[tuple[str, Any]] = []
+    for key, value in given.items():
+        path = f"{prefix}{key}"
+        out += _leaves(value, f"{path}.") if isinstance(value, dict) and value else [(path, value)]
+    return out
+
+
+def _nested_key(path: str, value: Any) -> dict[str, Any]:
+    """``("loss.semantic.weight", 1)`` -> ``{"loss": {"semantic": {"weight": 1}}}``."""
+    *parts, last = path.split(".")
+    out: dict[str, Any] = {last: value}
+    for part in reversed(parts):
+        out = {part: out}
+    return out
+
+
+def _refuses(cls: type, params: dict[str, Any]) -> bool:
+    try:
+        cls(**params).check_params()
+    except (ValueError, TypeError):
+        return True
+    return False
+
+
+def _yaml_hint(value: Any) -> str:
+    """A hint when a value is a number or a boolean that YAML read as a string (quoted, or a
+    float without a dot in its mantissa: to YAML 1.1 ``3e-3`` is a string, ``3.0e-3`` a number)."""
+    if not isinstance(value, str):
+        return ""
+    if value.lower() in ("true", "false", "yes", "no", "on", "off"):
+        return " (YAML reads it as a string: write true or false, unquoted)"
+    number: float | int
+    try:
+        number = int(value)
+    except ValueError:
+        try:
+            number = float(value)
+        except ValueError:
+            return ""
+    return (
+        f" (YAML reads it as a string: write the number {number!r}, unquoted, and a float "
+        "with a dot in its mantissa: 3.0e-3, not 3e-3)"
+    )
 
 
 def two_view_methods(params: dict[str, Any], dataset: str) -> list[str]:
@@ -161,6 +228,7 @@ def validate_params(params: dict[str, Any], methods: Collection[str] | None = No
     if not isinstance(datasets, dict) or not datasets:
         fail("'datasets' must configure at least one dataset")
     methods = _check_experiment(section(params, "experiment"), datasets, known)
+    _check_radius(params)
     if params.get("ablations") is not None:
         _check_ablations(params["ablations"], methods)
     if params.get("finetune") is not None:
@@ -215,6 +283,8 @@ def _check_experiment(
     for m in methods:
         if m not in known:
             fail(f"unknown method {m!r} in experiment.methods; known: {', '.join(known)}")
+    if len(set(methods)) != len(methods):
+        fail(f"'experiment.methods' lists a method twice: {methods!r}")
     _int_list(exp.get("bits"), "experiment.bits", multiple_of=8, minimum=8)
     _int_list(exp.get("seeds"), "experiment.seeds")
     split_protocols = datasets[exp["dataset"]].get("protocols") or []
@@ -233,6 +303,22 @@ def _check_experiment(
                 f"datasets.{exp['dataset']}.protocols ({', '.join(map(str, split_protocols))})"
             )
     return methods
+
+
+def _check_radius(params: dict[str, Any]) -> None:
+    """The Hamming radius of the hash-lookup figures lies within every scored code length."""
+    radius = (params.get("evaluation") or {}).get("radius", 2)
+    lengths = [
+        (f"{name}.bits", b)
+        for name in ("experiment", "ablations", "calibration", "classification")
+        for b in (params.get(name) or {}).get("bits") or []
+    ]
+    for where, bits in lengths:
+        if radius >= bits:
+            fail(
+                f"evaluation.radius {radius} must be below every code length; {where} has "
+                f"{bits} bits (the usual radius is 2)"
+            )
 
 
 def _check_ablations(abl: dict[str, Any], methods: list[str]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,6 +24,7 @@ __all__ = [
     "fail",
     "features_params",
     "load_params",
+    "merge_params",
     "read_check_record",
     "section",
     "sections_checker",
@@ -55,15 +57,49 @@ class ParamsError(ValueError):
     """params.yaml is missing, malformed, or names something that does not exist."""
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one
+    silently, so the first value a user wrote would be ignored without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(
+                    f"the key {key!r} is given twice in one mapping (lines {seen[key]} and "
+                    f"{line}); YAML would keep the last silently: keep one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+#: the params file the last ``load_params`` read, which every message names (``--params``)
+_SOURCE: ContextVar[str] = ContextVar("params_source", default="params.yaml")
+
+
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> dict[str, Any]:
-    """Read params.yaml as a dict (it must be a mapping at top level)."""
+    """Read params.yaml as a dict (it must be a mapping at top level); later messages about its
+    values name this file."""
     p = Path(path)
+    _SOURCE.set(str(path))
     if not p.exists():
         raise ParamsError(
             f"{p} not found; run the command from the project root or pass --params PATH"
         )
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_text()
+    except UnicodeDecodeError:
+        raise ParamsError(f"{p} is not a text file; it must be YAML, as params.yaml") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no object is built
+    except _DuplicateKey as exc:
+        raise ParamsError(f"{p}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{p} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -78,7 +114,7 @@ def section(params: dict[str, Any], *keys: str) -> Any:
     for key in keys:
         walked.append(key)
         if not isinstance(node, dict) or key not in node:
-            raise ParamsError(f"params.yaml has no '{'.'.join(walked)}' entry")
+            raise ParamsError(f"{_SOURCE.get()} has no '{'.'.join(walked)}' entry")
         node = node[key]
     return node
 
@@ -88,7 +124,7 @@ def dataset_params(params: Mapping[str, Any], name: str) -> dict[str, Any]:
     datasets = section(params, "datasets")
     if name not in datasets:
         raise ParamsError(
-            f"dataset {name!r} is not configured in params.yaml (configured: "
+            f"dataset {name!r} is not configured in {_SOURCE.get()} (configured: "
             f"{', '.join(sorted(datasets))}); add a 'datasets.{name}' entry"
         )
     return datasets[name]
@@ -105,7 +141,7 @@ def features_params(params: dict[str, Any], experiment: str = "experiment") -> d
 
 def fail(msg: str) -> NoReturn:
     """Raise the one-line error every params check gives (prefixed with the file's name)."""
-    raise ParamsError(f"params.yaml: {msg}")
+    raise ParamsError(f"{_SOURCE.get()}: {msg}")
 
 
 def sections_checker(*sections: str) -> Callable[..., None]:
@@ -163,3 +199,14 @@ def read_check_record(dataset: str, root: Path = Path()) -> dict[str, Any]:
     if not isinstance(views, dict) or dataset not in views:
         raise ParamsError(f"{path} does not know dataset {dataset!r}: {fix}")
     return {"two_view_methods": list(views[dataset])}
+
+
+def merge_params(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` merged in, recursively for nested mappings (copies)."""
+    out = {k: (merge_params(v, {}) if isinstance(v, Mapping) else v) for k, v in base.items()}
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_params(out[key], value)
+        else:
+            out[key] = merge_params(value, {}) if isinstance(value, Mapping) else value
+    return out

@@ -18,13 +18,41 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
-__all__ = ["Params", "check_shape"]
+from usdh.checks import check_device_name
 
-Count = int | float  # a count, or a share in (0, 1] (``train_subset``, ``rotation_subset``, ...)
+__all__ = ["BACKBONE_NAMES", "DATASET_PROTOCOLS", "Params", "check_shape"]
+
+#: the backbones and each dataset's split protocols (``per-class`` serves any single-label
+#: dataset), named here so that checking params.yaml needs no model or data code;
+#: tests/test_params.py checks that they agree with ``usdh.backbones.BACKBONES`` and
+#: ``usdh.data.PROTOCOLS``
+BACKBONE_NAMES = ("efficientnet_lite0", "gist", "vgg16", "vgg19")
+DATASET_PROTOCOLS = {
+    "cifar10": ("deepbit", "1k-5k-59k", "per-class"),
+    "nuswide": ("nuswide21",),
+    "oxford17": ("retrieval", "classification", "per-class"),
+}
+ANY_DATASET_PROTOCOLS = ("per-class",)
+
+Index = Annotated[int, Field(ge=0)]  # a seed, a radius, a count that may be 0
+Positive = Annotated[int, Field(ge=1)]  # epochs, sizes, batches
+
+
+def _count(value: int | float) -> int | float:
+    if (isinstance(value, int) and value >= 1) or (isinstance(value, float) and 0 < value <= 1):
+        return value
+    raise ValueError("a count of images (an integer >= 1) or a share of them in (0, 1]")
+
+
+#: a count of images (>= 1), or a share of them in (0, 1] (``train_subset``, ``rotation_subset``)
+Count = Annotated[int | float, AfterValidator(_count)]
+Share = Annotated[float, Field(ge=0.0, le=1.0)]  # a probability
+#: torch's device strings, spelled as :func:`usdh.checks.check_device_name` wants them
+Device = Annotated[str, AfterValidator(check_device_name)]
 
 
 class _Section(BaseModel):
@@ -51,29 +79,30 @@ class Gist(_Section):
 class Augmentation(_Section):
     """The bank of augmented views (``usdh.augment.Augmentation``; the release's recipe)."""
 
-    views: int = 4
-    crop_scale: list[float] = [0.5, 1.0]
-    crop_ratio: list[float] = [0.75, 1.3333333333333333]
-    flip: float = 0.5
-    jitter: list[float] = [0.4, 0.4, 0.4, 0.1]
-    jitter_p: float = 0.7
-    grayscale: float = 0.2
-    blur_p: float = 0.5
-    blur_sigma: list[float] = [0.1, 2.0]
+    views: Positive = 4
+    crop_scale: Annotated[list[float], Field(min_length=2, max_length=2)] = [0.5, 1.0]
+    crop_ratio: Annotated[list[float], Field(min_length=2, max_length=2)] = [0.75, 4 / 3]
+    flip: Share = 0.5
+    #: brightness, contrast, saturation, hue
+    jitter: Annotated[list[float], Field(min_length=4, max_length=4)] = [0.4, 0.4, 0.4, 0.1]
+    jitter_p: Share = 0.7
+    grayscale: Share = 0.2
+    blur_p: Share = 0.5
+    blur_sigma: Annotated[list[float], Field(min_length=2, max_length=2)] = [0.1, 2.0]
 
 
 class Features(_Section):
     backbone: str
     weights: str
-    input_size: int
-    batch_size: int | None = None
+    input_size: Positive
+    batch_size: Positive | None = None
     dtype: Literal["float32", "bfloat16"] = "float32"
     storage_dtype: Literal["float32", "float16"] = "float32"
-    device: str = "auto"
+    device: Device = "auto"
     #: how the frozen backbone runs on the CPU (usdh/engines.py; docs/features.md, "Engines")
     engine: Literal["eager", "onnxruntime", "openvino"] = "eager"
-    threads: int | None = None
-    num_workers: int = 0
+    threads: Positive | None = None
+    num_workers: Index = 0
     rotation_angles: list[float] = []
     rotation_mode: Literal["crop", "fill"] = "crop"
     augmentation: Augmentation | None = None
@@ -85,7 +114,7 @@ class FeaturesOverride(Features):
 
     backbone: str | None = None  # type: ignore[assignment]
     weights: str | None = None  # type: ignore[assignment]
-    input_size: int | None = None  # type: ignore[assignment]
+    input_size: Positive | None = None  # type: ignore[assignment]
 
 
 class Experiment(_Section):
@@ -132,8 +161,8 @@ class Finetune(_Section):
     methods: list[str] = []
     bits: list[int] = []
     seeds: list[int] = []
-    n_trainable: int = 1
-    input_size: int | None = None
+    n_trainable: Index = 1
+    input_size: Positive | None = None
     train: dict[str, Any] = {}
 
 
@@ -153,33 +182,33 @@ class Classification(_Section):
 
 
 class Validation(_Section):
-    bits: int
+    bits: Positive
     seeds: list[int]
     space: dict[str, dict[str, list[Any]]] = {}
 
 
 class Diagnostics(_Section):
     method: str
-    batch_size: int = 256
-    batches: int = 40
+    batch_size: Positive = 256
+    batches: Positive = 40
 
 
 class Curve(_Section):
-    max_n: int | None = None
-    min_k: int | None = None
-    points: int
+    max_n: Positive | None = None
+    min_k: Positive | None = None
+    points: Annotated[int, Field(ge=2)]
 
 
 class Examples(_Section):
-    queries: int = 4
-    top: int = 10
-    seed: int = 0
+    queries: Positive = 4
+    top: Positive = 10
+    seed: Index = 0
 
 
 class Evaluation(_Section):
-    precision_at: list[int] = []
-    map_at: list[int] = []
-    radius: int = 2
+    precision_at: list[Positive] = []
+    map_at: list[Positive] = []
+    radius: Index = 2
     precision_curve: Curve | None = None
     map_curve: Curve | None = None
     examples: Examples | None = None
@@ -187,7 +216,7 @@ class Evaluation(_Section):
 
 class Params(_Section):
     datasets: dict[str, Dataset]
-    split_seed: int = 0
+    split_seed: Index = 0
     features: Features
     experiment: Experiment
     methods: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
@@ -197,7 +226,7 @@ class Params(_Section):
     finetune: Finetune | None = None
     calibration: Calibration | None = None
     classification: Classification | None = None
-    evaluation: Evaluation | None = None
+    evaluation: Evaluation
     bank_study: BankStudy | None = None
 
 
@@ -242,6 +271,8 @@ def _message(err: dict[str, Any]) -> str:
         return f"'{where}' is not a known key{hint}"
     if err["type"] == "missing":
         return f"'{where}' is missing"
+    if err["type"] == "value_error":  # our own validators' messages, as they are
+        return f"'{where}': {err['ctx']['error']}, got {err.get('input')!r}"
     return f"'{where}': {err['msg'].lower()}, got {err.get('input')!r}"
 
 
@@ -249,9 +280,8 @@ def _sections_model(names: tuple[str, ...]) -> type[BaseModel]:
     """A model of only ``names`` of :class:`Params` (each as required or optional as there)."""
     fields: dict[str, Any] = {}
     for name in names:
-        field = Params.model_fields[name]
-        default = ... if field.is_required() else field.get_default(call_default_factory=True)
-        fields[name] = (field.annotation, default)
+        field = Params.model_fields[name]  # its FieldInfo keeps the default and constraints
+        fields[name] = (field.annotation, field)
     return create_model("Sections", __base__=_Section, **fields)
 
 
@@ -272,4 +302,28 @@ def check_shape(params: dict[str, Any], sections: tuple[str, ...] | None = None)
         model.model_validate(given)
     except ValidationError as exc:
         return [_message(e) for e in exc.errors(include_url=False)]
-    return []
+    return _name_problems(given)
+
+
+def _name_problems(given: dict[str, Any]) -> list[str]:
+    """Names that must come from a known set: each dataset's protocols, the backbones."""
+    out = []
+    for name, ds in (given.get("datasets") or {}).items():
+        known = DATASET_PROTOCOLS.get(name, ANY_DATASET_PROTOCOLS)
+        out += [
+            f"'datasets.{name}.protocols': unknown protocol {proto!r} for {name}; its "
+            f"protocols are {', '.join(known)}"
+            for proto in ds["protocols"]
+            if proto not in known
+        ]
+    for where, feats in (
+        ("features", given.get("features")),
+        ("calibration.features", (given.get("calibration") or {}).get("features")),
+    ):
+        backbone = (feats or {}).get("backbone")
+        if backbone is not None and backbone not in BACKBONE_NAMES:
+            out.append(
+                f"'{where}.backbone': unknown backbone {backbone!r}; the backbones are "
+                f"{', '.join(BACKBONE_NAMES)}"
+            )
+    return out

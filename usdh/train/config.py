@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from usdh.checks import check_positive_int
+from usdh.checks import check_device_name, check_positive_int
 from usdh.train.model import HashHead, HashModel, build_activation, build_binarizer
 
 __all__ = ["OPTIMIZERS", "Stage", "TrainConfig", "TrainResult"]
@@ -126,6 +126,11 @@ class TrainConfig:
             check_positive_int("hidden", self.hidden)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        check_device_name(self.device)
+        if self.threads is not None:
+            check_positive_int("threads", self.threads)
+        if not isinstance(self.progress, bool):
+            raise ValueError(f"progress must be true or false, got {self.progress!r}")
 
     def stage_loss_config(self, index: int) -> dict[str, dict[str, Any]]:
         """The loss config of stage ``index``: the base config with the stage's weights."""
