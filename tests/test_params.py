@@ -152,6 +152,12 @@ def _with(path: str, value):
         ("features.augmentation.jitter", [0.4, 0.4, 0.4], r"augmentation\.jitter'.*at least 4"),
         ("features.augmentation.crop_scale", [0.5], r"augmentation\.crop_scale'.*at least 2"),
         ("evaluation", None, r"'evaluation': input should be a valid"),
+        ("validation.seeds", [], r"'validation\.seeds' must be a non-empty list"),
+        ("validation.bits", 12, r"validation\.bits' must hold multiples of 8"),
+        ("validation.space.usdh.lrr", [0.1], r"'validation\.space\.usdh\.lrr' is not a param"),
+        ("validation.space.usdh.lr", [0.1, -1.0], r"'validation\.space\.usdh\.lr': stage lr"),
+        ("validation.space.usdh.lr", [], r"'validation\.space\.usdh\.lr': list should have"),
+        ("validation.space.cnnh", {"lr": [1.0]}, r"'validation\.space\.cnnh': 'cnnh' is not a"),
     ],
 )
 def test_bad_params_name_the_problem(path, value, match):

@@ -104,7 +104,40 @@ def check_schema(params: dict[str, Any], methods: Collection[str] | None = None)
         if isinstance(own, dict) and isinstance(base, dict):
             merged = None if method in wrong else merge_params(base, own)
             problems += _method_problems(f"ablations.variants.{name}.params", method, own, merged)
+    problems += _space_problems(params, given_methods, methods, wrong)
     return problems
+
+
+def _space_problems(
+    params: dict[str, Any],
+    given_methods: dict[str, Any],
+    methods: Collection[str] | None,
+    wrong: set[str],
+) -> list[str]:
+    """``validation.space``: each knob a parameter path of its method, each candidate a value
+    the class accepts (set alone over ``methods.<m>``), for the methods in scope."""
+    space = (params.get("validation") or {}).get("space") or {}
+    out: list[str] = []
+    for method, knobs in space.items():
+        if method not in registered_methods():
+            out.append(
+                f"'validation.space.{method}': {method!r} is not a registered method; "
+                f"the methods are {', '.join(registered_methods())}"
+            )
+            continue
+        if (methods is not None and method not in methods) or method in wrong:
+            continue
+        base = given_methods.get(method) or {}
+        for knob, values in knobs.items():
+            for value in values:  # one line per knob: its first refused value
+                own = _nested_key(knob, value)
+                found = _method_problems(
+                    f"validation.space.{method}", method, own, merge_params(base, own)
+                )
+                if found:
+                    out.append(found[0])
+                    break
+    return out
 
 
 def _method_problems(
@@ -239,6 +272,9 @@ def validate_params(params: dict[str, Any], methods: Collection[str] | None = No
         _check_classification(params["classification"], datasets, known)
     if params.get("bank_study") is not None:
         _check_bank_study(params["bank_study"], known)
+    if params.get("validation") is not None:
+        _int_list([params["validation"]["bits"]], "validation.bits", multiple_of=8, minimum=8)
+        _int_list(params["validation"]["seeds"], "validation.seeds")
 
 
 def check_all(params: dict[str, Any], *_args: Any, **_where: Any) -> None:

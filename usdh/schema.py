@@ -184,7 +184,7 @@ class Classification(_Section):
 class Validation(_Section):
     bits: Positive
     seeds: list[int]
-    space: dict[str, dict[str, list[Any]]] = {}
+    space: dict[str, dict[str, Annotated[list[Any], Field(min_length=1)]]] = {}
 
 
 class Diagnostics(_Section):

@@ -180,6 +180,12 @@ def run(params: dict[str, Any], method: str) -> None:
     }
     save_json(out / SUMMARY, summary)
     write_table(out.parent)
+    if not space:
+        print(
+            f"{method}: nothing to select (validation.space has no {method!r} entry); its "
+            f"params.yaml setting scores val mAP {best['val_mAP_mean']:.4f}, as a reference"
+        )
+        return
     print(f"{method}: best setting {best['setting']} (val mAP {best['val_mAP_mean']:.4f}):")
     print(json.dumps(summary["chosen_params"], indent=2))
 
