@@ -567,3 +567,24 @@ def test_hardware_section_lists_each_recorded_comparison():
     assert "r1 → r2: verdict cells that changed word or sign: not recorded" in text
     assert "r3 → r4: verdict cells that changed word or sign: 2" in text
     assert "1 CPU model(s) (GenuineIntel family 6 model 167)" in text and "1 row(s)" in text
+
+
+def test_the_report_refuses_runs_that_params_no_longer_configure(tmp_path):
+    """A renamed ablation variant leaves its old metrics behind; the report read them as a
+    current variant once (semantic_weight_3, 2026-12-04). Now it names them and stops."""
+    from usdh.stages.report import check_no_stale_runs
+
+    params = {
+        "experiment": {"methods": ["itq"]},
+        "ablations": {"variants": {"semantic_weight_10": {"method": "usdh"}}},
+    }
+    for name in ("semantic_weight_10", "semantic_weight_3"):
+        save_json(tmp_path / f"metrics/ablations/cifar10/deepbit/{name}/32/0.json", {})
+    save_json(tmp_path / "metrics/retrieval/cifar10/deepbit/itq/32/0.json", {})
+    with pytest.raises(ValueError, match=r"does not configure: semantic_weight_3 \("):
+        check_no_stale_runs(params, tmp_path)
+    params["ablations"]["variants"]["semantic_weight_3"] = {"method": "usdh"}
+    check_no_stale_runs(params, tmp_path)  # configured again: nothing stale
+    save_json(tmp_path / "metrics/retrieval/cifar10/deepbit/lsh/32/0.json", {})
+    with pytest.raises(ValueError, match="does not configure: lsh"):
+        check_no_stale_runs(params, tmp_path)

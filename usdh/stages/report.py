@@ -35,8 +35,38 @@ def outputs(params: dict[str, Any]) -> list[Path]:
     return [REPORTS / n for n in (*names, "README.md", "timings.md")]
 
 
+def configured_names(params: dict[str, Any]) -> dict[str, set[str]]:
+    """Per run group, the run names params.yaml configures (methods and variants)."""
+    exp = section(params, "experiment")
+    cal = params.get("calibration") or {}
+    return {
+        "retrieval": set(exp["methods"]),
+        "ablations": set((params.get("ablations") or {}).get("variants") or {}),
+        "classification": set((params.get("classification") or {}).get("methods") or []),
+        "finetune": set((params.get("finetune") or {}).get("methods") or []),
+        "calibration": set(cal.get("methods") or []),
+    }
+
+
+def check_no_stale_runs(params: dict[str, Any], root: Path = Path()) -> None:
+    """Refuse metrics of runs that params.yaml no longer configures (a renamed variant, a
+    dropped method): the report reads every run on disk, and would show them as current."""
+    names = configured_names(params)
+    for group in layout.GROUPS:
+        stale = sorted({run.name for run in layout.find_runs(group, root=root)} - names[group])
+        if stale:
+            folder = root / layout.METRICS / group
+            raise ValueError(
+                f"{folder} holds runs that params.yaml does not configure: {', '.join(stale)} "
+                f"(left by an earlier configuration?); remove their folders under metrics/, "
+                f"models/, codes/, queries/ and plots/, and their timing records, or configure "
+                f"them again"
+            )
+
+
 def run(params: dict[str, Any]) -> None:
     """Tables, figures and reports/README.md from the metrics files."""
+    check_no_stale_runs(params)
     fp = section(params, "features")
     env = environment(fp["device"])
     versions = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
