@@ -49,15 +49,3 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         from benchmarks.report import write_benchmark_report
 
         write_benchmark_report(Path(target), BENCH_OUT)
-
-
-@pytest.fixture(autouse=True)
-def _messages_name_params_yaml():
-    """``load_params`` sets the file name that later params messages give, for the process (the
-    CLI runs one command per process); reset it for every test, so that a test that read
-    another file (even one that does not exist) does not rename the messages of the next."""
-    from usdh import params as params_module
-
-    token = params_module._SOURCE.set("params.yaml")
-    yield
-    params_module._SOURCE.reset(token)

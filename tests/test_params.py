@@ -16,7 +16,7 @@ from usdh.classification import classify_codes
 from usdh.cli import main
 from usdh.fitting import merge_params
 from usdh.paramcheck import validate_params
-from usdh.params import LOSS_TERMS, ParamsError, load_params
+from usdh.params import LOSS_TERMS, ParamsError, load_params, params_source
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -218,7 +218,10 @@ def test_a_params_file_that_is_not_text_says_so(tmp_path):
 def test_messages_name_the_params_file_that_was_read(tmp_path):
     path = tmp_path / "other.yaml"
     path.write_text(yaml.safe_dump(_with("split_seed", -1)))
-    with pytest.raises(ParamsError, match=r"^\S*other\.yaml: 'split_seed'"):
+    with params_source(path), pytest.raises(ParamsError, match=r"^\S*other\.yaml: 'split_seed'"):
+        validate_params(load_params(path))
+    # outside the block (an API user who read another file) messages name params.yaml again
+    with pytest.raises(ParamsError, match=r"^params\.yaml: 'split_seed'"):
         validate_params(load_params(path))
 
 

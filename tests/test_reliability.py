@@ -129,6 +129,130 @@ def test_a_model_whose_metadata_contradicts_its_arrays_is_refused(saved_itq):
         ITQ.load(path)
 
 
+def _itq_run(tmp_path: Path, bits: int = 16, seed: int = 0, model_bits: int | None = None):
+    """An ITQ run fitted and saved as the fit stage does (model and fit record), its features
+    and a split; ``model_bits`` puts a model of another length under the run's path."""
+    from usdh.fitting import Fitted, save_fitted
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 40))
+    split = {"query": np.arange(20), "database": np.arange(20, 120), "train": np.arange(20, 120)}
+    run = layout.Run("retrieval", "toy", "retrieval", "itq", bits, seed, tmp_path)
+    hasher = ITQ(n_bits=model_bits or bits, random_state=seed, n_iter=3).fit(x[20:])
+    save_fitted(run, Fitted("itq", hasher, "train", 100, 0.1))
+    return run, x, split
+
+
+def test_a_model_of_another_length_than_its_path_is_refused(tmp_path):
+    """A 32-bit model under itq/16/0 was encoded and scored under the 16-bit run's name."""
+    from usdh.stages.encode import encode_run
+
+    run, x, split = _itq_run(tmp_path, bits=16, model_bits=32)
+    with pytest.raises(ValueError, match=r"holds a 32-bit model.*16-bit run.*fit itq 16 0"):
+        encode_run("itq", run, x, split)
+    assert not run.codes_dir.exists()
+
+
+def test_a_fit_record_of_another_run_is_refused(tmp_path):
+    from usdh.stages.encode import encode_run
+
+    run, x, split = _itq_run(tmp_path, seed=0)
+    record = json.loads(run.fit_record.read_text())
+    run.fit_record.write_text(json.dumps({**record, "seed": 1, "method": "pcah"}))
+    with pytest.raises(ValueError, match=r"records method 'pcah', seed 1.*method 'itq', seed 0"):
+        encode_run("itq", run, x, split)
+
+
+def test_codes_of_another_length_than_their_run_are_not_scored(tmp_path):
+    from usdh.evaluation import Curves, evaluate_run
+
+    run, _, split = _itq_run(tmp_path, bits=16)
+    save_npy(run.codes_dir / "query.npy", np.zeros((20, 4), np.uint8))
+    save_npy(run.codes_dir / "database.npy", np.zeros((100, 4), np.uint8))
+    labels = np.arange(120) % 3
+    with pytest.raises(ValueError, match=r"query\.npy holds 32-bit codes.*16-bit run"):
+        evaluate_run(labels, split, run, 10, Curves(), 2, {})
+    assert not run.metrics.exists()
+
+
+def test_encode_writes_both_code_files_or_neither(tmp_path):
+    """A NaN in the database's features once left a new query.npy beside the old database.npy."""
+    from usdh.stages.encode import encode_run
+
+    run, x, split = _itq_run(tmp_path)
+    encode_run("itq", run, x, split)
+    before = {p.name: p.read_bytes() for p in run.codes_dir.iterdir()}
+    other = x.copy()
+    other[:20] += 1.0  # other query codes, were they written
+    other[50, 3] = np.nan  # a database row
+    with pytest.raises(ValueError, match="NaN"):
+        encode_run("itq", run, other, split)
+    assert {p.name: p.read_bytes() for p in run.codes_dir.iterdir()} == before
+
+
+def test_evaluate_writes_its_five_files_together_or_none(tmp_path, monkeypatch):
+    from usdh import evaluation
+    from usdh.evaluation import Curves, evaluate_run
+    from usdh.stages.encode import encode_run
+
+    run, x, split = _itq_run(tmp_path)
+    encode_run("itq", run, x, split)
+    labels = np.arange(120) % 3
+    evaluate_run(labels, split, run, 10, Curves(), 2, {})
+    files = (run.per_query, run.pr_curve, run.p_at_n, run.map_at_k, run.metrics)
+    before = [p.read_bytes() for p in files]
+    calls = []
+
+    def fails_on_the_second(path, header, rows):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        path.write_text("written\n")
+
+    monkeypatch.setattr(evaluation, "_write_csv", fails_on_the_second)
+    with pytest.raises(OSError):
+        evaluate_run(np.arange(120) % 4, split, run, 10, Curves(), 2, {})
+    assert [p.read_bytes() for p in files] == before
+    assert sorted(p.name for p in run.metrics.parent.iterdir()) == [run.metrics.name]
+
+
+def test_evaluating_a_run_never_fitted_names_the_command_that_fits_it(tmp_path, monkeypatch):
+    from usdh.params import load_params
+    from usdh.stages.common import run_context
+    from usdh.stages.evaluate import check_fitted
+
+    monkeypatch.chdir(tmp_path)
+    params = load_params(ROOT / "params.yaml")
+    ctx = run_context(params, "usdh", 32, 1, protocol="1k-5k-59k")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"never fitted; run python -m usdh fit usdh 32 1 "
+        r"--protocol 1k-5k-59k",
+    ):
+        check_fitted([ctx])
+    cal = run_context(params, "lsh_uncentred", 32, 0, experiment="calibration")
+    with pytest.raises(FileNotFoundError, match=r"fit lsh_uncentred 32 0 --experiment calibration"):
+        check_fitted([cal])
+
+
+def test_features_nothing_reads_are_refused(tmp_path):
+    """``features oxford17 --experiment calibration`` computed 1,360 rows nothing read, when the
+    calibration runs on CIFAR-10."""
+    from usdh.params import load_params
+    from usdh.stages.features import check_read
+
+    params = load_params(ROOT / "params.yaml")
+    assert params["calibration"]["dataset"] == "cifar10"
+    with pytest.raises(
+        ValueError,
+        match=r"nothing reads calibration features of oxford17.*"
+        r"runs on cifar10",
+    ):
+        check_read(params, "oxford17", "calibration")
+    check_read(params, "cifar10", "calibration")
+    check_read(params, "oxford17", "experiment")  # the main features serve every dataset
+
+
 def test_damaged_features_name_the_file_and_the_stage(tmp_path):
     rng = np.random.default_rng(0)
     out = tmp_path / "feats"
@@ -293,6 +417,11 @@ def test_an_interrupted_dvc_repro_of_a_deep_fit_resumes_and_ends_bitwise_equal(t
     variants = params["ablations"]["variants"]
     params["ablations"]["variants"] = {k: v for k, v in variants.items() if v["method"] == "usdh"}
     params["methods"]["usdh"].update(epochs=400, batch_size=8)  # long enough to interrupt
+    # 8 steps an epoch: the fit is long in epochs (the interrupt lands on an event, two epochs
+    # logged, not on a time) and short in work, so that the two full fits cost little anywhere
+    params["datasets"]["oxford17"].update(
+        train_subset=64, rotation_subset=32, augmentation_subset=32
+    )
     project_copy(tmp_path, params)
     dvc(tmp_path, "init", "--no-scm", "-q")
     stage = "fit@usdh-retrieval"

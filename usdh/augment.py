@@ -27,6 +27,8 @@ holds the 4 of a bank of 4, bit for bit.
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,6 +47,69 @@ def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
     return float(rng.uniform(bounds[0], bounds[1]))
 
 
+#: what each tuple field allows: (count, the words of the error, the check of its numbers)
+_RANGES: dict[str, tuple[int, str, Callable[[tuple[float, ...]], bool]]] = {
+    "crop_scale": (
+        2,
+        "2 numbers (low, high): area shares with 0 < low <= high <= 1",
+        lambda v: 0.0 < v[0] <= v[1] <= 1.0,
+    ),
+    "crop_ratio": (
+        2,
+        "2 numbers (low, high): finite aspect ratios with 0 < low <= high, e.g. (0.75, 1.333)",
+        lambda v: 0.0 < v[0] <= v[1] < math.inf,
+    ),
+    "jitter": (
+        4,
+        "4 numbers (brightness, contrast, saturation, hue), each finite and >= 0, hue <= 0.5",
+        lambda v: all(0.0 <= j < math.inf for j in v) and v[3] <= 0.5,
+    ),
+    "blur_sigma": (
+        2,
+        "2 numbers (low, high): finite Gaussian sigmas with 0 < low <= high",
+        lambda v: 0.0 < v[0] <= v[1] < math.inf,
+    ),
+}
+_PROBABILITIES = ("flip", "jitter_p", "grayscale", "blur_p")
+_VIEWS = "an integer >= 2 (training draws two distinct views of an image)"
+
+
+def _bad(name: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"augmentation {name} must be {allowed}, got {value!r}")
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _plain(value: Any) -> Any:
+    """A plain Python int or float for any real (numpy's too: the recipe is recorded as JSON)."""
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+def _integer(name: str, value: Any, minimum: int, allowed: str) -> int:
+    if not (isinstance(value, numbers.Integral) and _real(value)) or value < minimum:
+        raise _bad(name, value, allowed)
+    return int(value)
+
+
+def _numbers(name: str, value: Any) -> tuple[float, ...]:
+    """``value`` (a tuple, a list or an array) as a tuple of Python numbers, checked against
+    ``_RANGES[name]``; NaN fails every range."""
+    n, allowed, ok = _RANGES[name]
+    if isinstance(value, np.ndarray) and value.ndim != 1:
+        raise _bad(name, value, allowed)
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
+        raise _bad(name, value, allowed)
+    items = list(value)
+    if len(items) != n or not all(_real(v) for v in items):
+        raise _bad(name, value, allowed)
+    out = tuple(_plain(v) for v in items)
+    if not ok(out):
+        raise _bad(name, value, allowed)
+    return out
+
+
 @dataclass(frozen=True)
 class Augmentation:
     """The release's augmentation recipe (module doc), ``views`` per image, seeded by ``seed``."""
@@ -61,24 +126,18 @@ class Augmentation:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.views, bool) or not isinstance(self.views, int) or self.views < 2:
-            raise ValueError(
-                f"augmentation views must be an integer >= 2 (training draws two distinct views "
-                f"of an image), got {self.views!r}"
-            )
-        for name in ("flip", "jitter_p", "grayscale", "blur_p"):
+        """Check every field here, so that a bad recipe fails when built, naming the field, the
+        value and what is allowed, rather than as a traceback from inside the first view."""
+        set_ = object.__setattr__  # frozen: numpy scalars and lists become plain numbers, tuples
+        set_(self, "views", _integer("views", self.views, 2, _VIEWS))
+        set_(self, "seed", _integer("seed", self.seed, 0, "an integer >= 0 (numpy's rng seed)"))
+        for name in _PROBABILITIES:
             p = getattr(self, name)
-            if not (isinstance(p, int | float) and 0.0 <= p <= 1.0):
-                raise ValueError(f"augmentation {name} must be a probability in [0, 1], got {p!r}")
-        lo, hi = self.crop_scale
-        if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
-        if not 0.0 < self.crop_ratio[0] <= self.crop_ratio[1]:
-            raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {self.crop_ratio}")
-        if any(j < 0 for j in self.jitter) or self.jitter[3] > 0.5:
-            raise ValueError(f"jitter must be >= 0 with hue <= 0.5, got {self.jitter}")
-        if not 0.0 < self.blur_sigma[0] <= self.blur_sigma[1]:
-            raise ValueError(f"blur_sigma must satisfy 0 < low <= high, got {self.blur_sigma}")
+            if not (_real(p) and 0.0 <= p <= 1.0):  # NaN fails the comparison
+                raise _bad(name, p, "a probability in [0, 1]")
+            set_(self, name, _plain(p))
+        for name in _RANGES:
+            set_(self, name, _numbers(name, getattr(self, name)))
 
     @classmethod
     def from_params(cls, options: dict[str, Any] | None, seed: int) -> Augmentation:

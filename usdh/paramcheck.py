@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from usdh.layout import check_name
-from usdh.params import ParamsError, base_method, fail, merge_params, section
+from usdh.params import ParamsError, base_method, fail, merge_params, nested, section
 from usdh.registry import get_method, method_class
 from usdh.registry import methods as registered_methods
 from usdh.schema import check_shape
@@ -92,7 +92,8 @@ def check_schema(params: dict[str, Any], methods: Collection[str] | None = None)
             continue
         if isinstance(given, dict):  # else reported above: parameters must be a mapping
             found = _method_problems(f"methods.{name}", name, given, given)
-            wrong.update([name] if found else [])
+            if found:
+                wrong.add(name)
             problems += found
     variants = (params.get("ablations") or {}).get("variants") or {}
     for name, variant in variants.items() if isinstance(variants, dict) else ():
@@ -130,7 +131,7 @@ def _space_problems(
         base = given_methods.get(method) or {}
         for knob, values in knobs.items():
             for value in values:  # one line per knob: its first refused value
-                own = _nested_key(knob, value)
+                own = nested({knob: value})
                 found = _method_problems(
                     f"validation.space.{method}", method, own, merge_params(base, own)
                 )
@@ -160,18 +161,18 @@ def _method_problems(
     if out or merged is None:
         return out
     cls = method_class(method)
-    try:
-        cls(**merged).check_params()
-    except (ValueError, TypeError) as exc:
-        # name the key: the first value that the class refuses on its own (else the section,
-        # for values that are wrong only together)
-        culprit = next(
-            ((k, v) for k, v in _leaves(given) if _refuses(cls, _nested_key(k, v))), None
-        )
-        if culprit is None:
-            out.append(f"'{where}': {exc}")
-        else:
-            out.append(f"'{where}.{culprit[0]}': {exc}{_yaml_hint(culprit[1])}")
+    exc = _refusal(cls, merged)
+    if exc is None:
+        return out
+    # name the key: the first value that the class refuses on its own (else the section, for
+    # values that are wrong only together)
+    culprit = next(
+        ((k, v) for k, v in _leaves(given) if _refusal(cls, nested({k: v})) is not None), None
+    )
+    if culprit is None:
+        out.append(f"'{where}': {exc}")
+    else:
+        out.append(f"'{where}.{culprit[0]}': {exc}{_yaml_hint(culprit[1])}")
     return out
 
 
@@ -184,21 +185,13 @@ def _leaves(given: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def _nested_key(path: str, value: Any) -> dict[str, Any]:
-    """``("loss.semantic.weight", 1)`` -> ``{"loss": {"semantic": {"weight": 1}}}``."""
-    *parts, last = path.split(".")
-    out: dict[str, Any] = {last: value}
-    for part in reversed(parts):
-        out = {part: out}
-    return out
-
-
-def _refuses(cls: type, params: dict[str, Any]) -> bool:
+def _refusal(cls: type, params: dict[str, Any]) -> Exception | None:
+    """What the class's ``check_params`` says of ``params`` (None: it accepts them)."""
     try:
         cls(**params).check_params()
-    except (ValueError, TypeError):
-        return True
-    return False
+    except (ValueError, TypeError) as exc:
+        return exc
+    return None
 
 
 def _yaml_hint(value: Any) -> str:

@@ -6,8 +6,9 @@ stage); this module imports no method code, so the data stages that use it do no
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, NoReturn
@@ -25,6 +26,8 @@ __all__ = [
     "features_params",
     "load_params",
     "merge_params",
+    "nested",
+    "params_source",
     "read_check_record",
     "section",
     "sections_checker",
@@ -79,15 +82,24 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-#: the params file the last ``load_params`` read, which every message names (``--params``)
+#: the params file that messages about values name (``--params``; see :func:`params_source`)
 _SOURCE: ContextVar[str] = ContextVar("params_source", default="params.yaml")
 
 
+@contextlib.contextmanager
+def params_source(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Within the block, messages about params values name ``path`` (the CLI's ``--params``);
+    a context, so that an API user who reads another file renames no later message."""
+    token = _SOURCE.set(str(path))
+    try:
+        yield
+    finally:
+        _SOURCE.reset(token)
+
+
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> dict[str, Any]:
-    """Read params.yaml as a dict (it must be a mapping at top level); later messages about its
-    values name this file."""
+    """Read params.yaml as a dict (it must be a mapping at top level)."""
     p = Path(path)
-    _SOURCE.set(str(path))
     if not p.exists():
         raise ParamsError(
             f"{p} not found; run the command from the project root or pass --params PATH"
@@ -209,4 +221,17 @@ def merge_params(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[s
             out[key] = merge_params(out[key], value)
         else:
             out[key] = merge_params(value, {}) if isinstance(value, Mapping) else value
+    return out
+
+
+def nested(setting: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted keys as nested mappings: ``{"loss.semantic.weight": 3}`` -> ``{"loss":
+    {"semantic": {"weight": 3}}}`` (how a validation setting or one knob becomes parameters)."""
+    out: dict[str, Any] = {}
+    for key, value in setting.items():
+        *path, last = key.split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
     return out

@@ -22,6 +22,7 @@ __all__ = [
     "RunContext",
     "contexts",
     "dataset_params",
+    "fit_command",
     "fit_files",
     "grid",
     "method_outputs",
@@ -160,6 +161,24 @@ def method_outputs(ctx: RunContext, kinds: tuple[str, ...]) -> list[Path]:
     """The folders of ``kinds`` that hold every run of the context's method (or variant)."""
     r = ctx.run
     return [layout.method_dir(k, r.group, r.dataset, r.protocol, r.name) for k in kinds]
+
+
+#: run group -> the command that fits (and encodes) its runs, and its extra option
+_FIT_COMMANDS = {
+    "retrieval": ("fit", ""),
+    "ablations": ("ablate", ""),
+    "classification": ("classify", ""),
+    "finetune": ("finetune", ""),
+    "calibration": ("fit", " --experiment calibration"),
+}
+
+
+def fit_command(run: layout.Run) -> str:
+    """The command that makes the run's model and codes (what a missing or wrong one needs)."""
+    command, extra = _FIT_COMMANDS[run.group]
+    if command in ("fit", "ablate") and run.group != "ablations":
+        extra += f" --protocol {run.protocol}"
+    return f"python -m usdh {command} {run.name} {run.bits} {run.seed}{extra}"
 
 
 def fit_files(run: layout.Run) -> list[Path]:

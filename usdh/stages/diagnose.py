@@ -28,8 +28,9 @@ from usdh.io import save_json
 from usdh.losses import CompositeLoss, build_loss
 from usdh.paramcheck import check_all as check_params  # noqa: F401 (the CLI calls it)
 from usdh.params import ParamsError, section
-from usdh.registry import get_method, method_class
+from usdh.registry import get_method
 from usdh.stages.common import grid, run_context, run_seed
+from usdh.stages.encode import load_model
 from usdh.train import FeatureBatches
 
 log = logging.getLogger("usdh")
@@ -99,13 +100,13 @@ def run(params: dict[str, Any]) -> None:
     train_x = torch.from_numpy(np.asarray(fs.features[pool], dtype=np.float32))
     results = []
     for bits, seed in grid(params, "experiment"):
-        usdh = method_class(target).load(run_context(params, target, bits, seed).run.model)
+        usdh = load_model(target, run_context(params, target, bits, seed).run)
         loss_fn = build_loss(usdh.loss_config())
         loss_fn.prepare(train_x, torch.Generator().manual_seed(seed))
         scores: dict[str, Any] = {}
         for method in exp["methods"]:
             own = run_seed(params, "experiment", method, seed)  # PCAH, SH: their one run
-            hasher = method_class(method).load(run_context(params, method, bits, own).run.model)
+            hasher = load_model(method, run_context(params, method, bits, own).run)
             scores[method] = _score(
                 loss_fn, lambda a, h=hasher: unpack_bits(h.encode(a)), data, batches
             )

@@ -4,7 +4,6 @@ the code format)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -13,11 +12,12 @@ import numpy as np
 
 from usdh.data import load_split
 from usdh.feature_store import load_features
-from usdh.io import save_json, save_npy
+from usdh.hasher import BaseHasher
+from usdh.io import atomic_paths, read_json, save_json
 from usdh.layout import Run
 from usdh.paramcheck import method_checker
 from usdh.registry import method_class
-from usdh.stages.common import contexts, stage_outputs
+from usdh.stages.common import contexts, fit_command, stage_outputs
 
 log = logging.getLogger("usdh")
 
@@ -27,24 +27,60 @@ check_params = method_checker()
 
 outputs = stage_outputs(("codes",), lambda run: [run.codes_dir])
 
+#: the code files of a run, one per part of the split
+PARTS = ("query", "database")
+
+
+def load_model(method: str, run: Run) -> BaseHasher:
+    """The run's saved hasher, refused when it is not the run's: another method (the class
+    check of ``load``), another code length or seed than its path says, or a fit record that
+    names another method, length or seed. Such a model would be encoded and scored under the
+    wrong name."""
+    hasher = method_class(method).load(run.model)
+    fix = f"fit it again ({fit_command(run)}, or dvc repro its stage)"
+    if hasher.n_bits != run.bits:
+        raise ValueError(
+            f"{run.model} holds a {hasher.n_bits}-bit model, but its path is that of the "
+            f"{run.bits}-bit run; {fix}"
+        )
+    if not run.fit_record.is_file():
+        return hasher
+    record = read_json(run.fit_record, fix)
+    said = {k: record.get(k) for k in ("method", "bits", "seed")}
+    expected = {"method": method, "bits": run.bits, "seed": run.seed}
+    wrong = [k for k in expected if said[k] is not None and said[k] != expected[k]]
+    if wrong:
+        got = ", ".join(f"{k} {said[k]!r}" for k in wrong)
+        want = ", ".join(f"{k} {expected[k]!r}" for k in wrong)
+        raise ValueError(
+            f"{run.fit_record} records {got}, but the run it belongs to has {want}; {fix}"
+        )
+    return hasher
+
 
 def encode_run(
     method: str, run: Run, features: np.ndarray, split: dict[str, np.ndarray]
 ) -> dict[str, float]:
-    """Encode the split's queries and database with the run's saved hasher; codes/s of each."""
-    hasher = method_class(method).load(run.model)
+    """Encode the split's queries and database with the run's saved hasher; codes/s of each.
+    Both code files are written together or not at all (a failure on the database leaves the
+    old query codes, never new ones beside old database codes)."""
+    hasher = load_model(method, run)
     rates: dict[str, float] = {}
-    for part in ("query", "database"):
+    codes: dict[str, np.ndarray] = {}
+    for part in PARTS:
         start = time.perf_counter()
-        codes = hasher.encode(features[split[part]])
-        rates[f"{part}_codes_per_s"] = len(codes) / max(time.perf_counter() - start, 1e-9)
-        save_npy(run.codes_dir / f"{part}.npy", codes)
+        codes[part] = hasher.encode(features[split[part]])
+        rates[f"{part}_codes_per_s"] = len(codes[part]) / max(time.perf_counter() - start, 1e-9)
+    with atomic_paths(*(run.codes_dir / f"{part}.npy" for part in PARTS)) as tmps:
+        for part, tmp in zip(PARTS, tmps, strict=True):
+            with open(tmp, "wb") as fh:
+                np.save(fh, codes[part], allow_pickle=False)
     return rates
 
 
 def record_encoding(run: Run, rates: dict[str, float]) -> None:
     """Add the encode throughput and the model's size on disk to the run's fit record."""
-    record = json.loads(run.fit_record.read_text()) if run.fit_record.is_file() else {}
+    record = read_json(run.fit_record, "fit the run again") if run.fit_record.is_file() else {}
     record["encode"] = {
         **{k: round(v, 1) for k, v in rates.items()},
         "model_bytes": run.model.stat().st_size,

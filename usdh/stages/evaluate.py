@@ -15,7 +15,7 @@ from usdh.evaluation import Curves, evaluate_run
 from usdh.layout import Run
 from usdh.paramcheck import check_relations as check_params  # noqa: F401 (the CLI calls it)
 from usdh.params import section
-from usdh.stages.common import RunContext, contexts, stage_outputs
+from usdh.stages.common import RunContext, contexts, fit_command, stage_outputs
 
 log = logging.getLogger("usdh")
 
@@ -67,9 +67,23 @@ def log_metrics(what: str, m: dict[str, Any]) -> None:
     )
 
 
+def check_fitted(runs: list[RunContext]) -> None:
+    """Refuse, before scoring any, runs without codes, naming the command that makes them."""
+    for ctx in runs:
+        files = (ctx.run.codes_dir / f"{part}.npy" for part in ("query", "database"))
+        missing = [p for p in files if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{ctx.run.name} {ctx.run.bits} bits seed {ctx.run.seed} has no codes "
+                f"({missing[0]} not found): it was never fitted; run "
+                f"{fit_command(ctx.run)} (or dvc repro its stage) first"
+            )
+
+
 def run(params: dict[str, Any], method: str, *bits_seed: int | None, **where: Any) -> None:
     """mAP (protocol cut-off and all, both tie rules), PR by radius, precision@N, mAP@k."""
     runs = contexts(params, method, *bits_seed, **where)
+    check_fitted(runs)
     ds = load_prepared(runs[0].prepared_dir)  # read once: every run shares the protocol
     split = load_split(runs[0].split_dir)
     for ctx in runs:

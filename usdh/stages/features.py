@@ -113,9 +113,24 @@ def probe_speed(
     return {"images": info["n_images"], "engine": "eager", "images_per_s": info["images_per_s"]}
 
 
+def check_read(params: Mapping[str, Any], dataset: str, experiment: str) -> None:
+    """Refuse features that nothing would read: another section's features (``--experiment``)
+    serve that section's one dataset only (the main features serve every configured dataset)."""
+    if experiment == "experiment":
+        return
+    wanted = section(params, experiment)["dataset"]
+    if dataset != wanted:
+        raise ValueError(
+            f"nothing reads {experiment} features of {dataset}: the {experiment} section runs on "
+            f"{wanted} ({experiment}.dataset); run features {wanted} --experiment {experiment}, "
+            f"or set {experiment}.dataset: {dataset}"
+        )
+
+
 def run(params: dict[str, Any], dataset: str, experiment: str = "experiment") -> dict[str, Any]:
     """Backbone features of every image, and of rotated views of the rotation subset (default:
     every training image); returns the timings for the stage's record."""
+    check_read(params, dataset, experiment)
     cfg = dataset_params(params, dataset)
     fp = features_params(params, experiment)
     seed = int(section(params, "split_seed"))

@@ -32,7 +32,7 @@ from usdh.fitting import bank_for, fit_on_rows, merge_params, views_from_feature
 from usdh.io import atomic_path, save_json
 from usdh.metrics import mean_average_precision
 from usdh.paramcheck import method_checker
-from usdh.params import ParamsError, section
+from usdh.params import ParamsError, nested, section
 from usdh.stages.common import method_params, run_context
 from usdh.train import NonFiniteLossError
 
@@ -42,18 +42,6 @@ log = logging.getLogger("usdh")
 check_params = method_checker()
 
 SUMMARY = "summary.json"
-
-
-def nested(setting: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"loss.semantic.weight": 3}`` -> ``{"loss": {"semantic": {"weight": 3}}}``."""
-    out: dict[str, Any] = {}
-    for key, value in setting.items():
-        *path, last = key.split(".")
-        node = out
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return out
 
 
 def check_space(space: Mapping[str, Any]) -> dict[str, list[Any]]:
