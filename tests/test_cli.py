@@ -81,7 +81,7 @@ def write_params(folder: Path, **features) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not OXFORD.exists(), reason="needs ../shared/data/oxford17-256.tar.gz")
-def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch):
+def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path)
     for command in ("prepare", "split", "features"):
@@ -144,6 +144,24 @@ def test_prepare_split_features_on_oxford17(tmp_path, monkeypatch):
         maps[method] = metrics["mAP"]
     # 17 balanced classes: random codes score about 1/17; real features do far better
     assert min(maps[m] for m in ("lsh", "itq", "usdh")) > 0.1
+    # a refit whose encoding fails leaves its new model without codes, which evaluate names,
+    # never beside the old model's codes
+    import usdh.stages.fit as fit_stage
+
+    def fails(*args, **kwargs):
+        raise ValueError("encoding failed (the test)")
+
+    real_encode = fit_stage.encode_run
+    monkeypatch.setattr(fit_stage, "encode_run", fails)
+    assert main(["fit", "itq", "16", "0"]) == 2
+    itq_run = Run("retrieval", "oxford17", "retrieval", "itq", 16, 0, tmp_path)
+    assert itq_run.model.is_file() and not itq_run.codes_dir.exists()
+    capsys.readouterr()
+    assert main(["evaluate", "itq", "16", "0"]) == 2
+    assert "before encoding; run python -m usdh fit itq 16 0" in capsys.readouterr().err
+    monkeypatch.setattr(fit_stage, "encode_run", real_encode)
+    assert main(["fit", "itq", "16", "0"]) == 0
+
     # the layout's literal paths (usdh/layout.py)
     itq = tmp_path / "models/retrieval/oxford17/retrieval/itq/16/0"
     fit = json.loads((itq / "fit.json").read_text())

@@ -226,7 +226,7 @@ def test_evaluating_a_run_never_fitted_names_the_command_that_fits_it(tmp_path, 
     ctx = run_context(params, "usdh", 32, 1, protocol="1k-5k-59k")
     with pytest.raises(
         FileNotFoundError,
-        match=r"never fitted; run python -m usdh fit usdh 32 1 "
+        match=r"never fitted, or its fit stopped before encoding; run python -m usdh fit usdh 32 1 "
         r"--protocol 1k-5k-59k",
     ):
         check_fitted([ctx])

@@ -75,7 +75,8 @@ def check_fitted(runs: list[RunContext]) -> None:
         if missing:
             raise FileNotFoundError(
                 f"{ctx.run.name} {ctx.run.bits} bits seed {ctx.run.seed} has no codes "
-                f"({missing[0]} not found): it was never fitted; run "
+                f"({missing[0]} not found): it was never fitted, or its fit stopped before "
+                f"encoding; run "
                 f"{fit_command(ctx.run)} (or dvc repro its stage) first"
             )
 

@@ -3,6 +3,7 @@ and save every (bits, seed) run of one method."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,5 +66,9 @@ def fitted_runs(
             run=ctx.run,
             part=part,
         )
+        # the old codes belong to the old model: gone before the new one is saved, so a failure
+        # before the new codes are written leaves a run without codes (which evaluate names),
+        # never a new model beside codes it did not make
+        shutil.rmtree(ctx.run.codes_dir, ignore_errors=True)
         save_fitted(ctx.run, fitted, ctx.record)
         yield ctx, fitted, data
