@@ -150,3 +150,49 @@ def test_bad_sides_say_what_is_wrong(project, tmp_path, monkeypatch, capsys):
     assert "no-such-revision" in capsys.readouterr().err
     assert main([str(tmp_path)]) == 2
     assert "not a checkout of this project" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ('{"dataset": "cifar10", "protocol": "de', "cannot be read (JSONDecodeError"),
+        ("", "cannot be read (JSONDecodeError"),
+        ("{}", "is empty"),
+        ("[]", "JSON list, not an object"),
+    ],
+)
+def test_a_damaged_metrics_file_is_named_not_counted_as_on_one_side(
+    project, tmp_path, monkeypatch, capsys, content, said
+):
+    """DVC skips a metrics file it cannot read; compare showed its run as on one side only."""
+    repo, _, _ = project
+    relpath = "metrics/retrieval/cifar10/deepbit/usdh/16/1.json"
+    (repo / relpath).write_text(content)
+    monkeypatch.chdir(repo)
+    for args in (["HEAD~1"], [str(_checkout(repo, tmp_path, "HEAD~1"))]):
+        assert main([*args, "--json"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"usdh compare: error: {repo / relpath} ") and "\n" not in err
+        assert said in err and "dvc repro -s evaluate@usdh-deepbit, or dvc pull" in err
+
+
+def _checkout(repo: Path, tmp_path: Path, rev: str) -> Path:
+    folder = tmp_path / f"checkout-{rev.replace('~', '-')}"
+    if not folder.exists():
+        subprocess.run(["git", "clone", "-q", str(repo), str(folder)], check=True)
+        _git(folder, "checkout", "-q", rev)
+    return folder
+
+
+def test_a_damaged_report_table_is_named(project, monkeypatch, capsys):
+    repo, _, _ = project
+    monkeypatch.chdir(repo)
+    (repo / "reports" / "verdict.csv").write_text("")
+    assert main(["HEAD~1"]) == 2
+    err = capsys.readouterr().err
+    assert "reports/verdict.csv of the workspace cannot be read (EmptyDataError" in err
+    (repo / "reports" / "verdict.csv").write_text("dataset,protocol\ncifar10,deepbit\n")
+    assert main(["HEAD~1"]) == 2
+    err = capsys.readouterr().err
+    assert "reports/verdict.csv of the workspace lacks the column(s) metric, bits, vs" in err
+    assert "dvc repro -s report" in err

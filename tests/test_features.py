@@ -379,6 +379,71 @@ def test_save_refuses_bad_inputs_and_foreign_directories(tmp_path, stored):
         load_features(tmp_path / "nothing")
 
 
+def _spoil(path: Path, rows: list[int], value: float = np.nan) -> None:
+    """Write ``value`` into ``rows`` of a stored array in place (same size: the provenance's
+    recorded shape still matches), as a damaged file would have it."""
+    arr = np.lib.format.open_memmap(path, mode="r+")
+    arr[rows, ..., 1] = value
+    arr.flush()
+    del arr
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("mmap", [None, "r"])
+def test_non_finite_rows_name_the_file_the_rows_and_the_stage(tmp_path, stored, dtype, mmap):
+    feats, rots, idx = stored
+    out = save_features(
+        tmp_path / "f", feats, rots, rotation_indices=idx, provenance={}, dtype=dtype
+    )
+    _spoil(out / "features.npy", [7])
+    with pytest.raises(ValueError) as err:
+        load_features(out, mmap_mode=mmap)
+    msg = str(err.value)
+    assert msg.startswith(
+        f"{out / 'features.npy'} holds NaN or infinite values in 1 of its 10 rows"
+    )
+    assert "(row 7)" in msg and f"rerun the features stage that writes {out}" in msg
+    # the rotated views too, an infinite value as well as NaN; many rows: the first five shown
+    out = save_features(
+        tmp_path / "g", feats, rots, rotation_indices=idx, provenance={}, dtype=dtype
+    )
+    _spoil(out / "rotations.npy", [0, 2], np.inf)
+    with pytest.raises(
+        ValueError, match=r"rotations\.npy holds NaN or infinite values in 2 of its 3"
+    ):
+        load_features(out, mmap_mode=mmap)
+    out = save_features(tmp_path / "h", feats, provenance={}, dtype=dtype)
+    _spoil(out / "features.npy", [1, 2, 3, 5, 8, 9])
+    with pytest.raises(ValueError, match=r"in 6 of its 10 rows \(rows 1, 2, 3, 5, 8, \.\.\.\)"):
+        load_features(out, mmap_mode=mmap)
+
+
+def test_non_finite_rows_are_found_block_by_block(tmp_path, monkeypatch):
+    """Rows are checked a block at a time (a large memory-mapped file is never copied whole);
+    the rows reported are the file's, whichever block they fall in."""
+    feats = np.random.default_rng(0).random((100, 6), dtype=np.float32)
+    out = save_features(tmp_path / "f", feats, provenance={})
+    _spoil(out / "features.npy", [0, 23, 24, 99])
+    monkeypatch.setattr(fx, "_BLOCK_BYTES", 6 * 4 * 8)  # blocks of 8 rows
+    seen = []
+    real = np.isfinite
+    monkeypatch.setattr(fx.np, "isfinite", lambda a: seen.append(a.shape) or real(a))
+    with pytest.raises(ValueError, match=r"4 of its 100 rows \(rows 0, 23, 24, 99\)"):
+        load_features(out, mmap_mode="r")
+    assert seen and max(shape[0] for shape in seen) == 8
+
+
+def test_non_finite_bank_names_the_file_and_the_bank_stage(tmp_path, stored):
+    feats, rots, idx = stored
+    out = fx.save_bank(tmp_path / "bank", rots, idx, shape=feats.shape, provenance={})
+    _spoil(out / "augmentations.npy", [1])
+    with pytest.raises(ValueError) as err:
+        fx.load_bank(out)
+    msg = str(err.value)
+    assert msg.startswith(f"{out / 'augmentations.npy'} holds NaN or infinite values in 1 of")
+    assert "(row 1)" in msg and f"rerun the bank stage that writes {out}" in msg
+
+
 def test_provenance_content(tmp_path, stored):
     feats, rots, idx = stored
     record = provenance_of()

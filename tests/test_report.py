@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -588,3 +589,250 @@ def test_the_report_refuses_runs_that_params_no_longer_configure(tmp_path):
     save_json(tmp_path / "metrics/retrieval/cifar10/deepbit/lsh/32/0.json", {})
     with pytest.raises(ValueError, match="does not configure: lsh"):
         check_no_stale_runs(params, tmp_path)
+
+
+# -- damaged inputs: one clear error, and nothing under reports/ changes -------------------------
+CONTEXT = {"backbone": "b", "input_size": 32, "protocol": "deepbit"}
+
+
+@pytest.fixture
+def small_project(tmp_path):
+    """Two methods, two seeds, one code length; a built report beside the committed inputs the
+    report reads from reports/ (the selection records, hardware.csv, machines.csv)."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 10, 200)
+    split = {"query": np.arange(20), "database": np.arange(20, 200)}
+    for method in ("itq", "lsh"):
+        for seed in (0, 1):
+            _fake_run(tmp_path, method, 16, seed, rng, labels, split)
+    reports = tmp_path / "reports"
+    record = {"method": "usdh", "bits": 16, "seed": 0, "setting": {"lr": 0.1}, "val_mAP": 0.3}
+    save_json(reports / "validation" / "cifar10" / "deepbit" / "usdh" / "0_0.json", record)
+    row = {"a": "r1", "b": "r2", "a_machine": "m1", "b_machine": "m2", "features": "f"}
+    row |= {"method": "itq", "largest": 0.1, "where": "w", "runs": 2, "verdict_cells_changed": 0}
+    pd.DataFrame([row]).to_csv(reports / "hardware.csv", index=False)
+    pd.DataFrame({"cpu_id": ["x"]}).to_csv(reports / "machines.csv", index=False)
+    build_report(tmp_path, reports, CONTEXT, also={"timings.md": "timings\n"})
+    return tmp_path
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _clear(message: str, path: Path, *said: str) -> None:
+    """One line naming the file, what is wrong, how to get it back; no advice to unpickle."""
+    assert "\n" not in message and str(path) in message, message
+    assert "pickle" not in message.lower() and "weights_only" not in message, message
+    assert "dvc repro -s " in message and "dvc pull" in message, message
+    for s in said:
+        assert s in message, message
+
+
+METRICS_DAMAGE = {  # content -> what the message must say
+    "truncated": (lambda text: text[: len(text) // 2], "JSONDecodeError"),
+    "empty": (lambda text: "", "JSONDecodeError"),
+    "empty object": (lambda text: "{}", "is empty"),
+    "list": (lambda text: "[]", "JSON list, not an object"),
+    "no mAP": (
+        lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "mAP"}),
+        "lacks 'mAP'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(METRICS_DAMAGE))
+def test_a_damaged_metrics_file_is_one_clear_error_and_leaves_reports_unchanged(
+    small_project, case
+):
+    reports = small_project / "reports"
+    before = _digests(reports)
+    assert {
+        "results.csv",
+        "README.md",
+        "timings.md",
+        "validation/cifar10/deepbit/usdh/0_0.json",
+    } <= set(before)
+    assert "hardware.csv" in before and "figures/map_vs_bits_cifar10_deepbit.png" in before
+    path = Run("retrieval", "cifar10", "deepbit", "lsh", 16, 1, small_project).metrics
+    damage, said = METRICS_DAMAGE[case]
+    path.write_text(damage(path.read_text()))
+    with pytest.raises(ValueError) as err:
+        build_report(small_project, reports, CONTEXT, also={"timings.md": "new\n"})
+    _clear(str(err.value), path, said, "dvc repro -s evaluate@lsh-deepbit")
+    assert _digests(reports) == before
+    assert not list(small_project.glob(".reports.*"))  # no staging left behind
+
+
+PER_QUERY_DAMAGE = {
+    "missing": (None, FileNotFoundError, "not found"),
+    "truncated": (lambda data: data[: len(data) // 2], ValueError, "cannot be read"),
+    "empty": (lambda data: b"", ValueError, "cannot be read"),
+    "garbage": (lambda data: bytes(range(256)) * 8, ValueError, "unpickling it is never tried"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PER_QUERY_DAMAGE))
+def test_a_damaged_per_query_file_is_one_clear_error_and_leaves_reports_unchanged(
+    small_project, case
+):
+    reports = small_project / "reports"
+    before = _digests(reports)
+    # the first per-query file the report reads (the registry puts LSH first)
+    path = Run("retrieval", "cifar10", "deepbit", "lsh", 16, 0, small_project).per_query
+    damage, kind, said = PER_QUERY_DAMAGE[case]
+    # a changed input, so that a report written before the failure would differ
+    fit = Run("retrieval", "cifar10", "deepbit", "itq", 16, 0, small_project).fit_record
+    save_json(fit, {**json.loads(fit.read_text()), "fit_seconds": 9.0})
+    if damage is None:
+        shutil.rmtree(small_project / "queries")  # a clone without `dvc pull`
+    else:
+        path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(kind) as err:
+        build_report(small_project, reports, CONTEXT)
+    _clear(str(err.value), path, said, "dvc repro -s evaluate@lsh-deepbit")
+    assert _digests(reports) == before
+    assert not list(small_project.glob(".reports.*"))
+
+
+def test_a_per_query_file_never_passes_on_numpys_advice_to_unpickle(tmp_path):
+    from usdh.report.inputs import read_per_query
+
+    pickled = tmp_path / "objects.npz"
+    np.savez(pickled, ap=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError) as err:
+        read_per_query(pickled, "rerun it (dvc repro -s x, or dvc pull)")
+    _clear(str(err.value), pickled, "unpickling it is never tried")
+    lacking = tmp_path / "lacking.npz"
+    np.savez(lacking, query=np.arange(3))
+    with pytest.raises(ValueError, match=r"lacks the per-query array\(s\) 'ap' \(holds query\)"):
+        read_per_query(lacking, "rerun it (dvc repro -s x, or dvc pull)", ("ap",))
+    single = tmp_path / "single.npy"
+    np.save(single, np.arange(3))
+    with pytest.raises(ValueError, match="single array, not an archive"):
+        read_per_query(single, "rerun it (dvc repro -s x, or dvc pull)")
+
+
+def test_every_reader_names_the_stage_that_writes_its_file(tmp_path):
+    """Each section's reader refuses a damaged file, naming the stage to rerun."""
+    from usdh.report.ablations import collect_ablations
+    from usdh.report.classification import collect_classification
+    from usdh.report.diagnostics import diagnostics_table
+
+    def refused(path: Path, content: str, read, *said: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        with pytest.raises(ValueError) as err:
+            read()
+        _clear(str(err.value), path, *said)
+        path.unlink()
+
+    results = pd.DataFrame(columns=["method", "dataset", "protocol", "bits", "seed"])
+    run = Run("ablations", "cifar10", "deepbit", "no_rotation", 16, 0, tmp_path)
+    record = {"dataset": "cifar10", "method": "usdh", "variant": "no_rotation", "bits": 16}
+    refused(
+        run.metrics,
+        json.dumps({**record, "seed": 0}),
+        lambda: collect_ablations(tmp_path, results),
+        "lacks 'mAP', 'mAP_tie_aware'",
+        "dvc repro -s ablate@no_rotation",
+    )
+    run = Run("classification", "cifar10", "deepbit", "itq", 16, 0, tmp_path)
+    refused(run.metrics, "[1, 2]", lambda: collect_classification(tmp_path), "classify@itq")
+    refused(
+        tmp_path / "metrics/classification/cifar10/deepbit/features.json",
+        '{"dataset": "cifar10", "accur',
+        lambda: collect_classification(tmp_path),
+        "dvc repro -s classify-features",
+    )
+    run = Run("calibration", "cifar10", "1k-5k-59k", "lsh", 16, 0, tmp_path)
+    refused(
+        run.metrics,
+        "{}",
+        lambda: read_calibration(tmp_path),
+        "is empty",
+        "evaluate-calibration@lsh-1k-5k-59k",
+    )
+    record = tmp_path / "metrics/diagnostics/cifar10/deepbit/usdh_loss.json"
+    refused(record, '{"runs": {}}', lambda: diagnostics_table(tmp_path), "dvc repro -s diagnose")
+    run = Run("retrieval", "cifar10", "deepbit", "itq", 16, 0, tmp_path)
+    record = {"dataset": "cifar10", "protocol": "deepbit", "method": "itq", "bits": 16}
+    save_json(run.metrics, {**record, "seed": 0, "mAP": 0.5, "mAP_tie_aware": 0.5, "mAP_all": 0.4})
+    refused(
+        run.fit_record,
+        "",
+        lambda: collect_results(tmp_path),
+        "JSONDecodeError",
+        "dvc repro -s fit@itq-deepbit",
+    )
+    refused(
+        run.fit_record,
+        '{"fit_seconds": 1.0}',
+        lambda: collect_results(tmp_path),
+        "lacks 'n_train'",
+        "dvc repro -s fit@itq-deepbit",
+    )
+
+
+def test_a_failed_move_into_reports_puts_every_old_output_back(small_project, monkeypatch):
+    """The last step, moving the staged outputs in, undoes itself if a rename fails midway."""
+    import os
+
+    from usdh.report import build
+
+    reports = small_project / "reports"
+    before = _digests(reports)
+    real, calls = os.replace, []
+
+    def flaky(src, dst):
+        calls.append(dst)
+        if len(calls) == 7:  # a few outputs already replaced
+            raise OSError("simulated failure")
+        return real(src, dst)
+
+    monkeypatch.setattr(build.os, "replace", flaky)
+    with pytest.raises(OSError, match="simulated"):
+        build_report(small_project, reports, CONTEXT, also={"timings.md": "new\n"})
+    monkeypatch.undo()
+    assert _digests(reports) == before
+    assert not list(small_project.glob(".reports.*"))
+    # and a report that succeeds writes the same bytes again, inputs untouched
+    build_report(small_project, reports, CONTEXT, also={"timings.md": "timings\n"})
+    assert _digests(reports) == before
+
+
+LATE_DAMAGE = {  # files the report reads after it has written results.csv, tables and figures
+    "calibration": ("metrics/calibration/cifar10/deepbit/lsh/16/0.json", "{}", "is empty"),
+    "diagnostics": ("metrics/diagnostics/cifar10/deepbit/usdh_loss.json", "[]", "JSON list"),
+    "features reference": (
+        "metrics/classification/cifar10/deepbit/features.json",
+        '{"dataset": "cifar10", "dim": 12',
+        "JSONDecodeError",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LATE_DAMAGE))
+def test_an_input_read_late_leaves_reports_unchanged(small_project, case):
+    """Before, the report had rewritten results.csv, verdict.csv and the figures by the time it
+    read these; now it stops with nothing under reports/ changed."""
+    reports = small_project / "reports"
+    before = _digests(reports)
+    relpath, content, said = LATE_DAMAGE[case]
+    path = small_project / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    # and a changed input, so that a report written before the failure would differ
+    fit = Run("retrieval", "cifar10", "deepbit", "itq", 16, 0, small_project).fit_record
+    save_json(fit, {**json.loads(fit.read_text()), "fit_seconds": 9.0})
+    with pytest.raises(ValueError) as err:
+        build_report(small_project, reports, CONTEXT, also={"timings.md": "new\n"})
+    _clear(str(err.value), path, said)
+    assert _digests(reports) == before
+    assert not list(small_project.glob(".reports.*"))

@@ -133,10 +133,12 @@ def metric_pairs(root: Path, a: Side, b: Side) -> dict[str, dict[str, tuple[Any,
         if a.rev is None:  # the workspace against a revision: dvc diffs old -> new
             raise CompareError("give the revision first: compare REV [REV2], the workspace last")
         diff = _dvc(root, "metrics", "diff", *revs, "--all")
-        return {
+        pairs = {
             path: {k: (v.get("old"), v.get("new")) for k, v in keys.items()}
             for path, keys in diff.items()
         }
+        _refuse_damaged(pairs, root, (a, b))
+        return pairs
     old, new = (_shown(s.folder or root) if s.rev is None else None for s in (a, b))
     if old is None or new is None:
         raise CompareError("a folder is compared with the workspace or another folder")
@@ -144,7 +146,44 @@ def metric_pairs(root: Path, a: Side, b: Side) -> dict[str, dict[str, tuple[Any,
     for path in sorted(set(old) | set(new)):
         x, y = old.get(path, {}), new.get(path, {})
         out[path] = {k: (x.get(k), y.get(k)) for k in sorted(set(x) | set(y))}
+    _refuse_damaged(out, root, (a, b))
     return out
+
+
+def _fix(relpath: str) -> str:
+    """How to get a good copy of the metrics file ``relpath`` back: the stage that writes it."""
+    from usdh.layout import GROUPS, Run
+    from usdh.report.inputs import rerun, run_fix
+
+    parts = Path(relpath).parts
+    if len(parts) == 7 and parts[0] == "metrics" and parts[1] in GROUPS:
+        stem = Path(parts[6]).stem
+        if parts[5].isdigit() and stem.isdigit():
+            group, dataset, protocol, name = parts[1:5]
+            return run_fix(Run(group, dataset, protocol, name, int(parts[5]), int(stem)))
+    if parts[:2] == ("metrics", "diagnostics"):
+        return rerun("diagnose")
+    if parts[-1] == "features.json":
+        return rerun("classify-features")
+    return "rerun the stage that writes it (dvc repro, or dvc pull)"
+
+
+def _refuse_damaged(
+    pairs: Mapping[str, Mapping[str, tuple[Any, Any]]], root: Path, sides: Sequence[Side]
+) -> None:
+    """A metrics file on disk (the workspace, a folder) that gave DVC no values is truncated,
+    empty or not an object: DVC skips it, which would show its runs as on the other side only.
+    Refuse it, naming the file and the stage that writes it."""
+    from usdh.io import read_json
+
+    for i, side in enumerate(sides):
+        if side.rev is not None:
+            continue
+        for path, keys in pairs.items():
+            file = (side.folder or root) / path
+            if any(v[i] is not None for v in keys.values()) or not file.is_file():
+                continue
+            read_json(file, _fix(path), ("dataset",))
 
 
 def _number(v: Any) -> bool:
@@ -201,23 +240,42 @@ def changes(
     return pd.DataFrame(out)
 
 
-def verdict_changes(old: str | None, new: str | None) -> pd.DataFrame:
+def _csv(text: str, where: str, columns: Sequence[str] = ()) -> pd.DataFrame:
+    """A report table's text, with ``columns``; else one error naming it (``where``)."""
+    from usdh.io import reader_said
+
+    fix = "rerun the report there (dvc repro -s report)"
+    try:
+        df = pd.read_csv(io.StringIO(text))
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise CompareError(f"{where} cannot be read ({reader_said(exc)}); {fix}") from exc
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise CompareError(f"{where} lacks the column(s) {', '.join(missing)}; {fix}")
+    return df
+
+
+def verdict_changes(
+    old: str | None,
+    new: str | None,
+    names: tuple[str, str] = ("A's reports/verdict.csv", "B's reports/verdict.csv"),
+) -> pd.DataFrame:
     """The verdict cells (reports/verdict.csv) whose word or sign differs between two sides, and
-    those on one side only."""
+    those on one side only; ``names`` says where each text came from (for a damaged one)."""
     if old is None or new is None:
         return pd.DataFrame()
-    a, b = (pd.read_csv(io.StringIO(text)) for text in (old, new))
     keep = [*CELL, "difference", "verdict"]
+    a, b = (_csv(text, name, keep) for text, name in zip((old, new), names, strict=True))
     merged = a[keep].merge(b[keep], on=list(CELL), how="outer", suffixes=("_a", "_b"))
     sign = (merged["difference_a"] > 0) != (merged["difference_b"] > 0)
     moved = (merged["verdict_a"] != merged["verdict_b"]) | sign
     return merged[moved].reset_index(drop=True)
 
 
-def _machines(text: str | None) -> str:
+def _machines(text: str | None, where: str = "reports/results.csv") -> str:
     if text is None:
         return "no reports/results.csv"
-    df = pd.read_csv(io.StringIO(text))
+    df = _csv(text, where)
     if "cpu_id" not in df:
         return "not recorded (results.csv has no cpu_id column)"
     kinds = df["cpu_id"].fillna("not recorded").value_counts()
@@ -349,11 +407,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairs = metric_pairs(root, a, b)
         table = changes(pairs, args.metric or METRICS)
         verdicts = [s.read(root, "reports/verdict.csv") for s in (a, b)]
-        verdict = verdict_changes(*verdicts)
+        names = tuple(f"reports/verdict.csv of {s.label()}" for s in (a, b))
+        verdict = verdict_changes(*verdicts, names=names)
+        machines = {
+            s.label(): _machines(
+                s.read(root, "reports/results.csv"), f"reports/results.csv of {s.label()}"
+            )
+            for s in (a, b)
+        }
     except (CompareError, OSError, ValueError) as exc:
         print(f"usdh compare: error: {exc}", file=sys.stderr)
         return 2
-    machines = {s.label(): _machines(s.read(root, "reports/results.csv")) for s in (a, b)}
     if args.machines:
         machines = dict(zip(machines, args.machines, strict=True))
     if args.record:

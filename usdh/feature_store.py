@@ -199,11 +199,43 @@ def _reader(folder: Path, recorded: Mapping[str, Any], fix: str):  # type: ignor
                 f"{folder / name} holds {list(arr.shape)}, its provenance records "
                 f"{list(want['shape'])}: the files of {folder} do not belong together; {fix}"
             )
+        if arr.dtype.kind == "f":
+            _check_finite(folder / name, arr, fix)
         if mmap is None and arr.dtype == np.float16:
             arr = arr.astype(np.float32)
         return arr
 
     return read
+
+
+#: bytes of one block of rows that ``_check_finite`` looks at at a time
+_BLOCK_BYTES = 32 << 20
+
+
+def _check_finite(path: Path, arr: NDArray[np.floating], fix: str) -> None:
+    """Refuse a stored array with NaN or infinite values (the writers never store them: the file
+    was damaged or written by other code), naming the file, its bad rows and ``fix``, rather
+    than let a fit fail later on "X contains NaN" with neither. Block by block of rows, in the
+    stored dtype, so a memory-mapped file is read once and never copied whole."""
+    n = arr.shape[0] if arr.ndim else 0
+    row_bytes = max(1, arr.itemsize * (arr.size // n)) if n else 1
+    step = max(1, _BLOCK_BYTES // row_bytes)
+    first: list[int] = []  # the first five bad rows, for the message
+    count = 0
+    for start in range(0, n, step):
+        block = np.isfinite(arr[start : start + step])
+        ok = block.reshape(block.shape[0], -1).all(axis=1)
+        if not ok.all():
+            rows = np.flatnonzero(~ok) + start
+            count += rows.size
+            first.extend(rows[: 5 - len(first)].tolist())
+    if count:
+        shown = ", ".join(map(str, first)) + (", ..." if count > len(first) else "")
+        raise ValueError(
+            f"{path} holds NaN or infinite values in {count} of its {n} rows "
+            f"({'row' if count == 1 else 'rows'} {shown}); its writer never stores such values, "
+            f"so the file was damaged or written by other code: {fix}"
+        )
 
 
 def _provenance(folder: Path, fix: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pickle
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "save_npy",
     "save_text",
     "staged_dir",
+    "sweep",
     "unreadable",
 ]
 
@@ -52,22 +53,27 @@ def unreadable(path: str | os.PathLike[str], exc: BaseException, fix: str) -> Va
 
 
 def read_json(
-    path: str | os.PathLike[str], fix: str, required: tuple[str, ...] = ()
+    path: str | os.PathLike[str], fix: str, required: Sequence[str] = ()
 ) -> dict[str, Any]:
-    """A JSON object from ``path``, with the ``required`` keys; a missing, truncated, empty or
-    non-object file is one error naming the file and ``fix`` (how to get a good one back)."""
-    if not Path(path).is_file():
+    """The JSON object in ``path``, with every key of ``required``; else FileNotFoundError (no
+    file) or ValueError naming the file, what is wrong (truncated, empty, not an object, a key
+    missing) and ``fix``, how to get a good one back."""
+    path = Path(path)
+    if not path.is_file():
         raise FileNotFoundError(f"{path} not found; {fix}")
     try:
-        obj = json.loads(Path(path).read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise unreadable(path, exc, fix) from exc
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a JSON {type(obj).__name__}, not an object; {fix}")
-    missing = [k for k in required if k not in obj]
+    if not isinstance(record, dict):
+        raise ValueError(
+            f"{path} holds a JSON {type(record).__name__}, not an object of named values; {fix}"
+        )
+    missing = [k for k in required if k not in record]
     if missing:
-        raise ValueError(f"{path} lacks {', '.join(map(repr, missing))}; {fix}")
-    return obj
+        what = "is empty" if not record else f"lacks {', '.join(map(repr, missing))}"
+        raise ValueError(f"{path} {what} (half-written, or from an older version?); {fix}")
+    return record
 
 
 def _disk_full(exc: BaseException, folder: Path) -> bool:
@@ -83,7 +89,7 @@ def _disk_full(exc: BaseException, folder: Path) -> bool:
 _FULL_BYTES = 16 * 2**20
 
 
-def _sweep(parent: Path, name: str) -> None:
+def sweep(parent: Path, name: str) -> None:
     """Remove what killed writers of ``parent / name`` left behind."""
     if not parent.is_dir():
         return
@@ -99,7 +105,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; renamed over ``path`` only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _sweep(target.parent, target.name)
+    sweep(target.parent, target.name)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
@@ -172,7 +178,7 @@ def staged_dir(out_dir: str | os.PathLike[str], owned: Callable[[str], bool]) ->
                 f"({', '.join(foreign[:5])}); choose an empty or dedicated folder"
             )
     out.parent.mkdir(parents=True, exist_ok=True)
-    _sweep(out.parent, out.name)
+    sweep(out.parent, out.name)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         yield stage

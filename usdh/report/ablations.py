@@ -4,7 +4,6 @@ runs), on the main protocol."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pandas as pd
 
 from usdh.layout import Run, find_runs
 from usdh.report.figures import pyplot, savefig
+from usdh.report.inputs import read_metrics, read_run_queries
 from usdh.report.markdown import section
 from usdh.report.results import by_bits, fmt, mean_std, run_records
 from usdh.report.verdict import interval_text, seed_query_interval
@@ -69,7 +69,7 @@ def collect_ablations(root: str | Path, results: pd.DataFrame) -> pd.DataFrame:
 def run_record(run: Run) -> dict:
     """An ablation run's metrics record: it names the method the run varies (the path names the
     variant) and the split part it trained on (``train_on``, when not the pool)."""
-    return json.loads(run.metrics.read_text())
+    return read_metrics(run)
 
 
 def ablation_groups(root: str | Path) -> list[tuple[tuple[str, str, str, int], list[Run]]]:
@@ -85,8 +85,7 @@ def per_query_ap(runs: list[Run] | tuple[Run, ...], key: str = "ap") -> np.ndarr
     ``ap_tie_aware``), in points, of ``runs``: seeds x queries in seed order."""
     out = []
     for r in sorted(runs, key=lambda r: r.seed):
-        with np.load(r.per_query) as data:
-            out.append(data[key] * 100)
+        out.append(read_run_queries(r, (key,))[key] * 100)
     return np.stack(out)
 
 

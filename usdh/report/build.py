@@ -1,15 +1,28 @@
-"""Build the report: each section's tables and figures in turn, written under reports/, then the
-README that shows them in reading order (usdh.report.readme)."""
+"""Build the report: each section's tables and figures in turn, then the README that shows them in
+reading order (usdh.report.readme).
+
+All or nothing: the report is built in a hidden folder beside reports/ (``.reports.*.tmp``) and
+its outputs are moved into reports/ only once every one of them is written, so a missing or
+damaged input leaves reports/ as it was. reports/ also holds committed inputs the report reads
+(``validation/``, ``hardware.csv``, ``machines.csv``): they are read where they are and never
+moved.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from usdh.io import atomic_path
+from usdh.io import atomic_path, sweep
 from usdh.report.ablations import (
     ablation_changes,
     ablation_figure,
@@ -36,7 +49,21 @@ from usdh.report.selection import read_selection, selection_context, selection_f
 from usdh.report.training import cost_figure, training_figures, training_table
 from usdh.report.verdict import NUMBERS, verdict_table
 
-__all__ = ["build_report", "write_tables"]
+__all__ = ["OUTPUTS", "build_report", "staged_report", "write_tables"]
+
+#: what the report writes under reports/: files, and the folders replaced whole (the README
+#: last, once the figures it shows are in place)
+FOLDERS = ("tables", "figures")
+OUTPUTS = (
+    "results.csv",
+    "ablations.csv",
+    "matched.csv",
+    "verdict.csv",
+    "classification.csv",
+    "calibration.csv",
+    *FOLDERS,
+    "README.md",
+)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -114,16 +141,86 @@ def _calibration(root: Path, reports_root: Path) -> tuple[dict[str, pd.DataFrame
     return calibration_report(calibration, train)
 
 
+def _move_in(stage: Path, reports_root: Path, names: list[str]) -> None:
+    """Move each of ``names`` from ``stage`` into ``reports_root``, replacing the old one (a
+    folder whole). The old ones wait in a hidden folder until every move is done; if one fails,
+    those already moved are put back."""
+    reports_root.mkdir(parents=True, exist_ok=True)
+    trash = reports_root.parent / f".{reports_root.name}.old-{uuid.uuid4().hex[:8]}"
+    trash.mkdir()
+    kept: list[str] = []  # old outputs moved to the trash
+    placed: list[str] = []  # new outputs moved into reports_root
+    try:
+        for name in names:
+            target = reports_root / name
+            if target.exists() or target.is_symlink():
+                os.replace(target, trash / name)
+                kept.append(name)
+            os.replace(stage / name, target)
+            placed.append(name)
+    except BaseException:
+        for name in reversed(placed):
+            os.replace(reports_root / name, stage / name)
+        for name in reversed(kept):
+            os.replace(trash / name, reports_root / name)
+        trash.rmdir()
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_report(reports_root: str | Path) -> Iterator[Path]:
+    """Yield an empty hidden folder beside ``reports_root`` to write the report's outputs in;
+    only if the block succeeds is each output there (:data:`OUTPUTS`, and whatever else the
+    block wrote) moved into ``reports_root``, the folders replacing theirs whole. On failure
+    ``reports_root`` is left as it was."""
+    reports_root = Path(reports_root)
+    reports_root.parent.mkdir(parents=True, exist_ok=True)
+    sweep(reports_root.parent, reports_root.name)  # what a killed report left
+    stage = Path(
+        tempfile.mkdtemp(dir=reports_root.parent, prefix=f".{reports_root.name}.", suffix=".tmp")
+    )
+    try:
+        for folder in FOLDERS:
+            (stage / folder).mkdir()
+        yield stage
+        written = {p.name for p in stage.iterdir()}
+        names = [n for n in OUTPUTS if n in written]
+        names = [*names, *sorted(written - set(names))]
+        if "README.md" in names:  # last: what it shows is in place before it
+            names = [*(n for n in names if n != "README.md"), "README.md"]
+        _move_in(stage, reports_root, names)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def build_report(
-    root: str | Path, reports_root: str | Path, context: dict[str, Any]
+    root: str | Path,
+    reports_root: str | Path,
+    context: dict[str, Any],
+    also: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write results.csv, ablations.csv, classification.csv, tables/ and figures/ under
     ``reports_root`` and the README, from the metrics, per-query files, curves and fit records of
     the project folder ``root`` (and its prepared images, for the examples); return what was
     written. ``context``: the setup to state, ``target`` (the judged method), ``protocol`` (the
     main one), ``bits`` (the per-class and example figures' code length), and
-    ``backbone_images_per_s``."""
-    root, reports_root = Path(root), Path(reports_root)
+    ``backbone_images_per_s``. ``also``: more text files to write beside them (name -> text).
+
+    All or nothing (:func:`staged_report`): if any input is missing or damaged, nothing under
+    ``reports_root`` changes."""
+    reports_root = Path(reports_root)
+    with staged_report(reports_root) as stage:
+        summary = _build(Path(root), stage, reports_root, context)
+        for name, text in (also or {}).items():
+            _write_text(stage / name, text)
+    shown = [str(reports_root / Path(p).relative_to(stage)) for p in summary["figures"]]
+    return {**summary, "figures": shown}
+
+
+def _build(root: Path, reports_root: Path, inputs: Path, context: dict[str, Any]) -> dict[str, Any]:
+    """:func:`build_report`, writing into ``reports_root`` (the staging folder) and reading the
+    committed inputs of the reports folder (hardware.csv, machines.csv) from ``inputs``."""
     figures_dir = reports_root / "figures"
     df = collect_results(root, context.get("protocol"))
     _write_csv(df, reports_root / "results.csv")
@@ -162,9 +259,9 @@ def build_report(
     write_tables(tables, reports_root / "tables")
     tie_gap = float(np.max(np.abs(df["mAP"] - df["mAP_tie_aware"])))
     context = {**context, "main": main, "cut": cut, "bits_shown": bits}
-    hardware = read_hardware(reports_root / "hardware.csv")
+    hardware = read_hardware(inputs / "hardware.csv")
     if hardware is not None:
-        machines = reports_root / "machines.csv"
+        machines = inputs / "machines.csv"
         context["hardware"] = hardware_section(
             hardware, df, pd.read_csv(machines) if machines.is_file() else None
         )

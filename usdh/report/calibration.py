@@ -10,7 +10,6 @@ numbers are never tuned toward the published ones: each reading is a run of the 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from usdh.layout import find_runs
+from usdh.report.inputs import read_fit_record, read_metrics
 from usdh.report.markdown import section
 
 __all__ = [
@@ -116,11 +116,11 @@ def read_calibration(root: str | Path) -> tuple[pd.DataFrame, dict[str, list[int
     runs' fit records, read in one walk over the runs."""
     rows, train = [], {}
     for run in find_runs("calibration", root=Path(root)):
-        m = json.loads(run.metrics.read_text())
+        m = read_metrics(run)
         row = {c: m.get(c) for c in COLUMNS + SCORES}
         row["name"] = run.name
         rows.append(row)
-        fit = json.loads(run.fit_record.read_text()) if run.fit_record.is_file() else {}
+        fit = read_fit_record(run) if run.fit_record.is_file() else {}
         sizes = train.setdefault(run.protocol, set())
         if fit.get("n_train") is not None:
             sizes.add(int(fit["n_train"]))

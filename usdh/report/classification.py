@@ -3,13 +3,14 @@ the same classifier on the real-valued features."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from usdh.io import read_json
 from usdh.layout import features_references
+from usdh.report.inputs import rerun
 from usdh.report.markdown import section
 from usdh.report.results import by_bits, fmt_cells, mean_std, method_rank, run_records
 
@@ -32,7 +33,7 @@ def collect_classification(root: str | Path) -> tuple[pd.DataFrame, dict[str, An
     ]
     refs = {}
     for path in features_references(Path(root)):
-        m = json.loads(path.read_text())
+        m = read_json(path, rerun("classify-features"), ("dataset", "accuracy"))
         refs[m["dataset"]] = m
     df = pd.DataFrame(rows, columns=CLASSIFICATION_COLUMNS)
     df["_o"] = method_rank(df["method"])

@@ -3,11 +3,12 @@ stage's record)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
+from usdh.io import read_json
+from usdh.report.inputs import rerun
 from usdh.report.markdown import section
 
 __all__ = ["diagnostics_section", "diagnostics_table"]
@@ -18,8 +19,17 @@ def diagnostics_table(root: Path) -> pd.DataFrame:
     length, mean over seeds (lower = the objective prefers those codes)."""
     rows = []
     for path in sorted((root / "metrics" / "diagnostics").glob("*/*/*_loss.json")):
-        rec = json.loads(path.read_text())
-        for r in rec["runs"]:
+        fix = rerun("diagnose")
+        rec = read_json(path, fix, ("runs",))
+        runs = rec["runs"]
+        if not isinstance(runs, list) or not all(
+            isinstance(r, dict) and {"bits", "seed", "loss"} <= set(r) for r in runs
+        ):
+            raise ValueError(
+                f"{path}: 'runs' is not a list of records with 'bits', 'seed' and 'loss' "
+                f"(damaged?); {fix}"
+            )
+        for r in runs:
             for method, terms in r["loss"].items():
                 rows.append({"bits": r["bits"], "seed": r["seed"], "codes of": method, **terms})
     if not rows:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from usdh.layout import Run
 from usdh.report.figures import display_name, example_figures, per_class_figure
+from usdh.report.inputs import read_run_queries
 
 __all__ = [
     "load_images",
@@ -37,12 +38,12 @@ def per_seed(root: Path, df: pd.DataFrame, method: str, bits: int) -> dict[str, 
     queries = None
     for r in rows.sort_values("seed").itertuples():
         run = Run("retrieval", r.dataset, r.protocol, method, bits, int(r.seed), root)
-        with np.load(run.per_query) as data:
-            if queries is not None and not np.array_equal(queries, data["query"]):
-                raise ValueError(f"{run.per_query}: the queries differ between seeds")
-            queries = data["query"]
-            for key in data.files:
-                arrays.setdefault(key, []).append(data[key])
+        data = read_run_queries(run, ("query",))
+        if queries is not None and not np.array_equal(queries, data["query"]):
+            raise ValueError(f"{run.per_query}: the queries differ between seeds")
+        queries = data["query"]
+        for key, value in data.items():
+            arrays.setdefault(key, []).append(value)
     return {
         key: values[0] if key in SAME_FOR_EVERY_SEED else np.stack(values)
         for key, values in arrays.items()

@@ -3,15 +3,16 @@ the helpers every other table of the report formats its cells with."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from usdh.io import read_json
 from usdh.layout import Run, features_dir, find_runs
 from usdh.provenance import cpu_id, machine_columns
 from usdh.registry import methods
+from usdh.report.inputs import read_fit_record, read_metrics
 
 __all__ = [
     "COLUMNS",
@@ -84,8 +85,9 @@ LISTED = (
 
 
 def run_records(root: str | Path, group: str) -> list[dict[str, Any]]:
-    """Every run's metrics JSON of ``group`` under the project folder ``root`` (usdh.layout)."""
-    return [json.loads(run.metrics.read_text()) for run in find_runs(group, root=Path(root))]
+    """Every run's metrics JSON of ``group`` under the project folder ``root`` (usdh.layout),
+    each checked to hold the keys the report reads (usdh.report.inputs)."""
+    return [read_metrics(run) for run in find_runs(group, root=Path(root))]
 
 
 def method_rank(names: pd.Series) -> pd.Series:
@@ -140,7 +142,12 @@ def _features_cpu(provenance: Path, seen: dict[Path, str | None]) -> str | None:
     if provenance not in seen:
         env = {}
         if provenance.is_file():
-            env = json.loads(provenance.read_text()).get("environment") or {}
+            dataset = provenance.parent.parent.name
+            fix = (
+                f"rerun the features stage of {dataset} that writes it (dvc repro -s "
+                f"features@{dataset}, or features-calibration; see dvc.yaml), or dvc pull"
+            )
+            env = read_json(provenance, fix).get("environment") or {}
         seen[provenance] = cpu_id(env.get("cpu") or {})
     return seen[provenance]
 
@@ -148,9 +155,9 @@ def _features_cpu(provenance: Path, seen: dict[Path, str | None]) -> str | None:
 def _row(run: Run, seen: dict[Path, str | None]) -> dict[str, Any]:
     """A retrieval run's row: its metrics, what its fit record adds (times, the machine), mAP@k
     and P@N columns."""
-    m = json.loads(run.metrics.read_text())
+    m = read_metrics(run)
     if run.fit_record.is_file():
-        fit = json.loads(run.fit_record.read_text())
+        fit = read_fit_record(run)
         m.update({ours: fit.get(theirs) for theirs, ours in FIT_COLUMNS.items()})
         enc = fit.get("encode") or {}
         m.update({ours: enc.get(theirs) for theirs, ours in ENCODE_COLUMNS.items()})

@@ -4,13 +4,13 @@ written by ``python -m usdh validate``; never the test queries)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from usdh.io import read_json
 from usdh.report.figures import pyplot, savefig
 
 __all__ = [
@@ -29,7 +29,11 @@ def read_selection(root: Path, dataset: str, protocol: str) -> pd.DataFrame:
     folder = root / VALIDATION / dataset / protocol
     rows = []
     for path in sorted(folder.glob("*/*.json")) if folder.is_dir() else []:
-        record = json.loads(path.read_text())
+        fix = (
+            f"restore it from git (git checkout -- {path}) or rerun "
+            f"python -m usdh validate {path.parent.name}"
+        )
+        record = read_json(path, fix)
         setting = record.get("setting")
         if not isinstance(setting, dict):
             continue

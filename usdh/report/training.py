@@ -3,7 +3,6 @@ training curves (from their training logs)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pandas as pd
 
 from usdh.layout import find_runs
 from usdh.report.figures import pyplot, savefig
+from usdh.report.inputs import read_fit_record
 from usdh.report.markdown import section
 from usdh.report.results import method_rank, protocol_rank
 
@@ -40,7 +40,7 @@ def _fit_rows(root: Path) -> list[dict[str, Any]]:
     for run in find_runs("retrieval", kind="models", root=root):
         if not run.fit_record.is_file():
             continue
-        fit = json.loads(run.fit_record.read_text())
+        fit = read_fit_record(run)
         params = fit.get("params") or {}
         enc = fit.get("encode") or {}
         rows.append(

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from usdh import layout
-from usdh.io import save_text
+from usdh.io import read_json
 from usdh.paramcheck import check_relations as check_params  # noqa: F401 (the CLI calls it)
 from usdh.params import features_params, section
 from usdh.provenance import environment
 from usdh.report import build_report
+from usdh.report.inputs import rerun
 from usdh.report.timings import render_timings
 from usdh.timing import read_timings
 
@@ -88,7 +88,7 @@ def run(params: dict[str, Any]) -> None:
         cfp = features_params(params, "calibration")
         cal_prov = layout.features_dir(cal["dataset"], cfp["backbone"]) / "provenance.json"
         if cal_prov.is_file():
-            record = json.loads(cal_prov.read_text())
+            record = read_json(cal_prov, rerun("features-calibration"))
             context["calibration"] = {
                 "layer": record.get("layer"),
                 "images_per_s": speeds.get("features-calibration"),
@@ -98,6 +98,6 @@ def run(params: dict[str, Any]) -> None:
     context["target"] = (params.get("diagnostics") or {}).get("method", "usdh")
     timings = render_timings(records, exp["dataset"])
     context["timings"] = timings.strip()
-    summary = build_report(Path(), REPORTS, context)
-    save_text(REPORTS / "timings.md", timings)
+    # all or nothing: if any input is missing or damaged, nothing under reports/ changes
+    summary = build_report(Path(), REPORTS, context, also={"timings.md": timings})
     log.info("report: %d result rows, %d figures", summary["rows"], len(summary["figures"]))
