@@ -32,18 +32,59 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DIGESTS", "KEY", "MACHINES", "compute", "known_row", "machine_key", "main"]
+__all__ = [
+    "DIGESTS",
+    "KEY",
+    "MACHINES",
+    "PINS",
+    "apply_pin",
+    "compute",
+    "known_row",
+    "machine_key",
+    "main",
+    "other_kinds",
+    "pin_of_environment",
+]
 
 MACHINES = Path("reports") / "machines.csv"
 #: the sample: the first images of Oxford-17 in the reader's order
 SAMPLE = 256
 BITS = 32
-#: what a row is matched on: the processor kind and the software (versions of the packages that
-#: can change a number, the features engine's included)
-KEY = ("cpu_id", "isa", "cores", "software")
+#: what a row is matched on: the processor kind, the software (versions of the packages that
+#: can change a number, the features engine's included) and the math libraries' pinned code paths
+KEY = ("cpu_id", "isa", "cores", "software", "pin")
 DIGESTS = ("features", "usdh", "cibhash")
 COLUMNS = ("cpu", *KEY, "math_libraries", *DIGESTS, "seconds", "recorded")
 ENGINES = ("openvino", "onnxruntime", "onnx")
+#: the settings that pin the code path of the math libraries the deep heads use (MKL's branch
+#: for torch's matrix products, ATen's vector kernels), by name (``--pin``; docs/reliability.md,
+#: "Pinning the math libraries": what each costs and changes). ``avx2``: MKL documents its AVX2
+#: branch for Intel processors only; ``compatible``: the branch it documents for any vendor.
+PINS: dict[str, dict[str, str]] = {
+    "none": {},
+    "avx2": {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+    "compatible": {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default"},
+}
+_PIN_VARIABLES = ("MKL_CBWR", "ATEN_CPU_CAPABILITY")
+
+
+def pin_of_environment() -> str:
+    """The pinning variables this process runs with (``none``, or ``NAME=value ...``): they
+    change the deep heads' bits, so they are part of a row's key."""
+    pairs = [f"{k}={os.environ[k]}" for k in _PIN_VARIABLES if os.environ.get(k)]
+    return " ".join(pairs) or "none"
+
+
+def apply_pin(name: str) -> None:
+    """Set ``PINS[name]`` for this process; it must come before torch is imported (MKL and
+    ATen read them when they load)."""
+    if name not in PINS:
+        raise ValueError(f"unknown pin {name!r}; choose one of {', '.join(PINS)}")
+    if PINS[name] and "torch" in sys.modules:
+        raise RuntimeError("the pin must be set before torch is imported; run it in a new process")
+    for k in _PIN_VARIABLES:
+        os.environ.pop(k, None)
+    os.environ.update(PINS[name])
 
 
 def _digest(*arrays: np.ndarray) -> str:
@@ -70,7 +111,7 @@ def machine_key() -> dict[str, Any]:
     """This machine's row fields except the digests."""
     from usdh.provenance import environment, machine_columns
 
-    columns = machine_columns(environment(packages=ENGINES))
+    columns = {**machine_columns(environment(packages=ENGINES)), "pin": pin_of_environment()}
     return {k: columns[k] for k in ("cpu", *KEY, "math_libraries")}
 
 
@@ -121,7 +162,8 @@ def read_machines(path: Path = MACHINES) -> list[dict[str, str]]:
     if not path.is_file():
         return []
     with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+        # rows recorded before the pin was part of the key ran unpinned
+        return [{**row, "pin": row.get("pin") or "none"} for row in csv.DictReader(fh)]
 
 
 def known_row(key: dict[str, Any], path: Path = MACHINES) -> dict[str, str] | None:
@@ -132,11 +174,24 @@ def known_row(key: dict[str, Any], path: Path = MACHINES) -> dict[str, str] | No
     return None
 
 
+def other_kinds(key: dict[str, Any], path: Path = MACHINES) -> list[dict[str, str]]:
+    """The table's rows of other processor kinds with the same software and pin: whether two
+    CPU models compute the same bits under a pin is read off these."""
+    same = ("software", "pin")
+    return [
+        row
+        for row in read_machines(path)
+        if all(row.get(k) == str(key[k]) for k in same)
+        and any(row.get(k) != str(key[k]) for k in KEY if k not in same)
+    ]
+
+
 def _append(row: dict[str, Any], path: Path) -> None:
     """Add ``row`` to the table, written whole to a temporary file and renamed."""
     from usdh.io import atomic_path
 
     rows = [*read_machines(path), {k: str(row[k]) for k in COLUMNS}]
+    rows = [{k: r.get(k, "") for k in COLUMNS} for r in rows]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -153,8 +208,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--write", action="store_true", help=f"add this machine to {MACHINES} if it is new"
     )
+    parser.add_argument(
+        "--pin",
+        choices=sorted(PINS),
+        help="pin the math libraries' code paths first (default: as the environment has them)",
+    )
     args = parser.parse_args(argv)
     from usdh.params import load_params, params_source
+
+    if args.pin is not None:
+        try:
+            apply_pin(args.pin)
+        except RuntimeError as exc:
+            print(f"usdh fingerprint: error: {exc}", file=sys.stderr)
+            return 2
 
     start = time.perf_counter()
     try:
@@ -167,9 +234,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     row["recorded"] = datetime.now(UTC).date().isoformat()
     for k in ("cpu", *KEY, *DIGESTS, "seconds"):
         print(f"{k}: {row[k]}")
+    for other in other_kinds(row):
+        same = [k for k in DIGESTS if other[k] == row[k]]
+        print(
+            f"beside {other['cpu_id']} (same software and pin, recorded {other['recorded']}): "
+            f"equal {', '.join(same) or 'none'}; differ "
+            f"{', '.join(k for k in DIGESTS if k not in same) or 'none'}"
+        )
     known = known_row(row)
     if known is None:
-        print(f"no row of {MACHINES} has this machine kind and software")
+        print(f"no row of {MACHINES} has this machine kind, software and pin")
         if args.write:
             _append(row, MACHINES)
             print(f"added to {MACHINES}")
