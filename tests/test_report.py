@@ -287,6 +287,14 @@ def test_ablations_and_classification_in_the_report(tmp_path):
     assert (changes["lo"] <= changes["change"]).all() and (changes["change"] <= changes["hi"]).all()
     c = changes.iloc[0]
     assert f"({c['change']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}])" in table
+    # an ablation run scored but without its per-query file is named, never left out of the
+    # table in silence
+    missing = Run("ablations", "cifar10", "deepbit", "no_rotation", 16, 1, tmp_path).per_query
+    kept = missing.read_bytes()
+    missing.unlink()
+    with pytest.raises(FileNotFoundError, match=f"{missing}.*ablate@no_rotation"):
+        ablation_changes(tmp_path)
+    missing.write_bytes(kept)
     cls = (out / "tables" / "classification.md").read_text()
     assert "60.00 ± 14.14" in cls and "features (1280-d, real-valued)" in cls and "90.00" in cls
     assert (out / "figures" / "ablations_cifar10.png").stat().st_size > 1000

@@ -104,8 +104,9 @@ def ablation_changes(root: str | Path) -> pd.DataFrame:
         full = tuple(
             Run("retrieval", dataset, protocol, method, bits, r.seed, Path(root)) for r in runs
         )
-        if not all(r.per_query.is_file() for r in [*runs, *full]):
-            continue
+        if not all(r.metrics.is_file() for r in full):
+            continue  # no full run to compare with (the method is not in the experiment)
+        # (a run that has metrics but no per-query file is an error, per_query_ap says which)
         if full not in full_ap:
             full_ap[full] = per_query_ap(full)
         diff, lo, hi = seed_query_interval(per_query_ap(runs), full_ap[full])

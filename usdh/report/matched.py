@@ -32,7 +32,7 @@ def matched_table(
     specs = methods()
     rows = []
     for (dataset, protocol, _variant, bits), runs in ablation_groups(root):
-        if not all(r.metrics.is_file() and r.per_query.is_file() for r in runs):
+        if not all(r.metrics.is_file() for r in runs):
             continue
         record = run_record(runs[0])
         part, method = record.get("train_on"), record["method"]
@@ -44,8 +44,10 @@ def matched_table(
             [Run("retrieval", dataset, protocol, m, bits, s, root) for s in seeds]
             for m in (reference, method)
         )
-        ref = [r for r in ref if r.per_query.is_file()]
-        full = [r for r in full if r.per_query.is_file()]
+        # runs that were never made are left out; a run with metrics but no per-query file is
+        # an error (per_query_ap names it)
+        ref = [r for r in ref if r.metrics.is_file()]
+        full = [r for r in full if r.metrics.is_file()]
         if not ref or len(full) != len(runs):
             continue
         fixed = (not specs[method].seeded, not specs[reference].seeded)
