@@ -51,11 +51,16 @@ def hardware_section(
         n = r.verdict_cells_changed
         what = "not recorded (a side has no reports/verdict.csv)" if pd.isna(n) else int(n)
         verdicts.append(f"{r.a} → {r.b}: verdict cells that changed word or sign: {what}")
-    fingerprints = 0 if machines is None else len(machines)
+    rows = 0 if machines is None else len(machines)
+    models = 0 if machines is None or "cpu_id" not in machines else machines["cpu_id"].nunique()
+    pinned = (
+        0 if machines is None or "pin" not in machines else int((machines["pin"] != "none").sum())
+    )
     text = (
         "The contract (README, 'Reproducibility: the contract'): on the same CPU model with the "
         "same software every stage writes the same bytes (checked on each machine kind by "
-        f"`python -m usdh fingerprint` against reports/machines.csv, {fingerprints} row(s)); on "
+        f"`python -m usdh fingerprint` against reports/machines.csv: {rows} row(s) of "
+        f"{models} CPU model(s), {pinned} of them under a pin of the math libraries, README); on "
         "another CPU model the shallow methods agree to the last digits and the deep heads move "
         "by up to the changes below, the same order as their seed-to-seed spread, which is why "
         "the verdict's interval counts the seed. Each column compares two full regenerations "
