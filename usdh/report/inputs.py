@@ -95,30 +95,21 @@ def read_per_query(path: str | Path, fix: str, required: Sequence[str] = ()) -> 
 
 
 #: the keys the report reads off each group's metrics files (the rest it reads when present)
+_RETRIEVAL_KEYS = (
+    "dataset",
+    "protocol",
+    "method",
+    "bits",
+    "seed",
+    "mAP",
+    "mAP_tie_aware",
+    "mAP_all",
+)
 METRICS_KEYS = {
-    "retrieval": (
-        "dataset",
-        "protocol",
-        "method",
-        "bits",
-        "seed",
-        "mAP",
-        "mAP_tie_aware",
-        "mAP_all",
-    ),
+    "retrieval": _RETRIEVAL_KEYS,
     "ablations": ("dataset", "method", "variant", "bits", "seed", "mAP", "mAP_tie_aware"),
     "classification": ("dataset", "method", "bits", "seed", "accuracy"),
-    "calibration": (
-        "dataset",
-        "protocol",
-        "method",
-        "bits",
-        "seed",
-        "mAP",
-        "mAP_tie_aware",
-        "mAP_all",
-        "mAP_all_tie_aware",
-    ),
+    "calibration": (*_RETRIEVAL_KEYS, "mAP_all_tie_aware"),
 }
 
 

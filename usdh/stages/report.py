@@ -12,6 +12,7 @@ from usdh.paramcheck import check_relations as check_params  # noqa: F401 (the C
 from usdh.params import features_params, section
 from usdh.provenance import environment
 from usdh.report import build_report
+from usdh.report.build import OUTPUTS
 from usdh.report.inputs import rerun
 from usdh.report.timings import render_timings
 from usdh.timing import read_timings
@@ -22,17 +23,7 @@ REPORTS = Path("reports")
 
 
 def outputs(params: dict[str, Any]) -> list[Path]:
-    names = (
-        "results.csv",
-        "ablations.csv",
-        "matched.csv",
-        "verdict.csv",
-        "classification.csv",
-        "calibration.csv",
-        "tables",
-        "figures",
-    )
-    return [REPORTS / n for n in (*names, "README.md", "timings.md")]
+    return [REPORTS / n for n in (*OUTPUTS, "timings.md")]
 
 
 def configured_names(params: dict[str, Any]) -> dict[str, set[str]]:
