@@ -57,15 +57,16 @@ DIGESTS = ("features", "usdh", "cibhash")
 COLUMNS = ("cpu", *KEY, "math_libraries", *DIGESTS, "seconds", "recorded")
 ENGINES = ("openvino", "onnxruntime", "onnx")
 #: the settings that pin the code path of the math libraries the deep heads use (MKL's branch
-#: for torch's matrix products, ATen's vector kernels), by name (``--pin``; docs/reliability.md,
-#: "Pinning the math libraries": what each costs and changes). ``avx2``: MKL documents its AVX2
+#: for torch's matrix products, ATen's vector kernels), by name (``--pin``; README, "Pinning the
+#: math libraries": what each costs and changes). ``avx2``: MKL documents its AVX2
 #: branch for Intel processors only; ``compatible``: the branch it documents for any vendor.
 PINS: dict[str, dict[str, str]] = {
     "none": {},
     "avx2": {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
     "compatible": {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default"},
 }
-_PIN_VARIABLES = ("MKL_CBWR", "ATEN_CPU_CAPABILITY")
+#: every variable a pin sets (a pin clears the ones it does not set)
+_PIN_VARIABLES = tuple(dict.fromkeys(k for pin in PINS.values() for k in pin))
 
 
 def pin_of_environment() -> str:
