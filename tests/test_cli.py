@@ -29,6 +29,7 @@ def write_params(folder: Path, **features) -> Path:
                 "train_subset": None,
                 "rotation_subset": 34,
                 "validation_queries": 68,
+                "input_size": None,
             }
         },
         "split_seed": 0,

@@ -424,7 +424,7 @@ def test_nothing_found_one_clear_error(tmp_path: Path) -> None:
 def test_unknown_dataset_name_lists_known() -> None:
     with pytest.raises(DataError, match="unknown dataset 'mnist'; known datasets: cifar10, "):
         load_dataset("mnist")
-    assert set(DATASETS) == {"cifar10", "oxford17", "nuswide", "imagefolder"}
+    assert set(DATASETS) == {"cifar10", "fashion_mnist", "oxford17", "nuswide", "imagefolder"}
     assert default_search_dirs("CIFAR-10")[-1].name == "data"  # aliases resolve
 
 

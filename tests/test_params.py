@@ -327,6 +327,23 @@ def test_features_params_lays_a_sections_features_over_the_shared_ones():
     assert DEFAULTS["features"]["backbone"] == "efficientnet_lite0"  # not modified
 
 
+def test_a_datasets_input_size_lies_between_the_shared_features_and_a_sections():
+    from usdh.params import features_params
+
+    params = _with("datasets.oxford17.input_size", 64)
+    assert features_params(params, dataset="oxford17")["input_size"] == 64
+    assert (
+        features_params(params, dataset="cifar10")["input_size"]
+        == DEFAULTS["features"]["input_size"]
+    )  # null: the shared size
+    assert features_params(params)["input_size"] == DEFAULTS["features"]["input_size"]
+    # a section's own features (calibration's GIST at 32 px) win over the dataset's size
+    params = _with("datasets.cifar10.input_size", 64)
+    assert features_params(params, "calibration", "cifar10")["input_size"] == 32
+    with pytest.raises(ParamsError, match=r"'datasets\.nope'"):
+        features_params(params, dataset="nope")
+
+
 def test_the_loss_terms_params_checks_are_the_losses_terms():
     from usdh.losses import TERMS
 

@@ -36,6 +36,7 @@ def reduced_params() -> dict:
             "rotation_subset": 200,
             "augmentation_subset": 100,
             "validation_queries": None,
+            "input_size": None,
         }
     }
     params["features"].update(input_size=32, threads=1, rotation_angles=[-5, 5])

@@ -142,10 +142,18 @@ def dataset_params(params: Mapping[str, Any], name: str) -> dict[str, Any]:
     return datasets[name]
 
 
-def features_params(params: dict[str, Any], experiment: str = "experiment") -> dict[str, Any]:
-    """The ``features`` section as ``experiment``'s runs see it: the section's own ``features``
-    entries (calibration's GIST) laid over the shared ``features:`` section."""
+def features_params(
+    params: Mapping[str, Any], experiment: str = "experiment", dataset: str | None = None
+) -> dict[str, Any]:
+    """The ``features`` section as ``experiment``'s runs on ``dataset`` see it: the shared
+    ``features:`` section, then the dataset's own ``input_size`` (``datasets.<name>.input_size``:
+    Fashion-MNIST's 28 px images need no 160 px input, docs/features.md), then the section's own
+    ``features`` entries (calibration's GIST), each laid over the one before."""
     base = dict(section(params, "features"))
+    if dataset is not None:
+        size = (dataset_params(params, dataset) or {}).get("input_size")
+        if size is not None:
+            base["input_size"] = size
     if experiment != "experiment":
         base.update(section(params, experiment).get("features") or {})
     return base

@@ -33,6 +33,7 @@ __all__ = ["BACKBONE_NAMES", "DATASET_PROTOCOLS", "Params", "check_shape"]
 BACKBONE_NAMES = ("efficientnet_lite0", "gist", "vgg16", "vgg19")
 DATASET_PROTOCOLS = {
     "cifar10": ("deepbit", "1k-5k-59k", "per-class"),
+    "fashion_mnist": ("1k-69k", "per-class"),
     "nuswide": ("nuswide21",),
     "oxford17": ("retrieval", "classification", "per-class"),
 }
@@ -67,6 +68,9 @@ class Dataset(_Section):
     rotation_subset: Count | None = None
     validation_queries: Count | None = None
     augmentation_subset: Count | None = None
+    #: the backbone's input size for this dataset's images (null: ``features.input_size``);
+    #: required, null or not, because dvc.yaml's features stage tracks the key
+    input_size: Positive | None
 
 
 class Gist(_Section):

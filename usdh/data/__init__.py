@@ -14,6 +14,11 @@ Read a dataset (``load_dataset``), cache it compactly once (``prepare_dataset`` 
 from usdh.data.cifar10 import CIFAR10_CLASSES, download_cifar10, read_cifar10
 from usdh.data.dataset import ArrayStore, EncodedStore, FileStore, ImageDataset, ImageStore
 from usdh.data.errors import DataError, DataNotFoundError
+from usdh.data.fashion_mnist import (
+    FASHION_MNIST_CLASSES,
+    download_fashion_mnist,
+    read_fashion_mnist,
+)
 from usdh.data.imagefolder import read_imagefolder
 from usdh.data.loading import (
     DATASETS,
@@ -44,6 +49,7 @@ __all__ = [
     "CIFAR10_CLASSES",
     "DATASETS",
     "DEFAULT_PROTOCOLS",
+    "FASHION_MNIST_CLASSES",
     "NUSWIDE21_CLASSES",
     "OXFORD17_CLASSES",
     "PROTOCOLS",
@@ -60,6 +66,7 @@ __all__ = [
     "default_protocol",
     "default_search_dirs",
     "download_cifar10",
+    "download_fashion_mnist",
     "find_dataset",
     "get_protocol",
     "image_sizes",
@@ -71,6 +78,7 @@ __all__ = [
     "prepare_dataset",
     "project_root",
     "read_cifar10",
+    "read_fashion_mnist",
     "read_imagefolder",
     "read_nuswide",
     "read_oxford17",

@@ -32,10 +32,15 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", "
 KNOWN_SHA256 = {
     "cifar10-jpeg.tar.gz": "eba1596704d4ee8024ed086f561a720831e080cc12127f149d5a623d4b8c53fd",
     "oxford17-256.tar.gz": "0eba6d49e942ea32b3b14603ec8859310a0a9da6408f3c4702e42be902d3facd",
+    "fashion-mnist.tar": "38eeda4388ce318b8b378f4b190cc6497d03a376b4b318d62ed158556ac1ec79",
 }
 #: their sizes in bytes: a file of one of these sizes under another name is checked against that
 #: archive's digest too (a renamed copy must not escape the check)
-KNOWN_SIZES = {"cifar10-jpeg.tar.gz": 19432167, "oxford17-256.tar.gz": 35210731}
+KNOWN_SIZES = {
+    "cifar10-jpeg.tar.gz": 19432167,
+    "oxford17-256.tar.gz": 35210731,
+    "fashion-mnist.tar": 30883840,
+}
 
 
 def natural_key(name: str) -> list[Any]:

@@ -58,7 +58,9 @@ class ImageStore(Protocol):
 
 
 class ArrayStore:
-    """Images in a uint8 array ``(n, H, W, 3)`` (CIFAR's pickles, a prepared ``images.npy``).
+    """Images in a uint8 array ``(n, H, W, 3)`` (CIFAR's pickles, a prepared ``images.npy``), or
+    ``(n, H, W)`` for greyscale data (Fashion-MNIST): a third of the bytes, and each image still
+    comes out RGB, its grey value in all three channels, as every consumer expects.
 
     Give either ``array`` or ``path`` (an ``.npy`` file, memory-mapped lazily and re-mapped after
     pickling).
@@ -81,7 +83,8 @@ class ArrayStore:
 
     @property
     def array(self) -> NDArray[np.uint8]:
-        """The whole ``(n, H, W, 3)`` array (memory-mapped when opened from a file)."""
+        """The whole ``(n, H, W, 3)`` or ``(n, H, W)`` array (memory-mapped when opened from a
+        file)."""
         if self._array is None:
             assert self.path is not None
             arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
@@ -93,7 +96,8 @@ class ArrayStore:
         return int(self.array.shape[0])
 
     def get(self, i: int) -> Image.Image:
-        return Image.fromarray(np.ascontiguousarray(self.array[i]))
+        img = Image.fromarray(np.ascontiguousarray(self.array[i]))
+        return img if img.mode == "RGB" else img.convert("RGB")  # grey "L": the value thrice
 
     def name(self, i: int) -> str:
         if self.names is not None:
@@ -112,8 +116,11 @@ class ArrayStore:
 
 
 def _check_image_array(arr: np.ndarray, what: str) -> None:
-    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] != 3:
-        raise DataError(f"{what}: expected uint8 images (n, H, W, 3), got {arr.dtype} {arr.shape}")
+    if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[3] != 3):
+        raise DataError(
+            f"{what}: expected uint8 images (n, H, W, 3) or greyscale (n, H, W), got "
+            f"{arr.dtype} {arr.shape}"
+        )
 
 
 class EncodedStore:
@@ -236,7 +243,8 @@ class ImageDataset:
       ...): lossy copies must never be reported as the canonical data.
     * ``origin``: how it was read: ``kind`` ("archive", "folder", "prepared", "download"),
       ``location`` (the path), ``archive`` (file name) and ``archive_sha256`` when read from one.
-    * ``image_shape``: ``(H, W, 3)`` when every image has that size (CIFAR), else None.
+    * ``image_shape``: ``(H, W, 3)`` when every image has that size (CIFAR, Fashion-MNIST: the
+      shape of the RGB image ``image(i)`` gives, whatever the store keeps), else None.
     """
 
     name: str
@@ -321,7 +329,8 @@ class ImageDataset:
 
     @property
     def array(self) -> NDArray[np.uint8] | None:
-        """All images as one uint8 ``(n, H, W, 3)`` array when stored that way, else None."""
+        """All images as one uint8 array when stored that way, else None: ``(n, H, W, 3)``, or
+        ``(n, H, W)`` for greyscale data (:class:`ArrayStore`)."""
         return self.store.array if isinstance(self.store, ArrayStore) else None
 
     def class_counts(self) -> NDArray[np.int64]:

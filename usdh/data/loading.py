@@ -4,7 +4,8 @@
 wrong is an error, never a silent fallback). Otherwise it searches, in order: the folders in the
 ``USDH_DATA`` environment variable (``os.pathsep``-separated), ``data/raw/<name>/``, ``data/raw/``
 and ``../shared/data/`` (relative to the project root: the nearest folder above the working
-directory with a ``pyproject.toml``, ``dvc.yaml`` or ``.dvc``). When a dataset has several kinds
+directory with a ``pyproject.toml``, ``dvc.yaml`` or ``.dvc``), then where a system package
+installs the dataset (Debian's ``dataset-fashion-mnist``). When a dataset has several kinds
 of copy, the best kind found anywhere wins (CIFAR-10's canonical pickles over a JPEG copy), then
 the earlier folder. ``path`` may also be a prepared folder (see ``usdh.data.prepared``).
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from usdh.data._files import KNOWN_SHA256
 from usdh.data.cifar10 import (
     CIFAR10_ARCHIVE,
     CIFAR10_MD5,
@@ -26,6 +28,14 @@ from usdh.data.cifar10 import (
 )
 from usdh.data.dataset import ImageDataset
 from usdh.data.errors import DataError, DataNotFoundError
+from usdh.data.fashion_mnist import (
+    FASHION_MNIST_ARCHIVE,
+    FASHION_MNIST_FOLDER,
+    FASHION_MNIST_SYSTEM_FOLDER,
+    download_fashion_mnist,
+    fashion_mnist_candidates,
+    read_fashion_mnist,
+)
 from usdh.data.imagefolder import read_imagefolder
 from usdh.data.nuswide import NUSWIDE_FILE_PAIRS, nuswide_candidates, read_nuswide
 from usdh.data.oxford17 import OXFORD17_URL, oxford17_candidates, read_oxford17
@@ -54,6 +64,14 @@ class DatasetInfo:
     candidates: Callable[[Path], list[tuple[int, Path]]] | None  # None: path= is required
     how_to_provide: tuple[str, ...]
     can_download: bool = False
+    #: fetches the dataset into the given folder and returns the copy to read (online only)
+    download: Callable[[Path], Path] | None = None
+    #: where system packages install it, searched after ../shared/data
+    system_dirs: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.can_download and self.download is None:
+            raise ValueError(f"{self.name}: can_download needs a download function")
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -72,6 +90,28 @@ DATASETS: dict[str, DatasetInfo] = {
             "'CIFAR-10 (JPEG copy)')",
         ),
         can_download=True,
+        download=download_cifar10,
+    ),
+    "fashion_mnist": DatasetInfo(
+        "fashion_mnist",
+        "Fashion-MNIST: 70,000 28x28 greyscale images, 10 classes, official 60,000/10,000 "
+        "train/test split",
+        read_fashion_mnist,
+        fashion_mnist_candidates,
+        (
+            f"online: pass download=True to fetch upstream's four .gz files (30 MB, each checked "
+            f"against upstream's SHA-256) into data/raw/{FASHION_MNIST_FOLDER}/",
+            f"the archive: put {FASHION_MNIST_ARCHIVE} (sha256 "
+            f"{KNOWN_SHA256[FASHION_MNIST_ARCHIVE]}) into data/raw/",
+            "a folder data/raw/fashion_mnist/ holding the four IDX files train-images-idx3-ubyte, "
+            "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (gzip'd as "
+            "upstream distributes them, or not)",
+            f"Debian/Ubuntu: apt-get install dataset-fashion-mnist (installs them into "
+            f"{FASHION_MNIST_SYSTEM_FOLDER}/, searched by default)",
+        ),
+        can_download=True,
+        download=download_fashion_mnist,
+        system_dirs=(FASHION_MNIST_SYSTEM_FOLDER,),
     ),
     "oxford17": DatasetInfo(
         "oxford17",
@@ -104,11 +144,19 @@ DATASETS: dict[str, DatasetInfo] = {
         ("a folder or .tar.gz of class sub-folders: <class>/<image>",),
     ),
 }
-_ALIASES = {"nuswide21": "nuswide", "flowers17": "oxford17", "17flowers": "oxford17"}
+_ALIASES = {
+    "nuswide21": "nuswide",
+    "flowers17": "oxford17",
+    "17flowers": "oxford17",
+    # names lose '-' and '_' before the lookup, so "fashion_mnist" itself arrives as this
+    "fashionmnist": "fashion_mnist",
+    "fmnist": "fashion_mnist",
+}
 
 
 def canonical_name(name: str) -> str:
-    """``"CIFAR-10"``, ``"cifar_10"`` -> ``"cifar10"``; unknown names raise, listing the known."""
+    """``"CIFAR-10"``, ``"cifar_10"`` -> ``"cifar10"``, ``"Fashion-MNIST"`` ->
+    ``"fashion_mnist"``; unknown names raise, listing the known."""
     key = str(name).lower().replace("-", "").replace("_", "").replace(" ", "")
     key = _ALIASES.get(key, key)
     if key not in DATASETS:
@@ -136,6 +184,7 @@ def default_search_dirs(name: str, root: str | os.PathLike[str] | None = None) -
         base / "data" / "raw" / key,
         base / "data" / "raw",
         base.parent / "shared" / "data",
+        *DATASETS[key].system_dirs,
     ]
 
 
@@ -176,12 +225,13 @@ def load_dataset(
     download: bool = False,
     **options: Any,
 ) -> ImageDataset:
-    """Read dataset ``name`` (``cifar10``, ``oxford17``, ``nuswide``, ``imagefolder``).
+    """Read dataset ``name`` (``cifar10``, ``fashion_mnist``, ``oxford17``, ``nuswide``,
+    ``imagefolder``).
 
     ``path``: a copy (folder or archive), a folder holding one, or a prepared folder; when None,
     the search described in the module doc. ``download``: when nothing is found, fetch the
-    canonical copy where the dataset allows it (CIFAR-10, into ``data/raw/`` or the first search
-    folder). ``options`` go to the reader (e.g. ``image_list=`` for NUS-WIDE).
+    canonical copy where the dataset allows it (CIFAR-10, Fashion-MNIST; into ``data/raw/`` or the
+    first search folder). ``options`` go to the reader (e.g. ``image_list=`` for NUS-WIDE).
     """
     info = DATASETS[canonical_name(name)]
     if path is not None:
@@ -203,10 +253,10 @@ def load_dataset(
     except DataNotFoundError as exc:
         if not download:
             raise
-        if not info.can_download:
+        if not info.can_download or info.download is None:
             raise DataNotFoundError(
                 f"{exc}\n({info.name} cannot be downloaded by script)"
             ) from None
         target = Path(search_dirs[0]) if search_dirs else project_root() / "data" / "raw"
-        found = download_cifar10(target)
+        found = info.download(target)
     return info.read(found, **options)

@@ -3,7 +3,9 @@
 ``prepare_dataset(ds, out_dir)`` writes one folder:
 
 * ``images.npy``: uint8 ``(n, H, W, 3)`` when every image has one size (CIFAR-10: 32x32; the
-  ``"array"`` storage). 60,000 JPEG decodes happen here, once; later reads are a memory map.
+  ``"array"`` storage), or ``(n, H, W)`` for a greyscale array dataset (Fashion-MNIST: 28x28,
+  kept grey, a third of the bytes; read back as RGB). 60,000 JPEG decodes happen here, once;
+  later reads are a memory map.
 * ``images.bin`` + ``offsets.npy`` + ``sizes.npy`` for images of varying size (the ``"encoded"``
   storage: Oxford-17, NUS-WIDE, image folders): the original encoded files, byte for byte,
   packed one after another (image ``i`` is ``images.bin[offsets[i]:offsets[i + 1]]``), and each
@@ -151,7 +153,7 @@ def prepare_dataset(
     with staged_dir(out, owned=lambda name: name in _OURS) as stage:
         if storage == "array":
             images = _as_array(ds, progress)
-            image_shape = list(images.shape[1:])
+            image_shape = [*images.shape[1:3], 3]  # of the RGB image(i), grey arrays too
             save_npy(stage / IMAGES_NPY, images)
         else:
             offsets, sizes = _write_encoded(ds, stage / IMAGES_BIN, progress)

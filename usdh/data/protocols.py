@@ -33,6 +33,9 @@ default parameters, which ``make_split`` accepts as keyword arguments):
   50,000 training images, train = the same 50,000 (same order as the database); mAP@1000.
 * ``1k-5k-59k`` (CIFAR-10): 100 queries and 500 training images per class drawn from all 60,000,
   database = the other 59,000 (training images included); mAP over the whole database.
+* ``1k-69k`` (Fashion-MNIST, the default): 100 queries per class drawn from all 70,000 images,
+  database = the other 69,000, train = the database (the whole training pool, as in
+  ``deepbit``; same order); mAP over the whole database (the pipeline records mAP@1000 apart).
 * ``nuswide21`` (NUS-WIDE-21): 100 queries and 500 training images per concept, database = every
   image that is not a query (training images included); mAP@5000. Multi-label sampling: the
   concepts are visited from the rarest to the most common (ties by column) and each draws its
@@ -265,6 +268,18 @@ def _cifar_1k5k(ds: ImageDataset, rng: np.random.Generator, p: dict[str, Any], n
     }
 
 
+def _queries_rest(
+    ds: ImageDataset, rng: np.random.Generator, p: dict[str, Any], name: str
+) -> Parts:
+    """Per-class queries from the whole dataset; database = train = every other image (an
+    unsupervised method may train on the whole unlabelled pool, as in ``deepbit``)."""
+    parts = _per_class(ds, rng, [("query", _int_param(p, "n_query_per_class"))], name)
+    if parts["query"].size == 0:
+        raise DataError("n_query_per_class is 0: a retrieval split needs queries")
+    database = _rest(ds, rng, parts["query"])
+    return {"query": parts["query"], "database": database, "train": database.copy()}
+
+
 def _nuswide21(ds: ImageDataset, rng: np.random.Generator, p: dict[str, Any], name: str) -> Parts:
     if not ds.multilabel:
         raise DataError(f"protocol {name!r} is for multi-label data; {ds.name} is single-label")
@@ -353,6 +368,16 @@ PROTOCOLS: dict[str, SplitProtocol] = _Registry(
             build=_cifar_1k5k,
         ),
         SplitProtocol(
+            "1k-69k",
+            "fashion_mnist",
+            None,
+            "Fashion-MNIST: 100 queries per class drawn from all 70,000 images; database = "
+            "train = the other 69,000; mAP over the database",
+            ("query", "database", "train"),
+            {"n_query_per_class": 100},
+            build=_queries_rest,
+        ),
+        SplitProtocol(
             "nuswide21",
             "nuswide",
             5000,
@@ -396,6 +421,7 @@ PROTOCOLS: dict[str, SplitProtocol] = _Registry(
 )
 DEFAULT_PROTOCOLS: dict[str, str] = {
     "cifar10": "deepbit",
+    "fashion_mnist": "1k-69k",
     "nuswide": "nuswide21",
     "oxford17": "retrieval",
     "imagefolder": "per-class",

@@ -57,7 +57,7 @@ def run(params: dict[str, Any], dataset: str) -> dict[str, Any] | None:
     """The bank of every protocol's augmentation subset (default: its training images), or, when
     no listed method needs one, a provenance record saying so."""
     cfg = dataset_params(params, dataset)
-    fp = features_params(params)
+    fp = features_params(params, dataset=dataset)
     seed = int(section(params, "split_seed"))
     out = layout.bank_dir(dataset, fp["backbone"])
     # which listed methods train on two views: the check stage's decision, so that this stage
@@ -76,7 +76,7 @@ def run(params: dict[str, Any], dataset: str) -> dict[str, Any] | None:
     ds = load_prepared(layout.prepared_dir(dataset))
     splits = [load_split(layout.split_dir(dataset, p), ds) for p in cfg["protocols"]]
     rows = rotation_rows(splits, "augmentation_subset")
-    views, info = augmented_views(params, ds, rows)
+    views, info = augmented_views(params, ds, rows, dataset=dataset)
     # nothing that changes from run to run (times, the git revision): a rerun that computes the
     # same views writes the same files, so DVC leaves the fits downstream alone
     provenance = {k: info[k] for k in STABLE_KEYS} | {

@@ -60,7 +60,9 @@ def run(params: dict[str, Any]) -> None:
     banks: dict[int, tuple[np.ndarray, float]] = {views.shape[1]: (views, 0.0)}
     for n_views in sorted(v for v in cfg["views"] if v > views.shape[1]):
         have = max(banks)
-        extra, info = augmented_views(params, ds, rows, views=n_views, first=have)
+        extra, info = augmented_views(
+            params, ds, rows, views=n_views, first=have, dataset=ctx.run.dataset
+        )
         banks[n_views] = (
             np.concatenate([banks[have][0], extra], axis=1),
             banks[have][1] + float(info["wall_time_s"]),

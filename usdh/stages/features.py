@@ -29,14 +29,16 @@ def outputs(params: dict[str, Any], dataset: str, experiment: str = "experiment"
     return [layout.features_dir(dataset, features_params(params, experiment)["backbone"])]
 
 
-def pipeline_backbone(params: dict[str, Any], experiment: str = "experiment") -> Backbone:
-    """The backbone of ``features:`` (as ``experiment`` sees it), seeded with ``split_seed`` (it
-    matters for random weights).
+def pipeline_backbone(
+    params: dict[str, Any], experiment: str = "experiment", dataset: str | None = None
+) -> Backbone:
+    """The backbone of ``features:`` (as ``experiment`` sees it on ``dataset``), seeded with
+    ``split_seed`` (it matters for random weights).
 
     The features stage and the finetune stage both build it here, so fine-tuning starts from the
     very network whose features are cached.
     """
-    fp = features_params(params, experiment)
+    fp = features_params(params, experiment, dataset)
     return build_backbone(
         fp["backbone"],
         weights=fp["weights"],
@@ -59,11 +61,13 @@ def augmented_views(
     rows: np.ndarray,
     views: int | None = None,
     first: int = 0,
+    dataset: str | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Features of the seeded augmented views ``first..views-1`` (default: the recipe's count)
-    of ``rows``, with the bank's recipe and the features stage's settings; and the run's info.
-    The bank stage and the bank study both call it, so a larger bank extends the stage's."""
-    fp = features_params(params)
+    of ``rows`` of ``dataset``, with the bank's recipe and the features stage's settings; and the
+    run's info. The bank stage and the bank study both call it, so a larger bank extends the
+    stage's."""
+    fp = features_params(params, dataset=dataset)
     recipe = dict(fp.get("augmentation") or {})
     if views is not None:
         recipe["views"] = views
@@ -71,7 +75,7 @@ def augmented_views(
     info: dict[str, Any] = {}
     out = extract_features(
         images,
-        pipeline_backbone(params),
+        pipeline_backbone(params, dataset=dataset),
         **extraction_settings(fp),
         indices=rows,
         augmentation=augmentation,
@@ -132,12 +136,12 @@ def run(params: dict[str, Any], dataset: str, experiment: str = "experiment") ->
     every training image); returns the timings for the stage's record."""
     check_read(params, dataset, experiment)
     cfg = dataset_params(params, dataset)
-    fp = features_params(params, experiment)
+    fp = features_params(params, experiment, dataset)
     seed = int(section(params, "split_seed"))
     ds = load_prepared(layout.prepared_dir(dataset))
     splits = [load_split(layout.split_dir(dataset, p), ds) for p in cfg["protocols"]]
     rot_idx = rotation_rows(splits)
-    backbone = pipeline_backbone(params, experiment)
+    backbone = pipeline_backbone(params, experiment, dataset)
     common = extraction_settings(fp)
     info: dict[str, Any] = {}
     feats = extract_features(ds, backbone, info=info, **common)

@@ -15,7 +15,7 @@ from usdh.feature_store import load_features
 from usdh.finetune import finetune_method
 from usdh.fitting import merge_params
 from usdh.paramcheck import method_checker
-from usdh.params import section
+from usdh.params import features_params, section
 from usdh.registry import get_method
 from usdh.stages.common import (
     RunContext,
@@ -57,8 +57,8 @@ def run(
 ) -> None:
     """Fine-tune a deep method with the backbone's last units on images, then encode and score."""
     cfg = section(params, "finetune")
-    fp = section(params, "features")
     contexts = [_context(params, method, b, s) for b, s in grid(params, "finetune", bits, seed)]
+    fp = features_params(params, dataset=contexts[0].run.dataset)
     ds = load_prepared(contexts[0].prepared_dir)
     fs = load_features(contexts[0].features_dir, mmap_mode="r")
     split = load_split(contexts[0].split_dir)
@@ -70,7 +70,7 @@ def run(
             ds,
             np.asarray(fs.features),
             split,
-            pipeline_backbone(params),
+            pipeline_backbone(params, dataset=ctx.run.dataset),
             ctx.run,
             method_params=finetune_params(params, method),
             n_trainable=int(cfg.get("n_trainable", 1)),

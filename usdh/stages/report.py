@@ -58,7 +58,7 @@ def check_no_stale_runs(params: dict[str, Any], root: Path = Path()) -> None:
 def run(params: dict[str, Any]) -> None:
     """Tables, figures and reports/README.md from the metrics files."""
     check_no_stale_runs(params)
-    fp = section(params, "features")
+    fp = features_params(params, dataset=section(params, "experiment", "dataset"))
     env = environment(fp["device"])
     versions = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
     context = {
