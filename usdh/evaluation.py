@@ -102,7 +102,7 @@ def _write_per_query(path: Path, **arrays: np.ndarray) -> None:
 def read_codes(run: Run, part: str) -> np.ndarray:
     """The run's saved codes of ``part`` (query or database), checked to be ``run.bits`` wide:
     codes of another length under this run's path would be scored under its name."""
-    path = run.codes_dir / f"{part}.npy"
+    path = run.code_file(part)
     fix = f"fit and encode the run again ({run.name} {run.bits} bits seed {run.seed}, its stage)"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; {fix}")

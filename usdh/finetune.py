@@ -184,5 +184,5 @@ def _save_codes(
     for part_name in ("query", "database"):
         codes = hasher.encode(encode_rows(split[part_name]))
         n_encoded += len(codes)
-        save_npy(run.codes_dir / f"{part_name}.npy", codes)
+        save_npy(run.code_file(part_name), codes)
     return n_encoded, time.perf_counter() - start

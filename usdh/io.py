@@ -16,7 +16,7 @@ import pickle
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ __all__ = [
     "read_json",
     "save_json",
     "save_npy",
+    "save_npys",
     "save_text",
     "staged_dir",
     "sweep",
@@ -131,15 +132,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def atomic_paths(*paths: str | os.PathLike[str]) -> Iterator[list[Path]]:
     """:func:`atomic_path` for files that belong together (a run's query and database codes,
     its metrics and curves): each is renamed over its target only once the block has written
-    them all, so a failure leaves every old file (or none) and never a mix of old and new."""
+    them all, so a failure while writing leaves every old file (or none). The renames come one
+    after another: a failure between two of them (a full disk cannot cause one; a killed process
+    can) leaves a mix, which the readers' checks then refuse (codes of another run, a run with
+    metrics but no per-query file)."""
     with contextlib.ExitStack() as stack:
         yield [stack.enter_context(atomic_path(p)) for p in paths]
 
 
 def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Write one array as ``.npy``, atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, array, allow_pickle=False)
+    save_npys({path: array})
+
+
+def save_npys(arrays: Mapping[str | os.PathLike[str], np.ndarray]) -> None:
+    """Write arrays that belong together (a run's query and database codes) as ``.npy`` files,
+    all or none (:func:`atomic_paths`)."""
+    with atomic_paths(*arrays) as tmps:
+        for tmp, array in zip(tmps, arrays.values(), strict=True):
+            with open(tmp, "wb") as fh:
+                np.save(fh, array, allow_pickle=False)
 
 
 def save_text(path: str | os.PathLike[str], text: str) -> None:

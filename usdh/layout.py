@@ -40,6 +40,7 @@ from pathlib import Path
 __all__ = [
     "CHECKPOINTS",
     "CODES",
+    "CODE_PARTS",
     "DATA",
     "GROUPS",
     "KINDS",
@@ -68,6 +69,8 @@ PLOTS = Path("plots")
 QUERIES = Path("queries")
 #: scratch of interrupted deep fits (git- and DVC-ignored; no stage declares it)
 CHECKPOINTS = Path(".checkpoints")
+#: the parts of a split whose codes a run keeps (:meth:`Run.code_file`)
+CODE_PARTS = ("query", "database")
 #: run artifact kinds -> their top folder
 KINDS = {
     "models": MODELS,
@@ -218,6 +221,12 @@ class Run:
     @property
     def codes_dir(self) -> Path:
         return self._seed_path("codes")
+
+    def code_file(self, part: str) -> Path:
+        """The packed codes of one part of the split (``query`` or ``database``)."""
+        if part not in CODE_PARTS:
+            raise ValueError(f"codes are kept for {CODE_PARTS}, not {part!r}")
+        return self.codes_dir / f"{part}.npy"
 
     @property
     def metrics(self) -> Path:

@@ -13,8 +13,8 @@ import numpy as np
 from usdh.data import load_split
 from usdh.feature_store import load_features
 from usdh.hasher import BaseHasher
-from usdh.io import atomic_paths, read_json, save_json
-from usdh.layout import Run
+from usdh.io import read_json, save_json, save_npys
+from usdh.layout import CODE_PARTS, Run
 from usdh.paramcheck import method_checker
 from usdh.registry import method_class
 from usdh.stages.common import contexts, fit_command, stage_outputs
@@ -26,9 +26,6 @@ check_params = method_checker()
 
 
 outputs = stage_outputs(("codes",), lambda run: [run.codes_dir])
-
-#: the code files of a run, one per part of the split
-PARTS = ("query", "database")
 
 
 def load_model(method: str, run: Run) -> BaseHasher:
@@ -67,14 +64,11 @@ def encode_run(
     hasher = load_model(method, run)
     rates: dict[str, float] = {}
     codes: dict[str, np.ndarray] = {}
-    for part in PARTS:
+    for part in CODE_PARTS:
         start = time.perf_counter()
         codes[part] = hasher.encode(features[split[part]])
         rates[f"{part}_codes_per_s"] = len(codes[part]) / max(time.perf_counter() - start, 1e-9)
-    with atomic_paths(*(run.codes_dir / f"{part}.npy" for part in PARTS)) as tmps:
-        for part, tmp in zip(PARTS, tmps, strict=True):
-            with open(tmp, "wb") as fh:
-                np.save(fh, codes[part], allow_pickle=False)
+    save_npys({run.code_file(part): codes[part] for part in CODE_PARTS})
     return rates
 
 

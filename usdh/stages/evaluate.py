@@ -12,7 +12,7 @@ import numpy as np
 
 from usdh.data import PROTOCOLS, ImageDataset, load_prepared, load_split
 from usdh.evaluation import Curves, evaluate_run
-from usdh.layout import Run
+from usdh.layout import CODE_PARTS, Run
 from usdh.paramcheck import check_relations as check_params  # noqa: F401 (the CLI calls it)
 from usdh.params import section
 from usdh.stages.common import RunContext, contexts, fit_command, stage_outputs
@@ -70,7 +70,7 @@ def log_metrics(what: str, m: dict[str, Any]) -> None:
 def check_fitted(runs: list[RunContext]) -> None:
     """Refuse, before scoring any, runs without codes, naming the command that makes them."""
     for ctx in runs:
-        files = (ctx.run.codes_dir / f"{part}.npy" for part in ("query", "database"))
+        files = (ctx.run.code_file(part) for part in CODE_PARTS)
         missing = [p for p in files if not p.is_file()]
         if missing:
             raise FileNotFoundError(
