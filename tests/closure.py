@@ -117,7 +117,7 @@ def stage_options(cmd: str) -> tuple[str, list[str], dict[str, str]]:
     command = parsed["command"]
     names = COMMANDS[command][0]
     args = [str(parsed[n]) for n in names if parsed.get(n) is not None]
-    options = {k: v for k, v in parsed.items() if k == "protocol" and v is not None}
+    options = {k: v for k, v in parsed.items() if k in ("protocol", "setting") and v is not None}
     if parsed.get("experiment", "experiment") != "experiment":
         options["experiment"] = parsed["experiment"]
     return command, args, options

@@ -342,20 +342,30 @@ def test_the_bank_stage_lists_only_methods_that_need_a_bank(tmp_path, monkeypatc
     from usdh.stages import check
 
     params = load_params()
-    assert two_view_methods(params, "cifar10") == ["cibhash"]
-    assert two_view_methods(params, "oxford17") == ["cibhash"]
+    lite, gist = "efficientnet_lite0", "gist"
+    assert two_view_methods(params, "cifar10", lite) == ["cibhash"]
+    assert two_view_methods(params, "oxford17", lite) == ["cibhash"]
+    # the GIST features serve a bank only through a setting that runs the methods on them
+    assert two_view_methods(params, "cifar10", gist) == ["cibhash"]
+    without = {**params, "settings": [s for s in params["settings"] if s["backbone"] != gist]}
+    assert two_view_methods(without, "cifar10", gist) == []
     # the bank stage learns it from the check stage's record, not from the method code
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=r"python -m usdh check"):
-        read_check_record("cifar10")
+        read_check_record("cifar10", lite)
     check.run(params)
-    assert read_check_record("cifar10") == {"two_view_methods": ["cibhash"]}
+    assert read_check_record("cifar10", lite) == {"two_view_methods": ["cibhash"]}
+    assert read_check_record("cifar10", gist) == {"two_view_methods": ["cibhash"]}
+    with pytest.raises(ValueError, match=r"does not know dataset 'oxford17' through 'gist'"):
+        read_check_record("oxford17", gist)
     params["experiment"]["methods"] = ["itq", "usdh"]
     variants = params["ablations"]["variants"]
     params["ablations"]["variants"] = {
         k: v for k, v in variants.items() if v["method"] in ("itq", "usdh")
     }
     params["classification"]["methods"] = ["itq"]
-    assert two_view_methods(params, "cifar10") == [] and two_view_methods(params, "oxford17") == []
+    assert two_view_methods(params, "cifar10", lite) == []
+    assert two_view_methods(params, "oxford17", lite) == []
+    assert two_view_methods(params, "cifar10", gist) == []
     check.run(params)
-    assert read_check_record("oxford17") == {"two_view_methods": []}
+    assert read_check_record("oxford17", lite) == {"two_view_methods": []}

@@ -330,3 +330,59 @@ def test_missing_params_file_names_the_fix(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["prepare", "oxford17"]) == 2
     assert "--params" in capsys.readouterr().err
+
+
+def test_a_setting_runs_the_experiments_methods_on_other_features(tmp_path, monkeypatch, capsys):
+    """A settings entry end to end on GIST: rotated views through GIST (USDH's rotation term),
+    a bank stage through GIST that knows nothing needs it, the experiment's methods fitted,
+    re-encoded and scored under ``settings/``, the experiment's own runs untouched."""
+    monkeypatch.chdir(tmp_path)
+    params = yaml.safe_load(write_params(tmp_path).read_text())
+    params["experiment"]["methods"] = ["itq", "usdh"]
+    params["calibration"] = {
+        "dataset": "oxford17",
+        "protocols": ["retrieval"],
+        "methods": ["itq"],
+        "bits": [16],
+        "seeds": [0],
+        "features": {
+            "backbone": "gist",
+            "weights": "none",
+            "input_size": 32,
+            "batch_size": 64,
+            "gist": {"orientations_per_scale": [8, 8, 4]},
+        },
+    }
+    params["settings"] = [{"dataset": "oxford17", "protocol": "retrieval", "backbone": "gist"}]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for command in ("prepare", "split"):
+        assert main([command, "oxford17"]) == 0
+    assert main(["check"]) == 0
+    assert main(["features", "oxford17", "--experiment", "calibration"]) == 0
+    gist = tmp_path / "data/features/oxford17/gist"
+    rotations = np.load(gist / "rotations.npy")
+    assert rotations.shape == (34, 2, 320) and np.isfinite(rotations).all()
+    assert main(["bank", "oxford17", "--experiment", "calibration"]) == 0
+    bank = json.loads((tmp_path / "data/banks/oxford17/gist/provenance.json").read_text())
+    assert bank["methods"] == [] and bank["bank"] is None
+    for name in ("itq", "usdh"):
+        assert main(["fit", name, "--setting", "oxford17/retrieval"]) == 0
+        assert main(["evaluate", name, "--setting", "oxford17/retrieval"]) == 0
+        run = Run("settings", "oxford17", "retrieval", name, 16, 0, tmp_path)
+        fit = json.loads(run.fit_record.read_text())
+        assert fit["backbone"] == "gist" and fit["n_train"] == 680
+        assert fit["setting"] == "oxford17/retrieval"
+        assert 1 / 17 < json.loads(run.metrics.read_text())["mAP"] <= 1
+    assert not (tmp_path / "models/retrieval").exists()
+    codes = np.load(run.codes_dir / "database.npy")
+    assert main(["encode", "usdh", "--setting", "oxford17/retrieval"]) == 0
+    assert np.array_equal(np.load(run.codes_dir / "database.npy"), codes)
+    capsys.readouterr()
+    # an entry that is not listed, and a setting beside the options it replaces, are refused
+    assert main(["fit", "itq", "--setting", "oxford17/classification"]) == 2
+    err = capsys.readouterr().err
+    assert "setting 'oxford17/classification' is not listed" in err and "listed: oxford17/" in err
+    assert main(["fit", "itq", "--setting", "oxford17/retrieval", "--protocol", "retrieval"]) == 2
+    assert "without --protocol and --experiment" in capsys.readouterr().err
+    assert main(["fit", "lsh", "--setting", "oxford17/retrieval"]) == 2
+    assert "not in experiment.methods" in capsys.readouterr().err

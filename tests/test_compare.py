@@ -196,3 +196,23 @@ def test_a_damaged_report_table_is_named(project, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "reports/verdict.csv of the workspace lacks the column(s) metric, bits, vs" in err
     assert "dvc repro -s report" in err
+
+
+def test_verdict_cells_of_a_setting_are_told_apart_from_the_main_ones():
+    """A setting can share the main protocol's dataset and protocol (CIFAR-10 `deepbit` on GIST):
+    the group keeps its cells apart; a verdict.csv written before the settings had only the
+    retrieval table's cells, and is read so."""
+    from usdh.compare import verdict_changes
+
+    row = ["cifar10", "deepbit", "mAP at the cut-off (tie-aware)", 32, "itq"]
+    old = pd.DataFrame([[*row, 1.5, "usdh wins"]], columns=VERDICT).to_csv(index=False)
+    new = pd.DataFrame(
+        [["retrieval", *row, 1.2, "usdh wins"], ["settings", *row, -2.0, "usdh loses"]],
+        columns=["group", *VERDICT],
+    ).to_csv(index=False)
+    changed = verdict_changes(old, new)
+    assert len(changed) == 1  # the setting's cell is new; the main one kept its word and sign
+    cell = changed.iloc[0]
+    assert cell["group"] == "settings" and pd.isna(cell["verdict_a"])
+    assert cell["verdict_b"] == "usdh loses"
+    assert len(verdict_changes(new, new)) == 0

@@ -22,6 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
+_LITE = "efficientnet_lite0"
+
+
+def _setting(dataset: str, protocol: str, backbone: str) -> dict[str, str]:
+    return {"dataset": dataset, "protocol": protocol, "backbone": backbone}
+
+
 def test_the_shipped_params_are_valid():
     validate_params(copy.deepcopy(DEFAULTS))
 
@@ -158,6 +165,15 @@ def _with(path: str, value):
         ("validation.space.usdh.lr", [0.1, -1.0], r"'validation\.space\.usdh\.lr': stage lr"),
         ("validation.space.usdh.lr", [], r"'validation\.space\.usdh\.lr': list should have"),
         ("validation.space.cnnh", {"lr": [1.0]}, r"'validation\.space\.cnnh': 'cnnh' is not a"),
+        # the settings: each one a dataset, protocol and features some stage provides, once
+        ("settings", [_setting("mnist", "deepbit", "gist")], r"dataset 'mnist' is not configured"),
+        ("settings", [_setting("cifar10", "retrieval", "gist")], r"'retrieval' is not split for"),
+        ("settings", [_setting("cifar10", "1k-5k-59k", _LITE)], r"is the experiment's own"),
+        ("settings", [_setting("fashion_mnist", "1k-69k", "gist")], r"no stage computes 'gist'"),
+        ("settings", [_setting("cifar10", "deepbit", "gist")] * 2, r"listed twice"),
+        ("settings", [_setting("cifar10", "deepbit", "vgg17")], r"settings\.0\.backbone'.*unknown"),
+        ("settings", [{"dataset": "cifar10", "protocol": "deepbit"}], r"settings\.0\.backbone"),
+        ("calibration.features.rotation_angles", [], r"deepbit, usdh train on rotated views"),
     ],
 )
 def test_bad_params_name_the_problem(path, value, match):

@@ -73,6 +73,8 @@ def reduced_params() -> dict:
         dataset="oxford17", protocols=["retrieval"], methods=["itq", "lsh_uncentred"], bits=[16]
     )
     params["calibration"]["seeds"] = [0]
+    # every method on the GIST features too (rotated views and a bank through GIST)
+    params["settings"] = [{"dataset": "oxford17", "protocol": "retrieval", "backbone": "gist"}]
     return params
 
 
@@ -113,8 +115,13 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
 
     dvc(tmp_path, "repro")
 
-    results = pd.read_csv(tmp_path / "reports" / "results.csv")
+    every = pd.read_csv(tmp_path / "reports" / "results.csv")
     methods = {"lsh", "pcah", "itq", "sh", "deepbit", "usdh", "greedyhash", "bihalf", "cibhash"}
+    # the setting's rows (GIST): every method, at every length and seed of the experiment
+    settings = every[every["group"] == "settings"]
+    assert len(settings) == (len(methods) - 2) * 2 + 2 and set(settings["method"]) == methods
+    assert set(settings["backbone"]) == {"gist"} and (settings["mAP"] > 1 / 17).all()
+    results = every[every["group"] == "retrieval"]
     # methods x seeds x protocols at 16 bits; PCAH and SH, which do not depend on the seed, once
     assert len(results) == ((len(methods) - 2) * 2 + 2) * 2
     assert set(results.loc[results["method"].isin(["pcah", "sh"]), "seed"]) == {0}
@@ -126,14 +133,16 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
     assert results["mAP"].between(0, 1).all() and (results["mAP"] > 1 / 17).all()
     # equal footing: every method saw the same training images, and the report says how long
     # except CIBHash, which trains on the images of its bank of augmented views
-    two_view = results["method"] == "cibhash"
-    assert (results.loc[~two_view, "train_images"] == 680).all()
-    assert (results.loc[two_view, "train_images"] == 100).all()
+    two_view = every["method"] == "cibhash"
+    assert (every.loc[~two_view, "train_images"] == 680).all()
+    assert (every.loc[two_view, "train_images"] == 100).all()
     assert (results["fit_seconds"] > 0).all()
     bank = json.loads(
         (tmp_path / "data/banks/oxford17/efficientnet_lite0/provenance.json").read_text()
     )
     assert bank["methods"] == ["cibhash"] and bank["files"]["augmentations.npy"]["shape"][1] == 4
+    gist_bank = json.loads((tmp_path / "data/banks/oxford17/gist/provenance.json").read_text())
+    assert gist_bank["methods"] == ["cibhash"] and gist_bank["backbone"] == "gist"
     ablations = pd.read_csv(tmp_path / "reports" / "ablations.csv")
     assert set(ablations["variant"]) == {
         "full",
@@ -175,8 +184,12 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
         "## Ablations",
         "## Classification on codes",
         "features (1280-d",
+        "## Across settings",
+        "oxford17 `retrieval`, gist",
     ):
         assert heading in readme
+    # the first paragraph states only what holds in all three settings (two protocols, GIST)
+    assert readme.split("\n\n")[2].startswith("In words, as far as it holds across the 3 settings")
     diagnosis = json.loads(
         (tmp_path / "metrics/diagnostics/oxford17/retrieval/usdh_loss.json").read_text()
     )
@@ -184,7 +197,11 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
     assert set(diagnosis["runs"][0]["loss"]) == methods | {"usdh_relaxed"}
     assert diagnosis["runs"][0]["loss"]["itq"]["quantization"] == 0.0  # binary codes
     figures = {p.name for p in (tmp_path / "reports" / "figures").iterdir()}
-    assert {"ablations_oxford17.png", "training_oxford17_usdh.png"} <= figures
+    assert {
+        "ablations_oxford17.png",
+        "training_oxford17_usdh.png",
+        "across_settings.png",
+    } <= figures
     # the main protocol's per-class heatmap and retrieval examples (thumbnails of the prepared
     # images), at the one code length run here; the curves of both protocols
     assert {
@@ -202,6 +219,7 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
     assert (calibration["mAP"] > 1 / 17).all()
     gist = json.loads((tmp_path / "data/features/oxford17/gist/provenance.json").read_text())
     assert gist["backbone"] == "gist" and gist["feature_dim"] == 512
+    assert gist["files"]["rotations.npy"]["shape"][:2] == [200, 2]  # USDH's and DeepBit's views
     assert "protocol `per-class`" in readme
     for name in ("main_map", "verdict", "training", "ablations", "classification"):
         assert (tmp_path / "reports" / "tables" / f"{name}.tex").is_file()
@@ -223,6 +241,7 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
         "classify@itq",
         "fit-calibration@itq-retrieval",
         "fit-calibration@lsh_uncentred-retrieval",
+        "fit-settings@itq-setting0",
     }
     params["methods"]["itq"]["n_iter"] = n_iter
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -240,31 +259,43 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
             for path, original in zip(paths, originals, strict=True):
                 path.write_text(original)
 
-    calibration = {"features-calibration", "fit-calibration", "evaluate-calibration"}
+    calibration = {
+        "features-calibration", "bank-calibration", "fit-calibration", "evaluate-calibration",
+    }  # fmt: skip
+    settings = {"fit-settings", "evaluate-settings"}
     everything = {
         "check", "prepare", "split", "features", "bank", "fit", "evaluate", "ablate", "diagnose",
-        "classify", "classify-features", "report", *calibration,
+        "classify", "classify-features", "report", *calibration, *settings,
     }  # fmt: skip
-    assert touched("usdh/search.py") == {"evaluate", "ablate", "evaluate-calibration"}
+    assert touched("usdh/search.py") == {
+        "evaluate", "ablate", "evaluate-calibration", "evaluate-settings",
+    }  # fmt: skip
     assert touched("usdh/codes.py") == {
         "check", "fit", "evaluate", "ablate", "diagnose", "classify", "fit-calibration",
-        "evaluate-calibration",
+        "evaluate-calibration", *settings,
     }  # fmt: skip
     assert touched("usdh/hasher.py") == {
-        "check", "fit", "ablate", "diagnose", "classify", "fit-calibration"
+        "check", "fit", "ablate", "diagnose", "classify", "fit-calibration", "fit-settings",
     }  # fmt: skip
 
     assert touched("usdh/report/build.py") == {"report"}
     # (not the shallow fits nor the classification of stored features: they read features from
     # disk without torch, usdh/feature_store.py)
     assert touched("usdh/augment.py") == {
-        "check", "features", "bank", "features-calibration", "fit", "ablate", "diagnose",
-        "classify",
+        "check", "features", "bank", "features-calibration", "bank-calibration", "fit", "ablate",
+        "diagnose", "classify", "fit-settings",
     }  # fmt: skip
     assert touched("usdh/cli.py") == everything
     # the data stages run only the code that computes them: method, training, evaluation and
     # report code (and the checking of the whole params file) never make them stale, file by file
-    data_stages = {"prepare", "split", "features", "bank", "features-calibration"}
+    data_stages = {
+        "prepare",
+        "split",
+        "features",
+        "bank",
+        "features-calibration",
+        "bank-calibration",
+    }
     # (all of them at once, one `dvc status`: a stage that one file makes stale, the set makes
     # stale too; file by file, only to name the culprit)
     if touched(*METHOD_CODE) & data_stages:

@@ -597,6 +597,16 @@ def test_the_report_refuses_runs_that_params_no_longer_configure(tmp_path):
     save_json(tmp_path / "metrics/retrieval/cifar10/deepbit/lsh/32/0.json", {})
     with pytest.raises(ValueError, match="does not configure: lsh"):
         check_no_stale_runs(params, tmp_path)
+    (tmp_path / "metrics/retrieval/cifar10/deepbit/lsh/32/0.json").unlink()
+    # a setting that is no longer listed, and a method the settings no longer run
+    save_json(tmp_path / "metrics/settings/fashion_mnist/1k-69k/itq/32/0.json", {})
+    with pytest.raises(ValueError, match="does not configure: itq"):
+        check_no_stale_runs(params, tmp_path)
+    params["settings"] = [{"dataset": "cifar10", "protocol": "deepbit", "backbone": "gist"}]
+    with pytest.raises(ValueError, match="no longer lists: fashion_mnist/1k-69k; remove"):
+        check_no_stale_runs(params, tmp_path)
+    params["settings"].append({"dataset": "fashion_mnist", "protocol": "1k-69k", "backbone": "b"})
+    check_no_stale_runs(params, tmp_path)
 
 
 # -- damaged inputs: one clear error, and nothing under reports/ changes -------------------------

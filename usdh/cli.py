@@ -6,10 +6,12 @@
     python -m usdh features cifar10     # backbone features into data/features/cifar10/<backbone>/
     python -m usdh features cifar10 --experiment calibration   # GIST, for the calibration
     python -m usdh bank cifar10         # augmented views (CIBHash): data/banks/cifar10/<backbone>/
+    python -m usdh bank cifar10 --experiment calibration   # the same views through GIST
     python -m usdh fit itq              # every bits x seed: models/ and codes/retrieval/.../itq/
     python -m usdh fit itq 32 0         # one run: models/retrieval/<dataset>/<protocol>/itq/32/0/
     python -m usdh encode itq           # re-encode from the saved models
     python -m usdh evaluate itq         # metrics/retrieval/.../itq/<bits>/<seed>.json, plots/...
+    python -m usdh fit itq --setting fashion_mnist/1k-69k   # a settings entry: models/settings/...
     python -m usdh ablate no_rotation   # USDH without one term: metrics/ablations/...
     python -m usdh classify itq         # linear classifier on codes: metrics/classification/...
     python -m usdh finetune usdh        # end to end with the backbone's last units (a GPU's job)
@@ -20,9 +22,11 @@
     python -m usdh compare HEAD~1       # what changed in the results since a revision
 
 The run commands take ``[bits seed]`` to run one code length and seed instead of all of them;
-fit, encode and evaluate take ``--protocol P`` to run on another of ``experiment.protocols``, and
-with features ``--experiment calibration`` to serve the ``calibration`` section instead (GIST
-features, the classic baselines, ``models/calibration/...``).
+fit, encode and evaluate take ``--protocol P`` to run on another of ``experiment.protocols``, or
+``--setting DATASET/PROTOCOL`` to run on an entry of ``settings`` (the experiment's methods on
+another dataset, protocol or backbone, ``models/settings/...``); with features and bank
+``--experiment calibration`` serves the ``calibration`` section instead (GIST features, the
+classic baselines, ``models/calibration/...``).
 
 Each command lives in its own module of :mod:`usdh.stages`, imported only when it runs: the light
 stages start fast, and a stage's code dependencies (``dvc.yaml``) are its module's imports. The
@@ -95,7 +99,7 @@ _OPTIONAL = ("bits", "seed")
 #: commands that run on any of experiment.protocols (``--protocol``; default: the main one)
 PROTOCOL_COMMANDS = ("fit", "encode", "evaluate")
 #: commands that serve another params section's runs (``--experiment``; see params.EXPERIMENTS)
-EXPERIMENT_COMMANDS = ("features", "fit", "encode", "evaluate")
+EXPERIMENT_COMMANDS = ("features", "bank", "fit", "encode", "evaluate")
 
 
 def stage_module(command: str) -> str:
@@ -127,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "--protocol",
                 help="one of the section's protocols (default: experiment.protocol, the main one)",
             )
+            p.add_argument(
+                "--setting",
+                metavar="DATASET/PROTOCOL",
+                help="an entry of 'settings': the experiment's methods on its dataset, protocol "
+                "and backbone",
+            )
         if name in EXPERIMENT_COMMANDS:
             p.add_argument(
                 "--experiment",
@@ -154,12 +164,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (getattr(args, "bits", None) is None) != (getattr(args, "seed", None) is None):
         print(f"usdh {args.command}: error: give both bits and seed, or neither", file=sys.stderr)
         return 2
+    if getattr(args, "setting", None) and (
+        args.protocol is not None or getattr(args, "experiment", "experiment") != "experiment"
+    ):
+        print(
+            f"usdh {args.command}: error: --setting names the dataset, protocol and features "
+            "itself: give it without --protocol and --experiment",
+            file=sys.stderr,
+        )
+        return 2
     try:
         # the stage's time counts its imports (torch's) and checks too
         with stage_timer() as record, params_source(args.params):
             params = load_params(args.params)
             module = importlib.import_module(stage_module(args.command))
             extra = {"protocol": args.protocol} if args.command in PROTOCOL_COMMANDS else {}
+            if getattr(args, "setting", None):
+                extra["setting"] = args.setting
             if args.command in EXPERIMENT_COMMANDS:
                 extra["experiment"] = args.experiment
             # the whole file (usdh.paramcheck) with the class checks of the stage's own method

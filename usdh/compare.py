@@ -46,8 +46,9 @@ __all__ = [
 METRICS = ("mAP_tie_aware", "mAP", "mAP_all_tie_aware", "precision_r2", "accuracy")
 #: what names a run in a metrics file; everything else numeric is a metric
 IDENTITY = ("dataset", "protocol", "method", "variant", "bits", "seed")
-#: a verdict cell's key in reports/verdict.csv
-CELL = ("dataset", "protocol", "metric", "bits", "vs")
+#: a verdict cell's key in reports/verdict.csv (``group``: the retrieval table or a setting of
+#: ``settings``; a file written before the settings had only the retrieval table's)
+CELL = ("group", "dataset", "protocol", "metric", "bits", "vs")
 
 
 class CompareError(ValueError):
@@ -265,7 +266,11 @@ def verdict_changes(
     if old is None or new is None:
         return pd.DataFrame()
     keep = [*CELL, "difference", "verdict"]
-    a, b = (_csv(text, name, keep) for text, name in zip((old, new), names, strict=True))
+    a, b = (
+        _csv(text, name, [c for c in keep if c != "group"])
+        for text, name in zip((old, new), names, strict=True)
+    )
+    a, b = (t if "group" in t else t.assign(group="retrieval") for t in (a, b))
     merged = a[keep].merge(b[keep], on=list(CELL), how="outer", suffixes=("_a", "_b"))
     sign = (merged["difference_a"] > 0) != (merged["difference_b"] > 0)
     moved = (merged["verdict_a"] != merged["verdict_b"]) | sign

@@ -85,7 +85,7 @@ KINDS = {
 #: the experiments a run can belong to: the main retrieval table, the loss-term ablations, the
 #: linear classification on codes, the fine-tuned (backbone + head) runs, and the calibration of
 #: the classic baselines on GIST against published tables
-GROUPS = ("retrieval", "ablations", "classification", "finetune", "calibration")
+GROUPS = ("retrieval", "ablations", "classification", "finetune", "calibration", "settings")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 

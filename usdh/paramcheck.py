@@ -15,7 +15,17 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from usdh.layout import check_name
-from usdh.params import ParamsError, base_method, fail, merge_params, nested, section
+from usdh.params import (
+    ParamsError,
+    base_method,
+    fail,
+    merge_params,
+    nested,
+    section,
+    setting_features,
+    setting_key,
+    settings_entries,
+)
 from usdh.registry import get_method, method_class
 from usdh.registry import methods as registered_methods
 from usdh.schema import check_shape
@@ -25,6 +35,7 @@ __all__ = [
     "check_all",
     "check_relations",
     "check_schema",
+    "feature_folders",
     "method_checker",
     "method_keys",
     "two_view_methods",
@@ -215,18 +226,38 @@ def _yaml_hint(value: Any) -> str:
     )
 
 
-def two_view_methods(params: dict[str, Any], dataset: str) -> list[str]:
-    """The methods listed on ``dataset`` (retrieval, ablations, classification) that train on two
-    augmented views of an image (``augmentations`` in the registry): whom the bank stage serves."""
+def feature_folders(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every ``(dataset, backbone)`` whose features a stage computes: each dataset through the
+    main backbone (``features``), the calibration dataset through its own
+    (``features-calibration``)."""
+    main = section(params, "features", "backbone")
+    out = [(d, main) for d in sorted(section(params, "datasets"))]
+    cal = params.get("calibration") or {}
+    backbone = (cal.get("features") or {}).get("backbone")
+    if cal.get("dataset") and backbone:
+        out.append((cal["dataset"], backbone))
+    return out
+
+
+def two_view_methods(params: dict[str, Any], dataset: str, backbone: str) -> list[str]:
+    """The methods listed on ``dataset``'s ``backbone`` features (retrieval, ablations,
+    classification, settings) that train on two augmented views of an image (``augmentations``
+    in the registry): whom the bank of those features serves."""
     listed: list[str] = []
     exp = section(params, "experiment")
-    if exp["dataset"] == dataset:
-        listed += list(exp["methods"])
-        variants = (params.get("ablations") or {}).get("variants") or {}
-        listed += [v["method"] for v in variants.values() if isinstance(v, dict) and "method" in v]
-    cls = params.get("classification") or {}
-    if cls.get("dataset") == dataset:
-        listed += list(cls.get("methods") or [])
+    if backbone == section(params, "features", "backbone"):
+        if exp["dataset"] == dataset:
+            listed += list(exp["methods"])
+            variants = (params.get("ablations") or {}).get("variants") or {}
+            listed += [
+                v["method"] for v in variants.values() if isinstance(v, dict) and "method" in v
+            ]
+        cls = params.get("classification") or {}
+        if cls.get("dataset") == dataset:
+            listed += list(cls.get("methods") or [])
+    for entry in settings_entries(params):
+        if entry["dataset"] == dataset and entry["backbone"] == backbone:
+            listed += list(exp["methods"])
     return [m for m in dict.fromkeys(listed) if "augmentations" in get_method(m).views]
 
 
@@ -265,6 +296,7 @@ def validate_params(params: dict[str, Any], methods: Collection[str] | None = No
         _check_classification(params["classification"], datasets, known)
     if params.get("bank_study") is not None:
         _check_bank_study(params["bank_study"], known)
+    _check_settings(params, datasets, known)
     if params.get("validation") is not None:
         _int_list([params["validation"]["bits"]], "validation.bits", multiple_of=8, minimum=8)
         _int_list(params["validation"]["seeds"], "validation.seeds")
@@ -332,6 +364,44 @@ def _check_experiment(
                 f"datasets.{exp['dataset']}.protocols ({', '.join(map(str, split_protocols))})"
             )
     return methods
+
+
+def _check_settings(
+    params: dict[str, Any], datasets: dict[str, Any], known: dict[str, Any]
+) -> None:
+    """Each setting: a configured dataset, split into the protocol, not one of the experiment's
+    own protocols (those run as the retrieval table), listed once, on features a stage computes,
+    with the rotated views its methods train on."""
+    exp = section(params, "experiment")
+    main = section(params, "features", "backbone")
+    seen: set[str] = set()
+    for entry in settings_entries(params):
+        key, ds, proto = setting_key(entry), entry["dataset"], entry["protocol"]
+        if ds not in datasets:
+            fail(f"setting {key}: dataset {ds!r} is not configured under 'datasets'")
+        split = datasets[ds].get("protocols") or []
+        if proto not in split:
+            fail(
+                f"setting {key}: protocol {proto!r} is not split for {ds}: add it to "
+                f"datasets.{ds}.protocols ({', '.join(map(str, split))})"
+            )
+        own = exp.get("protocols") or [exp.get("protocol")]
+        if ds == exp["dataset"] and proto in own and entry["backbone"] == main:
+            fail(
+                f"setting {key} through {main} is the experiment's own (experiment.protocols): "
+                "its runs are the retrieval table already; remove it from 'settings'"
+            )
+        if key in seen:
+            fail(f"setting {key} is listed twice in 'settings': each runs under its own folder")
+        seen.add(key)
+        fp = setting_features(params, entry)
+        rotated = [m for m in exp["methods"] if "rotations" in known[m].views]
+        if rotated and not fp.get("rotation_angles"):
+            fail(
+                f"setting {key}: {', '.join(rotated)} train on rotated views, but the "
+                f"{entry['backbone']} features have no rotation_angles: give them angles or "
+                "remove the setting"
+            )
 
 
 def _check_radius(params: dict[str, Any]) -> None:

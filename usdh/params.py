@@ -19,6 +19,7 @@ __all__ = [
     "CHECK_FORMAT",
     "EXPERIMENTS",
     "LOSS_TERMS",
+    "SETTINGS_GROUP",
     "ParamsError",
     "check_sections",
     "dataset_params",
@@ -31,6 +32,10 @@ __all__ = [
     "read_check_record",
     "section",
     "sections_checker",
+    "setting_entry",
+    "setting_features",
+    "setting_key",
+    "settings_entries",
 ]
 
 #: the loss terms an ablation variant may override: the names of ``usdh.losses.TERMS``, kept here
@@ -52,8 +57,13 @@ LOSS_TERMS = (
 EXPERIMENTS = {"experiment": "retrieval", "calibration": "calibration"}
 
 
-#: the version of the check stage's record (:mod:`usdh.stages.check`)
-CHECK_FORMAT = 1
+#: the run group of the ``settings`` entries: the experiment's methods, lengths and seeds on
+#: another dataset, protocol or backbone (``--setting DATASET/PROTOCOL``)
+SETTINGS_GROUP = "settings"
+
+#: the version of the check stage's record (:mod:`usdh.stages.check`); 2: the methods that train
+#: on two views are keyed by ``<dataset>/<backbone>`` (a bank per backbone)
+CHECK_FORMAT = 2
 
 
 class ParamsError(ValueError):
@@ -198,9 +208,10 @@ def check_sections(params: dict[str, Any], sections: tuple[str, ...]) -> None:
         fail(f"{len(problems)} problems:\n  " + "\n  ".join(problems))
 
 
-def read_check_record(dataset: str, root: Path = Path()) -> dict[str, Any]:
-    """What the check stage decided for ``dataset`` (which listed methods train on augmented
-    views), as a data stage reads it: through the record, not the method code."""
+def read_check_record(dataset: str, backbone: str, root: Path = Path()) -> dict[str, Any]:
+    """What the check stage decided for ``dataset``'s features through ``backbone`` (which listed
+    methods train on augmented views), as a data stage reads it: through the record, not the
+    method code."""
     import json
 
     from usdh.layout import checked_record
@@ -216,9 +227,50 @@ def read_check_record(dataset: str, root: Path = Path()) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != CHECK_FORMAT:
         raise ParamsError(f"{path} is not a check record of this version: {fix}")
     views = data.get("two_view_methods")
-    if not isinstance(views, dict) or dataset not in views:
-        raise ParamsError(f"{path} does not know dataset {dataset!r}: {fix}")
-    return {"two_view_methods": list(views[dataset])}
+    key = f"{dataset}/{backbone}"
+    if not isinstance(views, dict) or key not in views:
+        raise ParamsError(f"{path} does not know dataset {dataset!r} through {backbone!r}: {fix}")
+    return {"two_view_methods": list(views[key])}
+
+
+def settings_entries(params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``settings`` list: each ``{dataset, protocol, backbone}`` on which the experiment's
+    methods run beside the experiment's own protocols."""
+    return [dict(s) for s in (params.get("settings") or [])]
+
+
+def setting_key(entry: Mapping[str, Any]) -> str:
+    """``<dataset>/<protocol>``: how the CLI's ``--setting`` names an entry."""
+    return f"{entry['dataset']}/{entry['protocol']}"
+
+
+def setting_entry(params: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The ``settings`` entry ``key`` (``DATASET/PROTOCOL``), or an error naming the listed ones."""
+    entries = {setting_key(e): e for e in settings_entries(params)}
+    if key not in entries:
+        listed = ", ".join(entries) or "none"
+        raise ParamsError(
+            f"setting {key!r} is not listed in {_SOURCE.get()}'s settings (listed: {listed}); "
+            "add {dataset, protocol, backbone} to 'settings'"
+        )
+    return entries[key]
+
+
+def setting_features(params: Mapping[str, Any], entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The features a setting's runs read: the main backbone's on its dataset (the ``features``
+    stage computes them for every dataset), or the calibration's on the calibration dataset
+    (``features-calibration``). Any other backbone has no stage that computes it."""
+    dataset, backbone = entry["dataset"], entry["backbone"]
+    if backbone == section(params, "features", "backbone"):
+        return features_params(params, "experiment", dataset)
+    cal = params.get("calibration") or {}
+    if cal.get("dataset") == dataset and (cal.get("features") or {}).get("backbone") == backbone:
+        return features_params(params, "calibration", dataset)
+    fail(
+        f"setting {setting_key(entry)}: no stage computes {backbone!r} features of {dataset}; "
+        f"use features.backbone ({section(params, 'features', 'backbone')!r}) or, on "
+        f"{cal.get('dataset')!r}, calibration.features.backbone"
+    )
 
 
 def merge_params(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -218,6 +218,14 @@ class Evaluation(_Section):
     examples: Examples | None = None
 
 
+class Setting(_Section):
+    """The experiment's methods, lengths and seeds on another dataset, protocol or backbone."""
+
+    dataset: str
+    protocol: str
+    backbone: str
+
+
 class Params(_Section):
     datasets: dict[str, Dataset]
     split_seed: Index = 0
@@ -232,6 +240,7 @@ class Params(_Section):
     classification: Classification | None = None
     evaluation: Evaluation
     bank_study: BankStudy | None = None
+    settings: list[Setting] = Field(default_factory=list)
 
 
 def _where(loc: tuple[Any, ...]) -> str:
@@ -320,9 +329,11 @@ def _name_problems(given: dict[str, Any]) -> list[str]:
             for proto in ds["protocols"]
             if proto not in known
         ]
+    settings = given.get("settings") or []
     for where, feats in (
         ("features", given.get("features")),
         ("calibration.features", (given.get("calibration") or {}).get("features")),
+        *((f"settings.{i}", entry) for i, entry in enumerate(settings)),
     ):
         backbone = (feats or {}).get("backbone")
         if backbone is not None and backbone not in BACKBONE_NAMES:

@@ -46,6 +46,13 @@ from usdh.report.readme import render_readme
 from usdh.report.reported import reported_vs_reproduced
 from usdh.report.results import collect_results, main_tables, summarise
 from usdh.report.selection import read_selection, selection_context, selection_figure
+from usdh.report.settings import (
+    across_figure,
+    across_section,
+    across_table,
+    settings_training,
+    verdict_in_words,
+)
 from usdh.report.training import cost_figure, training_figures, training_table
 from usdh.report.verdict import NUMBERS, verdict_table
 
@@ -223,17 +230,42 @@ def _build(root: Path, reports_root: Path, inputs: Path, context: dict[str, Any]
     committed inputs of the reports folder (hardware.csv, machines.csv) from ``inputs``."""
     figures_dir = reports_root / "figures"
     df = collect_results(root, context.get("protocol"))
-    _write_csv(df, reports_root / "results.csv")
     target = context.get("target", "usdh")
+    # every setting's rows: the retrieval table's protocols, then the entries of `settings`
+    every = pd.concat(
+        [
+            df.assign(group="retrieval"),
+            collect_results(root, group="settings").assign(group="settings"),
+        ],
+        ignore_index=True,
+    )
+    every = every[["group", *(c for c in every.columns if c != "group")]]
+    _write_csv(every, reports_root / "results.csv")
     protocols = list(df["protocol"].drop_duplicates())
     main = context.get("protocol") if context.get("protocol") in protocols else protocols[0]
     tables, cut = _results_tables(root, df, context, target)
     # the verdict with its numbers, for `python -m usdh compare`; the tables show them as text
     verdict = tables.get("verdict", pd.DataFrame(columns=["protocol", *NUMBERS]))
-    _write_csv(verdict, reports_root / "verdict.csv")
+    settings = every[every["group"] == "settings"]
+    verdicts = [verdict.assign(group="retrieval")]
+    if len(settings) and target in set(settings["method"]):
+        verdicts.append(verdict_table(root, settings, target).assign(group="settings"))
+    all_verdicts = pd.concat(verdicts, ignore_index=True)
+    all_verdicts = all_verdicts[["group", *(c for c in all_verdicts if c != "group")]]
+    _write_csv(all_verdicts, reports_root / "verdict.csv")
     if "verdict" in tables:
         tables["verdict"] = verdict.drop(columns=list(NUMBERS))
     figures = {"protocol": protocol_figures(df, root, figures_dir, summarise, target)}
+    n_settings = len(every[["group", "dataset", "protocol"]].drop_duplicates())
+    if n_settings > 1 and "verdict" in tables:
+        across = across_table(all_verdicts, every, target)
+        tables["across_settings"] = across
+        figures["settings"] = across_figure(every, figures_dir, int(context.get("bits", 32)))
+        context = {
+            **context,
+            "in_words": verdict_in_words(across, target, n_settings),
+            "across": across_section(across, settings_training(every), target),
+        }
     figures["seeds"] = seed_figures(df, f"{cut}_tie_aware", figures_dir)
     low = low_seeds(df, f"{cut}_tie_aware")
     if len(low):

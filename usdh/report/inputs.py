@@ -36,12 +36,15 @@ EVALUATE_STAGES = {
     "classification": "classify@{name}",
     "finetune": "finetune@{name}",
     "calibration": "evaluate-calibration@{name}-{protocol}",
+    # the settings' stages are numbered by their place in params.yaml's list: a glob
+    "settings": "evaluate-settings@{name}-*",
 }
 #: ... and each group's fit records (models/.../fit.json)
 FIT_STAGES = {
     **EVALUATE_STAGES,
     "retrieval": "fit@{name}-{protocol}",
     "calibration": "fit-calibration@{name}-{protocol}",
+    "settings": "fit-settings@{name}-*",
 }
 
 
@@ -60,7 +63,11 @@ _BROKEN = (
 
 def rerun(stage: str) -> str:
     """How to get a good copy of a stage's output back."""
-    return f"rerun the stage that writes it (dvc repro -s {stage}, or dvc pull)"
+    if "*" in stage:  # a pattern of stage names (the settings' stages)
+        stage = f"--glob -s '{stage}'"
+    else:
+        stage = f"-s {stage}"
+    return f"rerun the stage that writes it (dvc repro {stage}, or dvc pull)"
 
 
 def run_fix(run: Run, fit: bool = False) -> str:
@@ -110,6 +117,7 @@ METRICS_KEYS = {
     "ablations": ("dataset", "method", "variant", "bits", "seed", "mAP", "mAP_tie_aware"),
     "classification": ("dataset", "method", "bits", "seed", "accuracy"),
     "calibration": (*_RETRIEVAL_KEYS, "mAP_all_tie_aware"),
+    "settings": _RETRIEVAL_KEYS,
 }
 
 

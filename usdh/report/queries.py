@@ -30,14 +30,16 @@ SAME_FOR_EVERY_SEED = {"query", "label", "example_query", "example_top"}
 def per_seed(root: Path, df: pd.DataFrame, method: str, bits: int) -> dict[str, np.ndarray]:
     """A method's per-query arrays at one code length on the one protocol of ``df``, stacked
     over its seeds (seeds x queries); ``query``, ``label`` and the examples' arrays, the same for
-    every seed, are the first seed's."""
+    every seed, are the first seed's. Rows of the ``settings`` group say so in a ``group``
+    column (else: the retrieval table's runs)."""
     rows = df[(df["method"] == method) & (df["bits"] == bits)]
     if rows[["dataset", "protocol"]].drop_duplicates().shape[0] > 1:
         raise ValueError("per-query arrays are compared within one dataset and protocol")
     arrays: dict[str, list[np.ndarray]] = {}
     queries = None
     for r in rows.sort_values("seed").itertuples():
-        run = Run("retrieval", r.dataset, r.protocol, method, bits, int(r.seed), root)
+        group = str(getattr(r, "group", "retrieval"))
+        run = Run(group, r.dataset, r.protocol, method, bits, int(r.seed), root)
         data = read_run_queries(run, ("query",))
         if queries is not None and not np.array_equal(queries, data["query"]):
             raise ValueError(f"{run.per_query}: the queries differ between seeds")

@@ -206,6 +206,7 @@ def render_readme(
     target = context.get("target", "usdh")
     main = context.get("main", df["protocol"].iloc[0])
     lines = list(INTRO)
+    lines += list(context.get("in_words") or [])
     if "verdict" in tables:
         # say in the cells that one opponent trained on fewer images, and where to look
         notes = (
@@ -213,6 +214,9 @@ def render_readme(
         )
         lines += verdict_section(df, tables["verdict"], target, notes)
         lines += shown.lines("seeds")
+    if context.get("across"):
+        lines += list(context["across"])
+        lines += shown.lines("settings")
     if "low_seeds" in tables:
         cut = context.get("cut", "mAP")
         lines += low_seeds_section(tables["low_seeds"], main, f"{cut} (tie-aware)")

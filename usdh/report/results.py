@@ -172,11 +172,16 @@ def _row(run: Run, seen: dict[Path, str | None]) -> dict[str, Any]:
     return row
 
 
-def collect_results(root: str | Path, main: str | None = None) -> pd.DataFrame:
+def collect_results(
+    root: str | Path, main: str | None = None, group: str = "retrieval"
+) -> pd.DataFrame:
     """One row per retrieval run's metrics (dataset x protocol x method x bits x seed), plus
-    mAP@k and precision@N columns; the ``main`` protocol's rows first."""
+    mAP@k and precision@N columns; the ``main`` protocol's rows first. ``group``: the retrieval
+    table's runs (which must exist), or the settings' (none: an empty table)."""
     seen: dict[Path, str | None] = {}
-    rows = [_row(run, seen) for run in find_runs("retrieval", root=Path(root))]
+    rows = [_row(run, seen) for run in find_runs(group, root=Path(root))]
+    if not rows and group != "retrieval":
+        return pd.DataFrame(columns=COLUMNS)
     if not rows:
         raise ValueError(
             f"no metrics files under {Path(root) / 'metrics' / 'retrieval'}; run the evaluate "

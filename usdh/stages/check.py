@@ -15,8 +15,8 @@ from typing import Any
 from usdh import layout
 from usdh.io import save_json
 from usdh.paramcheck import check_all as check_params
-from usdh.paramcheck import two_view_methods
-from usdh.params import CHECK_FORMAT, section
+from usdh.paramcheck import feature_folders, two_view_methods
+from usdh.params import CHECK_FORMAT
 
 __all__ = ["check_params", "outputs", "record", "run"]
 
@@ -27,11 +27,12 @@ def outputs(params: dict[str, Any]) -> list[Path]:
 
 def record(params: dict[str, Any]) -> dict[str, Any]:
     """What the check decided (params.yaml already passed ``check_params``)."""
-    datasets = sorted(section(params, "datasets"))
     return {
         "format": CHECK_FORMAT,
         "params": "valid",
-        "two_view_methods": {d: two_view_methods(params, d) for d in datasets},
+        "two_view_methods": {
+            f"{d}/{b}": two_view_methods(params, d, b) for d, b in feature_folders(params)
+        },
     }
 
 

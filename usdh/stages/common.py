@@ -10,11 +10,14 @@ from typing import Any
 from usdh import layout
 from usdh.params import (
     EXPERIMENTS,
+    SETTINGS_GROUP,
     ParamsError,
     base_method,
     dataset_params,
     features_params,
     section,
+    setting_entry,
+    setting_key,
 )
 from usdh.registry import get_method, methods
 
@@ -75,13 +78,18 @@ def run_context(
     group: str | None = None,
     name: str | None = None,
     protocol: str | None = None,
+    setting: str | None = None,
 ) -> RunContext:
     """The run of ``method`` in the ``experiment`` section (``experiment``, ``calibration`` or
     ``classification``); ``group`` defaults to the section's (``params.EXPERIMENTS``); ``name``
     (an ablation variant) replaces the method in the run's paths, whose method must still be one
     of the section's; ``protocol`` is one of the
     section's ``protocols`` (default: its main ``protocol``, else its first). A section's
-    ``variants`` (calibration's) are run names of their own: a method with other parameters."""
+    ``variants`` (calibration's) are run names of their own: a method with other parameters.
+    ``setting`` (``DATASET/PROTOCOL``, an entry of ``settings``) runs one of the experiment's
+    methods on that entry's dataset, protocol and backbone, in the ``settings`` group."""
+    if setting is not None:
+        return _setting_context(params, method, bits, seed, setting)
     exp = section(params, experiment)
     overrides: dict[str, Any] = {}
     variants = exp.get("variants") or {}
@@ -116,6 +124,31 @@ def run_context(
     return RunContext(run, method, backbone, record, overrides)
 
 
+def _setting_context(
+    params: Mapping[str, Any], method: str, bits: int, seed: int, setting: str
+) -> RunContext:
+    """The run of one of the experiment's methods in a ``settings`` entry (no variants: the
+    settings test the experiment's choices as they transfer)."""
+    methods = section(params, "experiment", "methods")
+    if method not in methods:
+        raise ParamsError(
+            f"method {method!r} is not in experiment.methods ({', '.join(methods)}), which the "
+            "settings run"
+        )
+    entry = setting_entry(params, setting)
+    run = layout.Run(SETTINGS_GROUP, entry["dataset"], entry["protocol"], method, bits, seed)
+    record = {
+        "dataset": entry["dataset"],
+        "protocol": entry["protocol"],
+        "backbone": entry["backbone"],
+        "method": method,
+        "bits": bits,
+        "seed": seed,
+        "setting": setting_key(entry),
+    }
+    return RunContext(run, method, entry["backbone"], record)
+
+
 def grid(
     params: Mapping[str, Any],
     where: str,
@@ -148,11 +181,13 @@ def contexts(
     *,
     protocol: str | None = None,
     experiment: str = "experiment",
+    setting: str | None = None,
 ) -> list[RunContext]:
-    """Every (bits, seed) run of ``method`` in the ``experiment`` section, or the one asked for."""
+    """Every (bits, seed) run of ``method`` in the ``experiment`` section (or in a setting, with
+    the experiment's lengths and seeds), or the one asked for."""
     base = base_method(params, experiment, method)
     return [
-        run_context(params, method, b, s, experiment=experiment, protocol=protocol)
+        run_context(params, method, b, s, experiment=experiment, protocol=protocol, setting=setting)
         for b, s in grid(params, experiment, bits, seed, method=base)
     ]
 
@@ -170,13 +205,16 @@ _FIT_COMMANDS = {
     "classification": ("classify", ""),
     "finetune": ("finetune", ""),
     "calibration": ("fit", " --experiment calibration"),
+    SETTINGS_GROUP: ("fit", ""),
 }
 
 
 def fit_command(run: layout.Run) -> str:
     """The command that makes the run's model and codes (what a missing or wrong one needs)."""
     command, extra = _FIT_COMMANDS[run.group]
-    if command in ("fit", "ablate") and run.group != "ablations":
+    if run.group == SETTINGS_GROUP:
+        extra += f" --setting {run.dataset}/{run.protocol}"
+    elif command == "fit":
         extra += f" --protocol {run.protocol}"
     return f"python -m usdh {command} {run.name} {run.bits} {run.seed}{extra}"
 

@@ -62,12 +62,13 @@ def augmented_views(
     views: int | None = None,
     first: int = 0,
     dataset: str | None = None,
+    experiment: str = "experiment",
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Features of the seeded augmented views ``first..views-1`` (default: the recipe's count)
-    of ``rows`` of ``dataset``, with the bank's recipe and the features stage's settings; and the
-    run's info. The bank stage and the bank study both call it, so a larger bank extends the
-    stage's."""
-    fp = features_params(params, dataset=dataset)
+    of ``rows`` of ``dataset``, through the backbone ``experiment``'s features use (calibration:
+    GIST), with the bank's recipe and the features stage's settings; and the run's info. The bank
+    stage and the bank study both call it, so a larger bank extends the stage's."""
+    fp = features_params(params, experiment, dataset)
     recipe = dict(fp.get("augmentation") or {})
     if views is not None:
         recipe["views"] = views
@@ -75,7 +76,7 @@ def augmented_views(
     info: dict[str, Any] = {}
     out = extract_features(
         images,
-        pipeline_backbone(params, dataset=dataset),
+        pipeline_backbone(params, experiment, dataset),
         **extraction_settings(fp),
         indices=rows,
         augmentation=augmentation,

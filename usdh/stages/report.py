@@ -9,7 +9,7 @@ from typing import Any
 from usdh import layout
 from usdh.io import read_json
 from usdh.paramcheck import check_relations as check_params  # noqa: F401 (the CLI calls it)
-from usdh.params import features_params, section
+from usdh.params import features_params, section, setting_key, settings_entries
 from usdh.provenance import environment
 from usdh.report import build_report
 from usdh.report.build import OUTPUTS
@@ -36,6 +36,7 @@ def configured_names(params: dict[str, Any]) -> dict[str, set[str]]:
         "classification": set((params.get("classification") or {}).get("methods") or []),
         "finetune": set((params.get("finetune") or {}).get("methods") or []),
         "calibration": set(cal.get("methods") or []),
+        "settings": set(exp["methods"]) if settings_entries(params) else set(),
     }
 
 
@@ -53,6 +54,15 @@ def check_no_stale_runs(params: dict[str, Any], root: Path = Path()) -> None:
                 f"models/, codes/, queries/ and plots/, and their timing records, or configure "
                 f"them again"
             )
+    listed = {setting_key(e) for e in settings_entries(params)}
+    runs = layout.find_runs("settings", root=root)
+    gone = sorted({f"{r.dataset}/{r.protocol}" for r in runs} - listed)
+    if gone:
+        raise ValueError(
+            f"{root / layout.METRICS / 'settings'} holds runs of settings that params.yaml no "
+            f"longer lists: {', '.join(gone)}; remove their folders under metrics/, models/, "
+            "codes/, queries/ and plots/, or list them again under 'settings'"
+        )
 
 
 def run(params: dict[str, Any]) -> None:
