@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from usdh.evaluation import Curves, evaluate_run
+from tests.test_report import CURVES  # the small curves of a 400-image toy database
+from usdh.evaluation import evaluate_run
 from usdh.io import save_json, save_npy
 from usdh.layout import Run
 from usdh.report import build_report
@@ -21,17 +22,6 @@ from usdh.report.settings import (
     verdict_in_words,
 )
 from usdh.report.verdict import WORDS
-
-CURVES = Curves(
-    listed=(10, 50),
-    map_listed=(100,),
-    p_max=200,
-    p_points=8,
-    k_min=20,
-    k_points=5,
-    examples=3,
-    top=5,
-)
 
 
 def _reference_summary(words: list[str]) -> str:
