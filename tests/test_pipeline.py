@@ -219,7 +219,12 @@ def test_dvc_repro_end_to_end_on_oxford17(tmp_path):
     assert (calibration["mAP"] > 1 / 17).all()
     gist = json.loads((tmp_path / "data/features/oxford17/gist/provenance.json").read_text())
     assert gist["backbone"] == "gist" and gist["feature_dim"] == 512
-    assert gist["files"]["rotations.npy"]["shape"][:2] == [200, 2]  # USDH's and DeepBit's views
+    # USDH's and DeepBit's rotated views through GIST: the same images and angles as Lite0's
+    lite = json.loads(
+        (tmp_path / "data/features/oxford17/efficientnet_lite0/provenance.json").read_text()
+    )
+    shape = lite["files"]["rotations.npy"]["shape"]
+    assert gist["files"]["rotations.npy"]["shape"] == [*shape[:2], 512] and shape[1] == 2
     assert "protocol `per-class`" in readme
     for name in ("main_map", "verdict", "training", "ablations", "classification"):
         assert (tmp_path / "reports" / "tables" / f"{name}.tex").is_file()
