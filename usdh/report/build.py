@@ -225,6 +225,13 @@ def build_report(
     return {**summary, "figures": shown}
 
 
+def _grouped(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The frames (each with a ``group`` column) as one, ``group`` first: the key of every row
+    of results.csv and verdict.csv."""
+    out = pd.concat(frames, ignore_index=True)
+    return out[["group", *(c for c in out.columns if c != "group")]]
+
+
 def _build(root: Path, reports_root: Path, inputs: Path, context: dict[str, Any]) -> dict[str, Any]:
     """:func:`build_report`, writing into ``reports_root`` (the staging folder) and reading the
     committed inputs of the reports folder (hardware.csv, machines.csv) from ``inputs``."""
@@ -232,14 +239,12 @@ def _build(root: Path, reports_root: Path, inputs: Path, context: dict[str, Any]
     df = collect_results(root, context.get("protocol"))
     target = context.get("target", "usdh")
     # every setting's rows: the retrieval table's protocols, then the entries of `settings`
-    every = pd.concat(
+    every = _grouped(
         [
             df.assign(group="retrieval"),
             collect_results(root, group="settings").assign(group="settings"),
-        ],
-        ignore_index=True,
+        ]
     )
-    every = every[["group", *(c for c in every.columns if c != "group")]]
     _write_csv(every, reports_root / "results.csv")
     protocols = list(df["protocol"].drop_duplicates())
     main = context.get("protocol") if context.get("protocol") in protocols else protocols[0]
@@ -250,8 +255,7 @@ def _build(root: Path, reports_root: Path, inputs: Path, context: dict[str, Any]
     verdicts = [verdict.assign(group="retrieval")]
     if len(settings) and target in set(settings["method"]):
         verdicts.append(verdict_table(root, settings, target).assign(group="settings"))
-    all_verdicts = pd.concat(verdicts, ignore_index=True)
-    all_verdicts = all_verdicts[["group", *(c for c in all_verdicts if c != "group")]]
+    all_verdicts = _grouped(verdicts)
     _write_csv(all_verdicts, reports_root / "verdict.csv")
     if "verdict" in tables:
         tables["verdict"] = verdict.drop(columns=list(NUMBERS))

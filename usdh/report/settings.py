@@ -62,6 +62,11 @@ def setting_labels(df: pd.DataFrame) -> dict[tuple[str, str, str], str]:
     return out
 
 
+def _in_setting(df: pd.DataFrame, key: tuple[str, str, str]) -> pd.Series:
+    """The rows of ``df`` that belong to the setting ``(group, dataset, protocol)``."""
+    return (df["group"] == key[0]) & (df["dataset"] == key[1]) & (df["protocol"] == key[2])
+
+
 def _headline(verdict: pd.DataFrame) -> pd.DataFrame:
     """Each setting's verdict rows on its headline metric (:data:`HEADLINE`)."""
     parts = []
@@ -86,11 +91,7 @@ def across_table(verdict: pd.DataFrame, df: pd.DataFrame, target: str) -> pd.Dat
         row: dict[str, Any] = {"vs": other, "bits": int(bits)}
         words = []
         for key, label in labels.items():
-            cell = part[
-                (part["group"] == key[0])
-                & (part["dataset"] == key[1])
-                & (part["protocol"] == key[2])
-            ]
+            cell = part[_in_setting(part, key)]
             if not len(cell):
                 row[label] = "-"
                 continue
@@ -156,7 +157,7 @@ def settings_training(df: pd.DataFrame) -> pd.DataFrame:
     labels = setting_labels(df)
     rows = []
     for key, label in labels.items():
-        part = df[(df["group"] == key[0]) & (df["dataset"] == key[1]) & (df["protocol"] == key[2])]
+        part = df[_in_setting(df, key)]
         train = part.groupby("method", sort=False)["train_images"].first().dropna()
         sizes = sorted({int(v) for v in train})
         spread = ", ".join(
@@ -200,15 +201,7 @@ def across_figure(df: pd.DataFrame, out_dir: Path, bits: int = 32) -> list[Path]
     for j, method in enumerate(names):
         means, stds = [], []
         for key in labels:
-            values = (
-                sel[
-                    (sel["group"] == key[0])
-                    & (sel["dataset"] == key[1])
-                    & (sel["protocol"] == key[2])
-                    & (sel["method"] == method)
-                ][column].dropna()
-                * 100
-            )
+            values = sel[_in_setting(sel, key) & (sel["method"] == method)][column].dropna() * 100
             means.append(values.mean() if len(values) else np.nan)
             stds.append(values.std(ddof=1) if len(values) > 1 else 0.0)
         x = np.arange(len(labels)) + (j - (len(names) - 1) / 2) * width

@@ -26,7 +26,7 @@ from usdh.stages.features import augmented_views, check_read, rotation_rows
 
 log = logging.getLogger("usdh")
 
-check_params = sections_checker("datasets", "split_seed", "features", "calibration", "settings")
+check_params = sections_checker("datasets", "split_seed", "features", "calibration")
 
 #: what the bank's provenance keeps of the extraction record
 STABLE_KEYS = (
