@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks import clustered_features
 from usdh.hasher import TrainingViews
 from usdh.registry import methods
 
@@ -19,10 +20,7 @@ N_FIT, N_ENCODE, DIM = 5000, 50_000, 1280
 
 @pytest.fixture(scope="module")
 def features():
-    rng = np.random.default_rng(0)
-    centers = rng.normal(size=(10, DIM)).astype(np.float32)
-    x = centers[rng.integers(0, 10, N_FIT + N_ENCODE)] + rng.normal(size=(N_FIT + N_ENCODE, DIM))
-    return np.maximum(x, 0).astype(np.float32)  # ReLU-like, as CNN features are
+    return clustered_features(np.random.default_rng(0), N_FIT + N_ENCODE, DIM)
 
 
 @pytest.mark.parametrize("method", list(methods()))

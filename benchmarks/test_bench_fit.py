@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
+from benchmarks import clustered_features, noisy_views
 from usdh.hasher import TrainingViews
 from usdh.registry import methods
 
@@ -30,16 +31,12 @@ PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").re
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(0)
-    centers = rng.normal(size=(10, DIM)).astype(np.float32)
-    x = np.maximum(centers[rng.integers(0, 10, N)] + rng.normal(size=(N, DIM)), 0)
-    x = x.astype(np.float32)
+    x = clustered_features(rng, N, DIM)
     rows = rng.choice(N, N_ROT, replace=False)
-    rot = np.maximum(x[rows, None, :] + 0.1 * rng.normal(size=(N_ROT, len(ANGLES), DIM)), 0)
+    rot = noisy_views(rng, x, rows, len(ANGLES), 0.1)
     bank_rows = rng.choice(N, N_ROT, replace=False)
-    bank = np.maximum(x[bank_rows, None, :] + 0.3 * rng.normal(size=(N_ROT, 4, DIM)), 0)
-    return x, TrainingViews(
-        rot.astype(np.float32), ANGLES, rows, bank.astype(np.float32), bank_rows
-    )
+    bank = noisy_views(rng, x, bank_rows, 4, 0.3)
+    return x, TrainingViews(rot, ANGLES, rows, bank, bank_rows)
 
 
 @pytest.mark.parametrize("method", ["itq", *(m for m, s in methods().items() if s.deep)])

@@ -35,6 +35,8 @@ import numpy as np
 import pytest
 import yaml
 
+from benchmarks import clustered_features, noisy_views
+
 N, DIM, N_ROT, BITS, EPOCHS = 20_000, 1280, 2_000, 32, 4
 ANGLES = (-10.0, -5.0, 5.0, 10.0)
 SEEDS = (0, 1)
@@ -46,12 +48,9 @@ def _data() -> tuple[np.ndarray, Any]:
     from usdh.hasher import TrainingViews
 
     rng = np.random.default_rng(0)
-    centers = rng.normal(size=(10, DIM)).astype(np.float32)
-    x = np.maximum(centers[rng.integers(0, 10, N)] + rng.normal(size=(N, DIM)), 0)
+    x = clustered_features(rng, N, DIM)
     rows = rng.choice(N, N_ROT, replace=False)
-    rot = np.maximum(x[rows, None, :] + 0.1 * rng.normal(size=(N_ROT, len(ANGLES), DIM)), 0)
-    views = TrainingViews(rot.astype(np.float32), ANGLES, rows)
-    return x.astype(np.float32), views
+    return x, TrainingViews(noisy_views(rng, x, rows, len(ANGLES), 0.1), ANGLES, rows)
 
 
 def _fit(seeds: tuple[int, ...], threads: int | None, barrier: Any, out: Any) -> None:
